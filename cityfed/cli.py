@@ -1,0 +1,153 @@
+"""The ``cityfed`` command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cityfed.errors import CityFedError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="cityfed",
+    help="Exact federated regression across partner cities, on Flower.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_DEMO_CITIES = ("ewr.toml", "jfk.toml", "lga.toml")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _run_simulation(federation: Path, cities: list[Path], out: Path, as_json: bool) -> dict[str, Any]:
+    from cityfed.progress import ProgressEvent
+    from cityfed.simulate import prepare, simulate
+
+    console = Console(stderr=True) if as_json else Console()
+    started = time.monotonic()
+    with console.status("Checking the federation spec and every city's data...") as status:
+        plan = prepare(federation, cities)
+        for data in plan.data:
+            console.log(f"{data.city}: {data.rows_used} usable rows ({data.rows_dropped} dropped)")
+        status.update(f"Starting Flower's simulation engine with {len(plan.cities)} cities...")
+
+        def on_event(event: ProgressEvent) -> None:
+            console.log(event.message)
+            status.update(event.message)
+
+        report = simulate(plan, out, on_event=on_event)
+    report.setdefault("timing", {})["command_seconds"] = round(time.monotonic() - started, 3)
+    return report
+
+
+@app.command()
+def simulate(
+    federation: Annotated[Path, typer.Argument(help="federation.toml")],
+    cities: Annotated[list[Path], typer.Argument(help="one city.toml per city")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for model.pb and the reports")],
+    as_json: Annotated[bool, typer.Option("--json", help="print report.json instead of tables")] = False,
+) -> None:
+    """Run the federation on this machine, one Flower node per city."""
+    from cityfed.summary import print_summary
+
+    try:
+        report = _run_simulation(federation, cities, out, as_json)
+    except CityFedError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    console = Console()
+    print_summary(report, console)
+    console.print(f"Wrote {out / 'model.pb'}, {out / 'report.json'}, {out / 'report.html'}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="where the demo's artifacts go")] = Path(
+        "cityfed-demo"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print report.json instead of tables")] = False,
+) -> None:
+    """Three New York airports as three partner cities, on the bundled real data."""
+    from cityfed.summary import print_summary
+
+    with tempfile.TemporaryDirectory(prefix="cityfed-demo-") as tmp:
+        # Copy the bundled sample so relative paths work from any installation.
+        source = resources.files("cityfed.demo_data")
+        work = Path(tmp)
+        for entry in source.iterdir():
+            if entry.name.endswith((".csv", ".toml")):
+                (work / entry.name).write_bytes(entry.read_bytes())
+        try:
+            report = _run_simulation(
+                work / "federation.toml", [work / c for c in _DEMO_CITIES], out, as_json
+            )
+        except CityFedError as exc:
+            raise _fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    console = Console()
+    console.print(
+        "\n[bold]CityFed demo[/]: EWR and JFK share US-unit CSVs (JFK derives °C with a "
+        "formula); LGA exports metric units under German column names with decimal commas. "
+        "Each city maps its columns onto the federation's; only statistics leave a city.\n"
+    )
+    print_summary(report, console)
+    console.print(f"\nReport: [bold]{(out / 'report.html').resolve()}[/] (and report.json, model.pb)")
+
+
+@app.command()
+def version() -> None:
+    """Print the CityFed and Flower versions."""
+    from importlib.metadata import version as dist_version
+
+    from cityfed import __version__
+
+    typer.echo(f"cityfed {__version__} (flwr {dist_version('flwr')})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except CityFedError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script wrapper: exit with :func:`main`'s code."""
+    sys.exit(main())

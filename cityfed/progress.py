@@ -1,0 +1,55 @@
+"""Progress events of a run, appended as JSON lines so another process can follow.
+
+The ServerApp runs in a process of its own (the simulation engine's, or the
+SuperLink's); the CLI that waits for it reads the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ProgressEvent", "ProgressLog", "read_events"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a run: ``kind`` is ``info``, ``round``, ``done`` or ``error``."""
+
+    kind: str
+    message: str
+    fields: dict[str, Any]
+
+
+class ProgressLog:
+    """Appends events to ``path`` (one JSON object per line, flushed at once)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def emit(self, kind: str, message: str, **fields: Any) -> None:
+        """Record one event."""
+        record = {"time": time.time(), "kind": kind, "message": message, **fields}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def read_events(path: Path, offset: int = 0) -> tuple[list[ProgressEvent], int]:
+    """Events written since byte ``offset``, and the new offset (whole lines only)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    end = chunk.rfind(b"\n") + 1
+    events = []
+    for line in chunk[:end].splitlines():
+        record = json.loads(line)
+        record.pop("time", None)
+        events.append(ProgressEvent(record.pop("kind"), record.pop("message"), record))
+    return events, offset + end

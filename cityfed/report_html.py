@@ -1,0 +1,904 @@
+"""Render a run's ``report.json`` as one self-contained HTML page.
+
+The page needs nothing from the network: the styles are inline, there is no
+JavaScript, and the plots are inline SVG drawn by the small helpers below.
+Every string that comes from the report is escaped with :func:`html.escape`,
+and every value is read defensively, so a report with null scores, a null
+pooled check or refused cities still renders.
+
+Conventions used throughout: helpers whose names end in ``_svg``,
+``_section`` or ``_table`` return HTML; their *text* arguments are raw strings
+that they escape themselves, while *cell* arguments of :func:`_table` are
+HTML that the caller has already escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import zip_longest
+from typing import Any, Final
+
+__all__ = ["render_html"]
+
+NA: Final = "n/a"
+_SVG_NS: Final = "http://www.w3.org/2000/svg"
+
+
+# --------------------------------------------------------------------------
+# Fixed vocabulary: the three models compared and the scores per task
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One of the three models compared on each city's holdout rows."""
+
+    keys: tuple[str, ...]  # accepted spellings in ``holdout``
+    label: str
+    colour: str
+
+
+@dataclass(frozen=True)
+class _Metric:
+    """A holdout score: its key in the report, label and direction."""
+
+    key: str
+    label: str
+    higher_is_better: bool
+
+
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
+_SERIES: Final = (
+    _Series(("local_only",), "local-only", "#7f7f7f"),
+    _Series(("federated",), "federated", "#0072b2"),
+    _Series(("personalized", "personalised"), "personalised", "#e69f00"),
+)
+
+_REGRESSION_METRICS: Final = (
+    _Metric("r2", "R²", higher_is_better=True),
+    _Metric("rmse", "RMSE", higher_is_better=False),
+    _Metric("mae", "MAE", higher_is_better=False),
+)
+
+_CLASSIFICATION_METRICS: Final = (
+    _Metric("accuracy", "Accuracy", higher_is_better=True),
+    _Metric("log_loss", "Log-loss", higher_is_better=False),
+    _Metric("roc_auc", "ROC AUC", higher_is_better=True),
+)
+
+_CSS: Final = """
+:root { color-scheme: light; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial,
+       sans-serif; color: #1f2933; background: #fff; margin: 0; line-height: 1.45; }
+main { max-width: 1100px; margin: 0 auto; padding: 24px 32px 48px; }
+h1 { font-size: 1.7rem; margin: 0 0 4px; }
+h2 { font-size: 1.25rem; margin: 36px 0 8px; padding-bottom: 4px;
+     border-bottom: 2px solid #e4e7eb; }
+h3 { font-size: 1rem; margin: 20px 0 6px; }
+.subtitle { color: #52606d; margin: 0 0 8px; }
+.caption, figcaption { color: #52606d; font-size: 0.9rem; margin: 4px 0 10px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.92rem; }
+th, td { border-bottom: 1px solid #e4e7eb; padding: 5px 12px; text-align: left;
+         vertical-align: top; }
+th { background: #f5f7fa; font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.group-start td { border-top: 2px solid #cbd2d9; }
+td strong { color: #0b4f6c; }
+ul.reasons { margin: 0; padding-left: 1.1em; }
+.status { display: inline-block; padding: 0 8px; border-radius: 9px;
+          font-size: 0.85rem; font-weight: 600; }
+.status-ok { background: #e3f9e5; color: #1f6f2b; }
+.status-refused { background: #ffe3e3; color: #9b1c1c; }
+.status-other { background: #fff3c4; color: #7c5e10; }
+.verdict { font-weight: 600; padding: 8px 12px; border-radius: 6px;
+           display: inline-block; }
+.verdict.pass { background: #e3f9e5; color: #1f6f2b; }
+.verdict.fail { background: #ffe3e3; color: #9b1c1c; }
+.verdict.unknown { background: #f5f7fa; color: #52606d; }
+figure { margin: 8px 0 16px; }
+.scroll { overflow-x: auto; }
+.grid { display: flex; flex-wrap: wrap; gap: 12px 24px; }
+svg { font-family: inherit; }
+svg text { fill: #1f2933; font-size: 11px; }
+svg text.muted { fill: #7b8794; }
+svg text.title { font-size: 13px; font-weight: 600; }
+svg text.axis-label { font-size: 12px; }
+svg .grid-line { stroke: #e4e7eb; stroke-width: 1; }
+svg .axis { stroke: #52606d; stroke-width: 1; fill: none; }
+svg .identity { stroke: #9aa5b1; stroke-width: 1.5; stroke-dasharray: 5 4; }
+svg .point { fill: #0072b2; fill-opacity: 0.7; stroke: #064a75; stroke-width: 1; }
+footer { margin-top: 40px; color: #7b8794; font-size: 0.85rem; }
+"""
+
+
+# --------------------------------------------------------------------------
+# Defensive access and formatting
+# --------------------------------------------------------------------------
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    """Return ``value`` if it is a mapping, else an empty one."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sequence(value: object) -> list[Any]:
+    """Return ``value`` as a list if it is a list or tuple, else an empty list."""
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _as_float(value: object) -> float | None:
+    """Return ``value`` as a finite float, or None for null, NaN, text, bools."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    """Format a number for display; anything that is not a number is ``n/a``.
+
+    Parameters
+    ----------
+    value : object
+        The value to format. Integers keep every digit (with thousands
+        separators); floats get ``digits`` significant digits.
+    digits : int, optional
+        Significant digits for floats, by default 4.
+
+    Returns
+    -------
+    str
+        Plain text, safe to embed in HTML as is. Very small or very large
+        magnitudes are written in scientific notation, e.g. ``3.1e-13``.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    number = _as_float(value)
+    if number is None:
+        return NA
+    if number == 0:
+        return "0"
+    if abs(number) < 1e-3 or abs(number) >= 1e12:
+        mantissa, exponent = f"{number:.{digits - 1}e}".split("e")
+        if "." in mantissa:
+            mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exponent)}"
+    text = f"{number:.{digits}g}"
+    return f"{number:,.0f}" if "e" in text else text
+
+
+def _text(value: object) -> str:
+    """Return any report value as escaped HTML text (null becomes ``n/a``)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or isinstance(value, int | float):
+        return _fmt(value)
+    return html.escape(str(value))
+
+
+def _is_classification(report: Mapping[str, Any]) -> bool:
+    """Tell whether the federation's task is classification."""
+    task = _mapping(report.get("federation")).get("task")
+    if task is None:
+        task = _mapping(report.get("model")).get("task")
+    return "class" in str(task).lower()
+
+
+def _metrics(classification: bool) -> tuple[_Metric, ...]:
+    """Return the scores shown for the task."""
+    return _CLASSIFICATION_METRICS if classification else _REGRESSION_METRICS
+
+
+def _series_scores(holdout: Mapping[str, Any], series: _Series) -> Mapping[str, Any]:
+    """Return one model's holdout scores (empty if absent or null)."""
+    for key in series.keys:
+        if key in holdout:
+            return _mapping(holdout[key])
+    return {}
+
+
+def _is_refused(city: Mapping[str, Any]) -> bool:
+    """Tell whether a city refused to take part."""
+    return str(city.get("status", "")).lower() == "refused"
+
+
+def _shorten(label: str, limit: int = 16) -> str:
+    """Shorten a raw label to ``limit`` characters, ending with an ellipsis."""
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------
+# Generic HTML pieces
+# --------------------------------------------------------------------------
+
+
+def _table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    numeric: frozenset[int] = frozenset(),
+    row_classes: Sequence[str] | None = None,
+) -> str:
+    """Render a table.
+
+    Parameters
+    ----------
+    header : Sequence[str]
+        Raw column titles; they are escaped here.
+    rows : Sequence[Sequence[str]]
+        Cells as HTML that the caller has already escaped.
+    numeric : frozenset[int], optional
+        Indices of right-aligned numeric columns.
+    row_classes : Sequence[str] or None, optional
+        One CSS class per row ("" for none).
+
+    Returns
+    -------
+    str
+        The ``<table>`` element.
+    """
+
+    def cls(index: int) -> str:
+        return ' class="num"' if index in numeric else ""
+
+    head = "".join(
+        f"<th{cls(i)}>{html.escape(title)}</th>" for i, title in enumerate(header)
+    )
+    body = []
+    for r, row in enumerate(rows):
+        row_class = row_classes[r] if row_classes and r < len(row_classes) else ""
+        tr = f'<tr class="{row_class}">' if row_class else "<tr>"
+        cells = "".join(f"<td{cls(i)}>{cell}</td>" for i, cell in enumerate(row))
+        body.append(f"{tr}{cells}</tr>")
+    return (
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _section(title: str, *parts: str) -> str:
+    """Wrap HTML parts in a ``<section>`` headed by an escaped ``title``."""
+    return f"<section><h2>{html.escape(title)}</h2>{''.join(parts)}</section>"
+
+
+def _caption(text: str) -> str:
+    """Return a one-paragraph caption from raw text."""
+    return f'<p class="caption">{html.escape(text)}</p>'
+
+
+# --------------------------------------------------------------------------
+# SVG primitives
+# --------------------------------------------------------------------------
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Return round tick values covering ``[low, high]`` in about ``count`` steps.
+
+    Parameters
+    ----------
+    low, high : float
+        The data range; a degenerate range is widened around its value.
+    count : int, optional
+        Target number of intervals, by default 5.
+
+    Returns
+    -------
+    list[float]
+        Increasing ticks; the first is ``<= low`` and the last ``>= high``.
+    """
+    if high - low <= 1e-12 * max(1.0, abs(low), abs(high)):
+        pad = abs(low) * 0.1 or 1.0
+        low, high = low - pad, high + pad
+    raw_step = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw_step))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw_step)
+    start = math.floor(low / step + 1e-9) * step
+    stop = math.ceil(high / step - 1e-9) * step
+    ticks = []
+    for i in range(round((stop - start) / step) + 1):
+        tick = start + i * step
+        ticks.append(0.0 if abs(tick) < step * 1e-9 else round(tick, 12))
+    return ticks
+
+
+def _svg_open(width: float, height: float, css_class: str, label: str) -> str:
+    """Open an ``<svg>`` element with a raw accessible ``label``."""
+    return (
+        f'<svg xmlns="{_SVG_NS}" class="{css_class}" width="{width:.0f}" '
+        f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
+        f'role="img" aria-label="{html.escape(label)}">'
+    )
+
+
+def _svg_text(
+    x: float,
+    y: float,
+    text: str,
+    *,
+    anchor: str = "middle",
+    css_class: str = "",
+    rotate: bool = False,
+) -> str:
+    """Return an SVG ``<text>`` element holding escaped raw ``text``."""
+    cls = f' class="{css_class}"' if css_class else ""
+    turn = f' transform="rotate(-90 {x:.1f} {y:.1f})"' if rotate else ""
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{cls}{turn}>'
+        f"{html.escape(text)}</text>"
+    )
+
+
+def _svg_line(x1: float, y1: float, x2: float, y2: float, css_class: str) -> str:
+    """Return an SVG ``<line>`` element."""
+    return (
+        f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
+        f'class="{css_class}"/>'
+    )
+
+
+# --------------------------------------------------------------------------
+# Bar chart
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _BarGroup:
+    """One city's bars: one value (or None) per series."""
+
+    label: str
+    values: tuple[float | None, ...]
+
+
+def _bar_chart_svg(
+    groups: Sequence[_BarGroup], series: Sequence[_Series], y_label: str
+) -> str:
+    """Draw a grouped bar chart.
+
+    Parameters
+    ----------
+    groups : Sequence[_BarGroup]
+        One group per city; a None value draws no bar but an "n/a" mark.
+    series : Sequence[_Series]
+        The series, in the order of each group's values (legend and colours).
+    y_label : str
+        Raw y-axis label.
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element with exactly one ``<rect>`` per non-null value.
+    """
+    bar_w, bar_gap, group_gap = 30.0, 4.0, 40.0
+    left, right, top, bottom, plot_h = 64.0, 16.0, 48.0, 40.0, 240.0
+    group_w = len(series) * bar_w + (len(series) - 1) * bar_gap
+    pitch = group_w + group_gap
+    plot_w = max(360.0, len(groups) * pitch)
+    width, height = left + plot_w + right, top + plot_h + bottom
+
+    values = [v for group in groups for v in group.values if v is not None]
+    ticks = _nice_ticks(min([0.0, *values]), max([0.0, *values]))
+    y_low, y_high = ticks[0], ticks[-1]
+
+    def y_of(value: float) -> float:
+        return top + plot_h * (y_high - value) / (y_high - y_low)
+
+    parts = [_svg_open(width, height, "bar-chart", f"Grouped bar chart of {y_label}")]
+    for tick in ticks:
+        parts.append(
+            _svg_line(left, y_of(tick), left + plot_w, y_of(tick), "grid-line")
+        )
+        parts.append(_svg_text(left - 6, y_of(tick) + 4, _fmt(tick), anchor="end"))
+    parts.append(_svg_line(left, top, left, top + plot_h, "axis"))
+    parts.append(_svg_line(left, y_of(0.0), left + plot_w, y_of(0.0), "axis"))
+    parts.append(
+        _svg_text(16, top + plot_h / 2, y_label, css_class="axis-label", rotate=True)
+    )
+
+    first_x = left + (plot_w - len(groups) * pitch) / 2 + group_gap / 2
+    for g, group in enumerate(groups):
+        group_x = first_x + g * pitch
+        for s, (item, value) in enumerate(zip(series, group.values, strict=False)):
+            centre = group_x + s * (bar_w + bar_gap) + bar_w / 2
+            parts.append(_bar_svg(centre, bar_w, value, y_of, item, group.label))
+        parts.append(
+            _svg_text(group_x + group_w / 2, top + plot_h + 26, _shorten(group.label))
+        )
+    parts.append(_legend_svg(series, left, 18))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _bar_svg(
+    centre: float,
+    bar_w: float,
+    value: float | None,
+    y_of: Callable[[float], float],
+    series: _Series,
+    group_label: str,
+) -> str:
+    """Draw one bar with its value label, or an "n/a" mark for a null value."""
+    zero = y_of(0.0)
+    if value is None:
+        return _svg_text(centre, zero - 4, NA, css_class="muted")
+    y = y_of(value)
+    top, height = min(y, zero), abs(zero - y)
+    tooltip = html.escape(f"{group_label} — {series.label}: {_fmt(value)}")
+    label_y = top - 4 if value >= 0 else top + height + 12
+    return (
+        f'<rect x="{centre - bar_w / 2:.1f}" y="{top:.1f}" width="{bar_w:.1f}" '
+        f'height="{height:.1f}" fill="{series.colour}"><title>{tooltip}</title></rect>'
+        + _svg_text(centre, label_y, _fmt(value, 3))
+    )
+
+
+def _legend_svg(series: Sequence[_Series], x: float, y: float) -> str:
+    """Draw a horizontal legend; swatches are paths so bars stay the only rects."""
+    parts = []
+    for item in series:
+        parts.append(
+            f'<path d="M{x:.1f} {y - 9:.1f}h12v12h-12z" fill="{item.colour}"/>'
+        )
+        parts.append(_svg_text(x + 17, y + 1, item.label, anchor="start"))
+        x += 30 + 7 * len(item.label)
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------
+# Calibration plot
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Bin:
+    """A calibration bin: mean prediction, mean observation, row count."""
+
+    predicted: float
+    observed: float
+    count: float | None
+
+
+def _calibration_bins(value: object) -> list[_Bin]:
+    """Read a city's ``calibration`` list, keeping only bins with both means."""
+    bins = []
+    for item in _sequence(value):
+        entry = _mapping(item)
+        predicted = _as_float(entry.get("predicted"))
+        observed = _as_float(entry.get("observed"))
+        if predicted is not None and observed is not None:
+            bins.append(_Bin(predicted, observed, _as_float(entry.get("count"))))
+    return bins
+
+
+def _calibration_svg(
+    title: str,
+    bins: Sequence[_Bin],
+    x_label: str,
+    y_label: str,
+    bounds: tuple[float, float] | None = None,
+) -> str:
+    """Plot observed against predicted bin means, with the line y = x.
+
+    Parameters
+    ----------
+    title : str
+        Raw plot title (the city name).
+    bins : Sequence[_Bin]
+        The bins; point area grows with the bin's row count when known.
+    x_label, y_label : str
+        Raw axis labels.
+    bounds : tuple[float, float] or None, optional
+        Shared axis range; by default it is fitted to the data.
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element; both axes share one scale.
+    """
+    left, right, top, bottom, size = 64.0, 16.0, 36.0, 48.0, 240.0
+    width, height = left + size + right, top + size + bottom
+    if bounds is None:
+        coords = [b.predicted for b in bins] + [b.observed for b in bins]
+        pad = 0.05 * (max(coords) - min(coords))
+        bounds = (min(coords) - pad, max(coords) + pad)
+    ticks = _nice_ticks(*bounds)
+    low, high = ticks[0], ticks[-1]
+
+    def sx(value: float) -> float:
+        return left + size * (value - low) / (high - low)
+
+    def sy(value: float) -> float:
+        return top + size * (high - value) / (high - low)
+
+    parts = [_svg_open(width, height, "calibration", f"Predicted vs observed: {title}")]
+    parts.append(_svg_text(left + size / 2, 18, _shorten(title, 40), css_class="title"))
+    for tick in ticks:
+        parts.append(_svg_line(sx(tick), top, sx(tick), top + size, "grid-line"))
+        parts.append(_svg_line(left, sy(tick), left + size, sy(tick), "grid-line"))
+        parts.append(_svg_text(sx(tick), top + size + 15, _fmt(tick)))
+        parts.append(_svg_text(left - 6, sy(tick) + 4, _fmt(tick), anchor="end"))
+    parts.append(
+        f'<path d="M{left:.1f} {top:.1f}v{size:.1f}h{size:.1f}" class="axis"/>'
+    )
+    parts.append(_svg_line(sx(low), sy(low), sx(high), sy(high), "identity"))
+    parts.append(
+        _svg_text(left + size / 2, height - 8, x_label, css_class="axis-label")
+    )
+    parts.append(
+        _svg_text(16, top + size / 2, y_label, css_class="axis-label", rotate=True)
+    )
+    largest = max((b.count for b in bins if b.count and b.count > 0), default=None)
+    for item in bins:
+        radius = 4.0
+        if largest and item.count and item.count > 0:
+            radius = 2.5 + 5.5 * math.sqrt(item.count / largest)
+        tooltip = (
+            f"predicted {_fmt(item.predicted)}, observed {_fmt(item.observed)}, "
+            f"{_fmt(item.count)} rows"
+        )
+        parts.append(
+            f'<circle cx="{sx(item.predicted):.1f}" cy="{sy(item.observed):.1f}" '
+            f'r="{radius:.1f}" class="point"><title>{html.escape(tooltip)}</title>'
+            "</circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------
+
+
+def _header(report: Mapping[str, Any]) -> str:
+    """Return the page title and the one-line run description."""
+    federation = _mapping(report.get("federation"))
+    model = _mapping(report.get("model"))
+    kind = model.get("kind", federation.get("model"))
+    task = federation.get("task", model.get("task"))
+    details = [
+        f"model {_text(kind)}",
+        f"task {_text(task)}",
+        f"algorithm {_text(federation.get('algorithm'))}",
+        f"rounds {_text(model.get('rounds'))}",
+        f"created {_text(report.get('created_at'))}",
+        f"run {_text(report.get('run_id'))}",
+    ]
+    return (
+        f"<header><h1>CityFed report — {_text(federation.get('name'))}</h1>"
+        f'<p class="subtitle">{" · ".join(details)}</p></header>'
+    )
+
+
+def _scored_cities(
+    cities: Mapping[str, Any],
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """Return (name, city) for every city that did not refuse."""
+    return [
+        (str(name), _mapping(city))
+        for name, city in cities.items()
+        if not _is_refused(_mapping(city))
+    ]
+
+
+def _benefit_table(
+    scored: Sequence[tuple[str, Mapping[str, Any]]], metrics: Sequence[_Metric]
+) -> str:
+    """Tabulate each city's holdout scores for the three models.
+
+    The best of the three values of each score is shown in bold.
+    """
+    rows: list[list[str]] = []
+    row_classes: list[str] = []
+    for name, city in scored:
+        holdout = city.get("holdout")
+        if not isinstance(holdout, Mapping):
+            rows.append([_text(name), "no holdout rows scored", *[NA] * len(metrics)])
+            row_classes.append("group-start")
+            continue
+        scores = [_series_scores(holdout, item) for item in _SERIES]
+        best = {metric.key: _best(scores, metric) for metric in metrics}
+        for s, item in enumerate(_SERIES):
+            cells = [_text(name) if s == 0 else "", html.escape(item.label)]
+            for metric in metrics:
+                value = _as_float(scores[s].get(metric.key))
+                cell = _fmt(value)
+                is_best = value is not None and value == best[metric.key]
+                cells.append(f"<strong>{cell}</strong>" if is_best else cell)
+            rows.append(cells)
+            row_classes.append("group-start" if s == 0 else "")
+    header = ["City", "Model", *[metric.label for metric in metrics]]
+    numeric = frozenset(range(2, 2 + len(metrics)))
+    return _table(header, rows, numeric=numeric, row_classes=row_classes)
+
+
+def _best(scores: Sequence[Mapping[str, Any]], metric: _Metric) -> float | None:
+    """Return the best non-null value of ``metric`` among the models."""
+    values = [
+        v for v in (_as_float(s.get(metric.key)) for s in scores) if v is not None
+    ]
+    if not values:
+        return None
+    return max(values) if metric.higher_is_better else min(values)
+
+
+def _headline_groups(
+    scored: Sequence[tuple[str, Mapping[str, Any]]], classification: bool
+) -> tuple[list[_BarGroup], str]:
+    """Return the bar groups for the headline score and the y-axis label.
+
+    Regression uses R². Classification uses ROC AUC, except for a city whose
+    three AUCs are all null: its bars show accuracy and its label says so.
+    """
+    groups: list[_BarGroup] = []
+    fell_back = False
+    for name, city in scored:
+        holdout = _mapping(city.get("holdout"))
+        scores = [_series_scores(holdout, item) for item in _SERIES]
+        key, label = ("roc_auc" if classification else "r2"), name
+        values = tuple(_as_float(s.get(key)) for s in scores)
+        if classification and all(v is None for v in values):
+            values = tuple(_as_float(s.get("accuracy")) for s in scores)
+            if any(v is not None for v in values):
+                label, fell_back = f"{name} (accuracy)", True
+        groups.append(_BarGroup(label, values))
+    if not classification:
+        return groups, "R² on holdout rows"
+    return groups, "ROC AUC / accuracy" if fell_back else "ROC AUC on holdout rows"
+
+
+def _benefit_section(cities: Mapping[str, Any], classification: bool) -> str:
+    """Return the "Mutual benefit" section: scores table and bar chart."""
+    scored = _scored_cities(cities)
+    refused = [str(name) for name in cities if _is_refused(_mapping(cities[name]))]
+    parts = [
+        _caption(
+            "Scores on each city's own holdout rows for a model trained on that "
+            "city alone (local-only), the shared federated model, and the "
+            "federated model personalised to the city. Best value in bold."
+        )
+    ]
+    if refused:
+        parts.append(_caption(f"Refused cities are not scored: {', '.join(refused)}."))
+    if not scored:
+        return _section("Mutual benefit", *parts, _caption("No city was scored."))
+    parts.append(_benefit_table(scored, _metrics(classification)))
+    groups, y_label = _headline_groups(scored, classification)
+    chart = _bar_chart_svg(groups, _SERIES, y_label)
+    parts.append(
+        f'<figure><div class="scroll">{chart}</div><figcaption>'
+        f"{html.escape(y_label)} per city; missing scores are marked n/a."
+        "</figcaption></figure>"
+    )
+    return _section("Mutual benefit", *parts)
+
+
+def _calibration_section(report: Mapping[str, Any], classification: bool) -> str:
+    """Return the "Predicted vs observed" section, or "" if no city has bins."""
+    cities = _mapping(report.get("cities"))
+    target = _mapping(_mapping(report.get("federation")).get("target"))
+    if classification:
+        x_label, y_label = "mean predicted probability", "observed frequency"
+        bounds: tuple[float, float] | None = (0.0, 1.0)
+    else:
+        name = str(target.get("name") or "target")
+        unit = target.get("unit")
+        suffix = f" ({unit})" if unit else ""
+        x_label, y_label = f"predicted {name}{suffix}", f"observed {name}{suffix}"
+        bounds = None
+    plots = []
+    for city_name, city in cities.items():
+        bins = _calibration_bins(_mapping(city).get("calibration"))
+        if bins:
+            plots.append(
+                _calibration_svg(str(city_name), bins, x_label, y_label, bounds)
+            )
+    if not plots:
+        return ""
+    caption = _caption(
+        "Each point is a bin of holdout rows: mean prediction (x) against mean "
+        "observed value (y), sized by row count; the dashed line is y = x. "
+        "These are binned aggregates computed by each city — the coordinator "
+        "never sees rows."
+    )
+    return _section(
+        "Predicted vs observed", caption, f'<div class="grid">{"".join(plots)}</div>'
+    )
+
+
+def _model_section(report: Mapping[str, Any], classification: bool) -> str:
+    """Return the "Model" section: coefficients, intercept, target, settings."""
+    federation = _mapping(report.get("federation"))
+    model = _mapping(report.get("model"))
+    specs = [_mapping(f) for f in _sequence(federation.get("features"))]
+    units = {str(spec.get("name")): spec.get("unit") for spec in specs}
+    names = _sequence(model.get("features")) or [spec.get("name") for spec in specs]
+    target = _mapping(federation.get("target"))
+
+    rows = [
+        [_text(name), _text(units.get(str(name))), _fmt(coef, 6)]
+        for name, coef in zip_longest(names, _sequence(model.get("coef")))
+    ]
+    intercept_unit = "log-odds" if classification else _text(target.get("unit"))
+    rows.append(["<em>intercept</em>", intercept_unit, _fmt(model.get("intercept"), 6)])
+    effect = (
+        "the change in log-odds"
+        if classification
+        else f"the change in {target.get('name') or 'the target'}"
+    )
+    parts = [
+        f"<p>Target: <strong>{_text(target.get('name'))}</strong> "
+        f"({_text(target.get('unit'))})</p>",
+        _caption(
+            f"Coefficients are in federation units: each is {effect} per one "
+            "unit of the feature."
+        ),
+        _table(["Feature", "Unit", "Coefficient"], rows, numeric=frozenset({2})),
+        "<h3>Settings</h3>",
+        _settings_table(federation, model),
+    ]
+    return _section("Model", *parts)
+
+
+def _settings_table(federation: Mapping[str, Any], model: Mapping[str, Any]) -> str:
+    """Tabulate the federation settings and fit status present in the report."""
+    keys = (
+        "model",
+        "algorithm",
+        "alpha",
+        "C",
+        "standardize",
+        "holdout_fraction",
+        "seed",
+        "min_cities",
+        "min_rows_per_city",
+        "missing",
+    )
+    rows = [
+        [html.escape(key), _text(federation[key])] for key in keys if key in federation
+    ]
+    rows += [
+        [html.escape(key), _text(model[key])]
+        for key in ("rounds", "converged")
+        if key in model
+    ]
+    return _table(["Setting", "Value"], rows)
+
+
+def _drop_reasons(value: object) -> str:
+    """Render ``drop_reasons`` as a list of "reason: count", largest first."""
+    reasons = _mapping(value)
+    if not reasons:
+        return "none" if isinstance(value, Mapping) else NA
+    ordered = sorted(reasons.items(), key=lambda kv: -(_as_float(kv[1]) or 0.0))
+    items = "".join(
+        f"<li>{_text(reason)}: {_fmt(count)}</li>" for reason, count in ordered
+    )
+    return f'<ul class="reasons">{items}</ul>'
+
+
+def _status_badge(value: object) -> str:
+    """Render a city's status as a coloured badge."""
+    status = str(value).lower() if value is not None else ""
+    kind = status if status in ("ok", "refused") else "other"
+    return f'<span class="status status-{kind}">{_text(value)}</span>'
+
+
+def _cities_section(cities: Mapping[str, Any]) -> str:
+    """Return the "Cities" section: one row per city with its row accounting."""
+    rows = []
+    for name, value in cities.items():
+        city = _mapping(value)
+        reason = city.get("reason")
+        rows.append(
+            [
+                _text(name),
+                _status_badge(city.get("status")),
+                _fmt(city.get("rows_used")),
+                _fmt(city.get("rows_train")),
+                _fmt(city.get("rows_holdout")),
+                _fmt(city.get("rows_dropped")),
+                _drop_reasons(city.get("drop_reasons")),
+                _text(reason) if reason is not None else "",
+            ]
+        )
+    if not rows:
+        return _section("Cities", _caption("The report lists no cities."))
+    header = [
+        "City",
+        "Status",
+        "Rows used",
+        "Train",
+        "Holdout",
+        "Dropped",
+        "Drop reasons",
+        "Reason",
+    ]
+    return _section("Cities", _table(header, rows, numeric=frozenset({2, 3, 4, 5})))
+
+
+def _pooled_section(value: object) -> str:
+    """Return the "Pooled check" section, or "" when the report has none."""
+    if not isinstance(value, Mapping):
+        return ""
+    within = value.get("within_tolerance")
+    if within is True:
+        verdict = (
+            '<p class="verdict pass">Within tolerance: the federated model '
+            "reproduces the pooled reference fit.</p>"
+        )
+    elif within is False:
+        verdict = (
+            '<p class="verdict fail">Not within tolerance: the federated model '
+            "differs from the pooled reference fit.</p>"
+        )
+    else:
+        verdict = '<p class="verdict unknown">Tolerance verdict not recorded.</p>'
+    rows = [
+        ["Max |prediction difference|", _fmt(value.get("max_abs_prediction_diff"))],
+        ["Relative to std(y)", _fmt(value.get("relative_to_std_y"))],
+        ["Rows", _fmt(value.get("rows"))],
+        ["Reference", _text(value.get("reference"))],
+    ]
+    caption = _caption(
+        "The federated model compared with a reference model fitted on all "
+        "cities' rows pooled in one place (done only in simulation)."
+    )
+    return _section(
+        "Pooled check", caption, verdict, _table(["Quantity", "Value"], rows)
+    )
+
+
+def _footer(report: Mapping[str, Any]) -> str:
+    """Return the footer with the CityFed version and wall time."""
+    parts = [f"CityFed {_text(report.get('cityfed_version'))}"]
+    seconds = _as_float(_mapping(report.get("timing")).get("wall_seconds"))
+    if seconds is not None:
+        parts.append(f"wall time {_fmt(seconds)} s")
+    return f"<footer>{' · '.join(parts)}</footer>"
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """Render a run's report as one self-contained HTML page.
+
+    Parameters
+    ----------
+    report : Mapping[str, Any]
+        The report as written to ``report.json`` (parsed JSON). Optional and
+        null values are tolerated: missing scores show as "n/a", a null pooled
+        check omits its section, refused cities show their reason.
+
+    Returns
+    -------
+    str
+        A complete HTML document with inline CSS and inline SVG plots; it
+        loads nothing from the network and needs no JavaScript.
+    """
+    federation = _mapping(report.get("federation"))
+    cities = _mapping(report.get("cities"))
+    classification = _is_classification(report)
+    body = "".join(
+        [
+            _header(report),
+            _benefit_section(cities, classification),
+            _calibration_section(report, classification),
+            _model_section(report, classification),
+            _cities_section(cities),
+            _pooled_section(report.get("pooled_check")),
+            _footer(report),
+        ]
+    )
+    title = f"CityFed report — {_text(federation.get('name'))}"
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{title}</title><style>{_CSS}</style></head>"
+        f"<body><main>{body}</main></body></html>\n"
+    )

@@ -1,0 +1,80 @@
+"""Readable terminal tables of a report (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["print_summary"]
+
+_MODELS = (("local_only", "local only"), ("federated", "federated"), ("personalized", "personalised"))
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _benefit_table(report: dict[str, Any]) -> Table:
+    classify = report["model"]["task"] == "classification"
+    keys = ("roc_auc", "accuracy") if classify else ("r2", "rmse")
+    labels = ("ROC AUC", "accuracy") if classify else ("R²", "RMSE")
+    unit = "" if classify else f" [{report['model']['target']['unit']}]"
+    table = Table(title="Mutual benefit on each city's own holdout rows", title_justify="left")
+    table.add_column("city")
+    table.add_column("rows used", justify="right")
+    table.add_column("dropped", justify="right")
+    for _, label in _MODELS:
+        table.add_column(f"{label}\n{labels[0]} / {labels[1]}{'' if classify else unit}", justify="right")
+    for name, city in report["cities"].items():
+        if city["status"] != "ok":
+            table.add_row(name, _fmt(city.get("rows_used")), _fmt(city.get("rows_dropped")),
+                          f"[yellow]{city['status']}[/]", "", "")
+            continue
+        holdout = city.get("holdout") or {}
+        cells = []
+        for key, _ in _MODELS:
+            scores = holdout.get(key)
+            cells.append("n/a" if not scores else f"{_fmt(scores.get(keys[0]))} / {_fmt(scores.get(keys[1]))}")
+        table.add_row(name, _fmt(city["rows_used"]), _fmt(city["rows_dropped"]), *cells)
+    return table
+
+
+def print_summary(report: dict[str, Any], console: Console) -> None:
+    """Print the model, the per-city benefit and the pooled check."""
+    model = report["model"]
+    console.print(
+        f"[bold]{report['federation']['name']}[/]: {model['kind']} ({model['algorithm']}) on "
+        f"{len(model['cities'])} cities, {model['training_rows']} training rows, "
+        f"{model['rounds']} training round(s)"
+        + ("" if model.get("converged", True) else " [red](not converged)[/]")
+    )
+    coef = Table(title="Model in federation units", title_justify="left")
+    coef.add_column("feature")
+    coef.add_column("unit")
+    coef.add_column("coefficient", justify="right")
+    for name, unit, value in zip(model["features"], model["units"], model["coef"], strict=True):
+        coef.add_row(name, unit, f"{value:.6g}")
+    coef.add_row("(intercept)", "", f"{model['intercept']:.6g}")
+    console.print(coef)
+    console.print(_benefit_table(report))
+    for name, city in report["cities"].items():
+        if city["status"] != "ok" or city.get("reason"):
+            console.print(f"  [yellow]{name}[/]: {city.get('reason')}")
+        elif city.get("drop_reasons"):
+            reasons = ", ".join(f"{k}: {v}" for k, v in city["drop_reasons"].items())
+            console.print(f"  {name} dropped {city['rows_dropped']} rows ({reasons})")
+    check = report.get("pooled_check")
+    if check:
+        verdict = "[green]equal within tolerance[/]" if check["within_tolerance"] else "[red]OUTSIDE tolerance[/]"
+        console.print(
+            f"Pooled check against {check['reference']} on {check['rows']} rows: "
+            f"max |{check['compared']} difference| = {check['max_abs_prediction_diff']:.3g}"
+            + (f" ({check['relative_to_std_y']:.3g} × std(y))" if check.get("relative_to_std_y") is not None else "")
+            + f" — {verdict}"
+        )

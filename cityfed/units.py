@@ -1,0 +1,217 @@
+"""Unit validation and conversion with pint.
+
+Cities declare the unit of each CSV column (``"degF"``, ``"inHg"``, ``"mph"``,
+...) and the federation declares the unit it models in; this module checks
+the declarations and converts whole columns. ``None``, ``""`` and
+``"dimensionless"`` all mean "no unit"; ``"count"`` and ``"percent"``/``"%"``
+are dimensionless too (``50 %`` converts to ``0.5`` dimensionless).
+
+Temperatures are absolute: ``68 degF`` converts to ``20 degC``. A single pint
+registry is created lazily and shared.
+"""
+
+from __future__ import annotations
+
+import functools
+import tokenize
+from typing import Any
+
+import numpy as np
+import pint
+from numpy.typing import NDArray
+from pint.errors import PintError
+
+from cityfed.errors import SpecError
+
+__all__ = ["check_convertible", "convert", "is_dimensionless", "validate_unit"]
+
+_UNITLESS = "dimensionless"
+_HINT = "use a pint unit such as 'degC', 'hPa', 'mph', 'km/h', 'kWh' or '%'"
+
+#: Everything pint's unit-string parser is known to raise on bad input.
+_PARSE_ERRORS: tuple[type[Exception], ...] = (
+    PintError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    ZeroDivisionError,
+    SyntaxError,
+    tokenize.TokenError,
+)
+
+
+@functools.cache
+def _registry() -> Any:
+    """Return the shared unit registry, created on first use."""
+    return pint.UnitRegistry()
+
+
+def _canonical(unit: str | None) -> str:
+    """Map the spellings of "no unit" to ``"dimensionless"``."""
+    if unit is None or not unit.strip():
+        return _UNITLESS
+    return unit.strip()
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(unit: str) -> Any:
+    """Parse a canonical unit string; raises on any invalid unit."""
+    registry = _registry()
+    parsed = registry.Unit(unit)
+    # Exercise the conversion machinery once so that units pint parses but
+    # cannot compute with fail here rather than mid-conversion.
+    registry.Quantity(1.0, parsed).to_base_units()
+    return parsed
+
+
+def _unit(unit: str | None, where: str) -> Any:
+    """Return the pint unit for `unit` or raise a one-line SpecError."""
+    try:
+        return _parse(_canonical(unit))
+    except _PARSE_ERRORS:
+        raise SpecError(f"{where}: unknown unit {unit!r}; {_HINT}") from None
+
+
+def _display(unit: str | None) -> str:
+    return repr(unit) if unit else repr(_UNITLESS)
+
+
+def validate_unit(unit: str | None, *, where: str) -> None:
+    """Check that `unit` is a unit pint understands.
+
+    Parameters
+    ----------
+    unit : str or None
+        The unit string; ``None`` and ``""`` mean dimensionless.
+    where : str
+        Location prefix for error messages.
+
+    Raises
+    ------
+    SpecError
+        The unit is unknown or malformed.
+    """
+    _unit(unit, where)
+
+
+def is_dimensionless(unit: str | None, *, where: str = "unit") -> bool:
+    """Return whether `unit` has no physical dimension.
+
+    ``None``, ``""``, ``"dimensionless"``, ``"count"``, ``"percent"`` and
+    ``"%"`` are all dimensionless.
+
+    Parameters
+    ----------
+    unit : str or None
+        The unit string.
+    where : str, optional
+        Location prefix for the error message of an unknown unit.
+
+    Returns
+    -------
+    bool
+        ``True`` if the unit is dimensionless.
+
+    Raises
+    ------
+    SpecError
+        The unit is unknown or malformed.
+    """
+    if _canonical(unit) == _UNITLESS:
+        return True
+    return bool(_unit(unit, where).dimensionless)
+
+
+def check_convertible(src: str | None, dst: str | None, *, where: str) -> None:
+    """Check that values in unit `src` can be converted to unit `dst`.
+
+    Parameters
+    ----------
+    src, dst : str or None
+        Source and destination units; ``None`` and ``""`` mean dimensionless.
+    where : str
+        Location prefix for error messages.
+
+    Raises
+    ------
+    SpecError
+        Either unit is unknown, or the two have different dimensions; the
+        message names both units and both dimensionalities.
+    """
+    src_unit = _unit(src, where)
+    dst_unit = _unit(dst, where)
+    try:
+        _registry().Quantity(1.0, src_unit).to(dst_unit)
+    except PintError as exc:
+        src_dim = str(src_unit.dimensionality)
+        dst_dim = str(dst_unit.dimensionality)
+        if src_dim != dst_dim:
+            advice = (
+                f"the dimensions differ; declare the column in a unit of "
+                f"dimension {dst_dim}"
+            )
+        else:
+            advice = (
+                "pint cannot convert between them (e.g. an absolute temperature "
+                "and a temperature difference); use units of the same kind"
+            )
+        message = (
+            f"{where}: cannot convert unit {_display(src)} ({src_dim}) to "
+            f"{_display(dst)} ({dst_dim}): {advice}"
+        )
+        raise SpecError(message) from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _scale_factor(src: str, dst: str) -> float | None:
+    """Return the factor for a purely multiplicative conversion, else None."""
+    quantity = _registry().Quantity
+    src_unit, dst_unit = _parse(src), _parse(dst)
+    if float(quantity(0.0, src_unit).to(dst_unit).magnitude) != 0.0:
+        return None  # offset units (absolute temperatures): let pint convert
+    return float(quantity(1.0, src_unit).to(dst_unit).magnitude)
+
+
+def convert(
+    values: NDArray[np.float64],
+    src: str | None,
+    dst: str | None,
+    *,
+    where: str = "unit conversion",
+) -> NDArray[np.float64]:
+    """Convert an array of values from unit `src` to unit `dst`.
+
+    Parameters
+    ----------
+    values : ndarray of float64
+        Values in unit `src`; any shape. Not modified.
+    src, dst : str or None
+        Source and destination units; ``None`` and ``""`` mean dimensionless.
+    where : str, optional
+        Location prefix for error messages.
+
+    Returns
+    -------
+    ndarray of float64
+        A new array of the same shape, in unit `dst`.
+
+    Raises
+    ------
+    SpecError
+        A unit is unknown or the units are not convertible (see
+        :func:`check_convertible`).
+    """
+    array = np.asarray(values, dtype=np.float64)
+    src_key, dst_key = _canonical(src), _canonical(dst)
+    if src_key == dst_key:
+        return array.copy()
+    check_convertible(src, dst, where=where)
+    factor = _scale_factor(src_key, dst_key)
+    if factor is not None:
+        return np.asarray(np.multiply(array, factor), dtype=np.float64)
+    converted = _registry().Quantity(array, _parse(src_key)).to(_parse(dst_key))
+    out = np.asarray(converted.magnitude, dtype=np.float64)
+    if np.may_share_memory(out, array):
+        out = out.copy()
+    return out

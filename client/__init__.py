@@ -1,0 +1,1 @@
+"""The city node: a Flower ClientApp over the city's private data."""

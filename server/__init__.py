@@ -1,0 +1,1 @@
+"""The coordinator: the Flower ServerApp, exact aggregation and publishing."""
