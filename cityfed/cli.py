@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cityfed.errors import CityFedError
 
@@ -30,7 +31,7 @@ _DEMO_CITIES = ("ewr.toml", "jfk.toml", "lga.toml")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -43,12 +44,12 @@ def _run_simulation(federation: Path, cities: list[Path], out: Path, as_json: bo
     with console.status("Checking the federation spec and every city's data...") as status:
         plan = prepare(federation, cities)
         for data in plan.data:
-            console.log(f"{data.city}: {data.rows_used} usable rows ({data.rows_dropped} dropped)")
+            console.log(escape(f"{data.city}: {data.rows_used} usable rows ({data.rows_dropped} dropped)"))
         status.update(f"Starting Flower's simulation engine with {len(plan.cities)} cities...")
 
         def on_event(event: ProgressEvent) -> None:
-            console.log(event.message)
-            status.update(event.message)
+            console.log(escape(event.message))
+            status.update(escape(event.message))
 
         report = simulate(plan, out, on_event=on_event)
     report.setdefault("timing", {})["command_seconds"] = round(time.monotonic() - started, 3)
@@ -126,11 +127,11 @@ def version() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except CityFedError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except Exception as exc:  # click usage errors
         import click
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.Abort):
             return 130
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

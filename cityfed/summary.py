@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["print_summary"]
@@ -33,7 +34,7 @@ def _benefit_table(report: dict[str, Any]) -> Table:
         table.add_column(f"{label}\n{labels[0]} / {labels[1]}{'' if classify else unit}", justify="right")
     for name, city in report["cities"].items():
         if city["status"] != "ok":
-            table.add_row(name, _fmt(city.get("rows_used")), _fmt(city.get("rows_dropped")),
+            table.add_row(escape(name), _fmt(city.get("rows_used")), _fmt(city.get("rows_dropped")),
                           f"[yellow]{city['status']}[/]", "", "")
             continue
         holdout = city.get("holdout") or {}
@@ -41,7 +42,7 @@ def _benefit_table(report: dict[str, Any]) -> Table:
         for key, _ in _MODELS:
             scores = holdout.get(key)
             cells.append("n/a" if not scores else f"{_fmt(scores.get(keys[0]))} / {_fmt(scores.get(keys[1]))}")
-        table.add_row(name, _fmt(city["rows_used"]), _fmt(city["rows_dropped"]), *cells)
+        table.add_row(escape(name), _fmt(city["rows_used"]), _fmt(city["rows_dropped"]), *cells)
     return table
 
 
@@ -49,7 +50,7 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     """Print the model, the per-city benefit and the pooled check."""
     model = report["model"]
     console.print(
-        f"[bold]{report['federation']['name']}[/]: {model['kind']} ({model['algorithm']}) on "
+        f"[bold]{escape(report['federation']['name'])}[/]: {model['kind']} ({model['algorithm']}) on "
         f"{len(model['cities'])} cities, {model['training_rows']} training rows, "
         f"{model['rounds']} training round(s)"
         + ("" if model.get("converged", True) else " [red](not converged)[/]")
@@ -59,21 +60,21 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     coef.add_column("unit")
     coef.add_column("coefficient", justify="right")
     for name, unit, value in zip(model["features"], model["units"], model["coef"], strict=True):
-        coef.add_row(name, unit, f"{value:.6g}")
+        coef.add_row(escape(name), escape(unit), f"{value:.6g}")
     coef.add_row("(intercept)", "", f"{model['intercept']:.6g}")
     console.print(coef)
     console.print(_benefit_table(report))
     for name, city in report["cities"].items():
         if city["status"] != "ok" or city.get("reason"):
-            console.print(f"  [yellow]{name}[/]: {city.get('reason')}")
+            console.print(f"  [yellow]{escape(name)}[/]: {escape(str(city.get('reason')))}")
         elif city.get("drop_reasons"):
             reasons = ", ".join(f"{k}: {v}" for k, v in city["drop_reasons"].items())
-            console.print(f"  {name} dropped {city['rows_dropped']} rows ({reasons})")
+            console.print(escape(f"  {name} dropped {city['rows_dropped']} rows ({reasons})"))
     check = report.get("pooled_check")
     if check:
         verdict = "[green]equal within tolerance[/]" if check["within_tolerance"] else "[red]OUTSIDE tolerance[/]"
         console.print(
-            f"Pooled check against {check['reference']} on {check['rows']} rows: "
+            f"Pooled check against {escape(check['reference'])} on {check['rows']} rows: "
             f"max |{check['compared']} difference| = {check['max_abs_prediction_diff']:.3g}"
             + (f" ({check['relative_to_std_y']:.3g} × std(y))" if check.get("relative_to_std_y") is not None else "")
             + f" — {verdict}"

@@ -13,7 +13,6 @@ registry is created lazily and shared.
 from __future__ import annotations
 
 import functools
-import tokenize
 from typing import Any
 
 import numpy as np
@@ -28,18 +27,8 @@ __all__ = ["check_convertible", "convert", "is_dimensionless", "validate_unit"]
 _UNITLESS = "dimensionless"
 _HINT = "use a pint unit such as 'degC', 'hPa', 'mph', 'km/h', 'kWh' or '%'"
 
-#: Everything pint's unit-string parser is known to raise on bad input.
-_PARSE_ERRORS: tuple[type[Exception], ...] = (
-    PintError,
-    ValueError,
-    TypeError,
-    AttributeError,
-    KeyError,
-    ZeroDivisionError,
-    SyntaxError,
-    tokenize.TokenError,
-)
-
+#: Longer unit strings are rejected before reaching pint's recursive parser.
+_MAX_UNIT_LENGTH = 100
 
 @functools.cache
 def _registry() -> Any:
@@ -67,10 +56,17 @@ def _parse(unit: str) -> Any:
 
 def _unit(unit: str | None, where: str) -> Any:
     """Return the pint unit for `unit` or raise a one-line SpecError."""
-    try:
-        return _parse(_canonical(unit))
-    except _PARSE_ERRORS:
-        raise SpecError(f"{where}: unknown unit {unit!r}; {_HINT}") from None
+    canonical = _canonical(unit)
+    if len(canonical) <= _MAX_UNIT_LENGTH:
+        try:
+            return _parse(canonical)
+        # pint's unit-string parser raises many unrelated types on bad input
+        # (UndefinedUnitError, DefinitionSyntaxError, ValueError, TypeError,
+        # KeyError, ZeroDivisionError, AssertionError, tokenize.TokenError,
+        # RecursionError, ...), so every Exception means "not a unit".
+        except Exception:
+            pass
+    raise SpecError(f"{where}: unknown unit {unit!r}; {_HINT}")
 
 
 def _display(unit: str | None) -> str:

@@ -76,7 +76,7 @@ class _Run:
             + (f" ({failures})" if failures else "")
         )
 
-    def exchange(self, phase: Phase, *, scaler: Scaler, weights: FloatArray) -> list[tuple[int, CityReply]]:
+    def round_trip(self, phase: Phase, *, scaler: Scaler, weights: FloatArray) -> list[tuple[int, CityReply]]:
         """One training exchange with the active cities; failures leave the run."""
         self.rounds += 1
         instruction = Instruction(phase, self.fed, self.rounds, scaler, weights)
@@ -125,7 +125,7 @@ def _fit_logistic(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray
     while not solver.done:
         before = set(run.active)
         trial = solver.trial()
-        replies = run.exchange("newton", scaler=scaler, weights=trial)
+        replies = run.round_trip("newton", scaler=scaler, weights=trial)
         if set(run.active) != before:
             # A city left: its terms are gone from the sums; re-evaluate here.
             run.progress("info", "a city left the run; Newton restarts from the current point")
@@ -148,7 +148,7 @@ def _fit_fedavg(run: _Run, scaler: Scaler) -> FloatArray:
     weights = np.zeros(dim)
     for _ in range(run.fed.rounds):
         average = WeightedAverage(dim)
-        for _, reply in run.exchange("fedavg", scaler=scaler, weights=weights):
+        for _, reply in run.round_trip("fedavg", scaler=scaler, weights=weights):
             if reply.weights is not None and reply.weights.shape == (dim,):
                 average.add(reply.weights, reply.n)
         weights = average.mean()
