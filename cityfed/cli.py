@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -31,11 +30,15 @@ _DEMO_CITIES = ("ewr.toml", "jfk.toml", "lga.toml")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
     return typer.Exit(code)
 
 
-def _run_simulation(federation: Path, cities: list[Path], out: Path, as_json: bool) -> dict[str, Any]:
+def _run_simulation(
+    federation: Path, cities: list[Path], out: Path, as_json: bool
+) -> dict[str, Any]:
     from cityfed.progress import ProgressEvent
     from cityfed.simulate import prepare, simulate
 
@@ -44,7 +47,9 @@ def _run_simulation(federation: Path, cities: list[Path], out: Path, as_json: bo
     with console.status("Checking the federation spec and every city's data...") as status:
         plan = prepare(federation, cities)
         for data in plan.data:
-            console.log(escape(f"{data.city}: {data.rows_used} usable rows ({data.rows_dropped} dropped)"))
+            console.log(
+                escape(f"{data.city}: {data.rows_used} usable rows ({data.rows_dropped} dropped)")
+            )
         status.update(f"Starting Flower's simulation engine with {len(plan.cities)} cities...")
 
         def on_event(event: ProgressEvent) -> None:
@@ -61,7 +66,9 @@ def simulate(
     federation: Annotated[Path, typer.Argument(help="federation.toml")],
     cities: Annotated[list[Path], typer.Argument(help="one city.toml per city")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for model.pb and the reports")],
-    as_json: Annotated[bool, typer.Option("--json", help="print report.json instead of tables")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print report.json instead of tables")
+    ] = False,
 ) -> None:
     """Run the federation on this machine, one Flower node per city."""
     from cityfed.summary import print_summary
@@ -83,7 +90,9 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="where the demo's artifacts go")] = Path(
         "cityfed-demo"
     ),
-    as_json: Annotated[bool, typer.Option("--json", help="print report.json instead of tables")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print report.json instead of tables")
+    ] = False,
 ) -> None:
     """Three New York airports as three partner cities, on the bundled real data."""
     from cityfed.summary import print_summary
@@ -111,7 +120,9 @@ def demo(
         "Each city maps its columns onto the federation's; only statistics leave a city.\n"
     )
     print_summary(report, console)
-    console.print(f"\nReport: [bold]{(out / 'report.html').resolve()}[/] (and report.json, model.pb)")
+    console.print(
+        f"\nReport: [bold]{(out / 'report.html').resolve()}[/] (and report.json, model.pb)"
+    )
 
 
 @app.command()
@@ -131,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return int(exc.exit_code)
     except CityFedError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         return 2
     except Exception as exc:  # click usage errors
         import click

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,7 +117,9 @@ def _read_csv(city: CitySpec, needed: set[str]) -> pd.DataFrame:
     path = city.data
     label = path.name
     if not path.is_file():
-        raise DataError(f"{label}: data file not found at {path} (set [city] data in {city.source})")
+        raise DataError(
+            f"{label}: data file not found at {path} (set [city] data in {city.source})"
+        )
     try:
         frame = pd.read_csv(
             path,
@@ -131,7 +132,9 @@ def _read_csv(city: CitySpec, needed: set[str]) -> pd.DataFrame:
             engine="c",
         )
     except pd.errors.EmptyDataError:
-        raise DataError(f"{label}: the file is empty (expected a header row and data rows)") from None
+        raise DataError(
+            f"{label}: the file is empty (expected a header row and data rows)"
+        ) from None
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{label}: not valid {city.encoding} text at byte {exc.start}; "
@@ -184,7 +187,7 @@ def holdout_mask(n_rows: int, fraction: float, seed: int, city: str) -> NDArray[
     machine; ``fraction = 0`` keeps every row for training.
     """
     mask = np.zeros(n_rows, dtype=bool)
-    n_holdout = int(round(fraction * n_rows))
+    n_holdout = round(fraction * n_rows)
     if n_holdout == 0 or n_rows < 2:
         return mask
     n_holdout = min(n_holdout, n_rows - 1)
@@ -244,7 +247,7 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
             row, j = (int(v) for v in np.argwhere(missing)[0])
             raise DataError(
                 f"{label}: column {plans[j].variable.name!r}, row {row + 1} (line {row + 2}): "
-                "missing value (the federation sets missing = \"error\")"
+                'missing value (the federation sets missing = "error")'
             )
         first_missing = np.argmax(missing, axis=1)
         reasons: Counter[str] = Counter()
@@ -283,4 +286,3 @@ def load_city_data(city: CitySpec, fed: FederationSpec) -> CityData:
         rows_read=rows_read,
         drop_reasons=reasons,
     )
-

@@ -170,6 +170,8 @@ def load_model(path: str | Path) -> CityFedRegressor | CityFedClassifier:
         estimator = CityFedClassifier(C=model.C, standardize=model.standardize)
         estimator.classes_ = np.array([0, 1])
     else:
-        estimator = CityFedRegressor(model=model.kind, alpha=model.alpha, standardize=model.standardize)
+        estimator = CityFedRegressor(
+            model=model.kind, alpha=model.alpha, standardize=model.standardize
+        )
     estimator._set_from_model(model)
     return estimator

@@ -134,8 +134,7 @@ def _tokenize(text: str, where: str) -> list[_Token]:
             value = float(literal)
             if not math.isfinite(value):
                 raise SpecError(
-                    f"{where}: number {literal!r} at position {pos} is too large "
-                    "for float64"
+                    f"{where}: number {literal!r} at position {pos} is too large for float64"
                 )
             tokens.append(_Token("number", literal, pos, value))
             i = end
@@ -207,8 +206,7 @@ class _Parser:
         if token.kind != "end":
             if token.text == ")":
                 raise self._error(
-                    f"unmatched ')' at position {token.pos}; remove it or add "
-                    "a matching '('"
+                    f"unmatched ')' at position {token.pos}; remove it or add a matching '('"
                 )
             raise self._error(
                 f"unexpected {token.describe()} after a complete expression; "
@@ -262,17 +260,12 @@ class _Parser:
             closing = self._advance()
             if not (closing.kind == "op" and closing.text == ")"):
                 if closing.kind == "end":
-                    raise self._error(
-                        f"'(' at position {token.pos} is not closed; add a ')'"
-                    )
+                    raise self._error(f"'(' at position {token.pos} is not closed; add a ')'")
                 raise self._error(
-                    f"expected ')' to close '(' at position {token.pos}, found "
-                    f"{closing.describe()}"
+                    f"expected ')' to close '(' at position {token.pos}, found {closing.describe()}"
                 )
             return node
-        raise self._error(
-            f"expected a number, a column name or '(' but found {token.describe()}"
-        )
+        raise self._error(f"expected a number, a column name or '(' but found {token.describe()}")
 
 
 def _columns(root: Node) -> frozenset[str]:
@@ -386,9 +379,7 @@ class Expression:
         for name in sorted(self.columns):
             array = np.asarray(columns[name], dtype=np.float64)
             if array.shape != (n_rows,):
-                raise ValueError(
-                    f"column {name!r} has shape {array.shape}, expected ({n_rows},)"
-                )
+                raise ValueError(f"column {name!r} has shape {array.shape}, expected ({n_rows},)")
             arrays[name] = array
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             result = _evaluate(self.root, arrays)

@@ -23,8 +23,9 @@ __all__ = ["WeightedAverage", "local_update"]
 FloatArray = NDArray[np.float64]
 
 
-def local_update(Z: FloatArray, y: FloatArray, w_global: FloatArray, fed: FederationSpec,
-                 round_number: int) -> FloatArray:
+def local_update(
+    Z: FloatArray, y: FloatArray, w_global: FloatArray, fed: FederationSpec, round_number: int
+) -> FloatArray:
     """One city's local fit, warm-started at the global weights (intercept first).
 
     Parameters

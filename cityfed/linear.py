@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from cityfed.scaling import Scaler
 from cityfed.stats import Moments
 
-__all__ = ["LinearFit", "fit_linear", "solve_penalised", "RANK_RTOL"]
+__all__ = ["RANK_RTOL", "LinearFit", "fit_linear", "solve_penalised"]
 
 FloatArray = NDArray[np.float64]
 

@@ -119,7 +119,9 @@ class NewtonSolver:
         """True once converged or out of evaluations."""
         return self.converged or self.exhausted
 
-    def _objective_of(self, w: FloatArray, terms: LogisticTerms) -> tuple[float, FloatArray, FloatArray]:
+    def _objective_of(
+        self, w: FloatArray, terms: LogisticTerms
+    ) -> tuple[float, FloatArray, FloatArray]:
         diff = w - self.prior
         value = self.C * terms.loss + 0.5 * float(np.sum(self.penalty * diff * diff))
         grad = self.C * terms.grad + self.penalty * diff
@@ -149,9 +151,7 @@ class NewtonSolver:
         """Take the summed terms at :meth:`trial`; accept the point or backtrack."""
         self.evaluations += 1
         w_new = self.trial()
-        value = self.C * terms.loss + 0.5 * float(
-            np.sum(self.penalty * (w_new - self.prior) ** 2)
-        )
+        value = self.C * terms.loss + 0.5 * float(np.sum(self.penalty * (w_new - self.prior) ** 2))
         noise = 1e-12 * max(1.0, abs(self._objective))
         if value <= self._objective + 1e-4 * self._t * self._slope + noise:
             self._accept(w_new, terms)
@@ -191,8 +191,12 @@ def fit_logistic_rows(
 ) -> NewtonSolver:
     """Newton's method on rows held in memory (one city, or a local model)."""
     solver = NewtonSolver(
-        C, Z.shape[1], tolerance=tolerance, max_evaluations=max_evaluations,
-        penalty=penalty, prior=prior,
+        C,
+        Z.shape[1],
+        tolerance=tolerance,
+        max_evaluations=max_evaluations,
+        penalty=penalty,
+        prior=prior,
     )
     solver.start(logistic_terms(Z, y, solver.w))
     while not solver.done:

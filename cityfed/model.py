@@ -17,7 +17,7 @@ from cityfed.scaling import Scaler
 from cityfed.spec import VariableSpec
 from cityfed.v1 import model_pb2
 
-__all__ = ["FederatedModel", "read_model", "write_model", "write_atomic"]
+__all__ = ["FederatedModel", "read_model", "write_atomic", "write_model"]
 
 FloatArray = NDArray[np.float64]
 

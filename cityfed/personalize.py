@@ -27,7 +27,9 @@ FloatArray = NDArray[np.float64]
 TAU_GRID = (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e4)
 
 
-def fit_personal_linear(Z: FloatArray, y: FloatArray, w_global: FloatArray, tau: float) -> FloatArray:
+def fit_personal_linear(
+    Z: FloatArray, y: FloatArray, w_global: FloatArray, tau: float
+) -> FloatArray:
     """Closed-form shrinkage fit; ``Z`` without intercept column, ``w`` with it."""
     d = Z.shape[1]
     moments = Moments.of(np.column_stack([Z, y]))
@@ -85,17 +87,17 @@ def choose_tau(
     """
     n = y.shape[0]
     k = min(folds, n // 2)
-    grid = [t * n for t in TAU_GRID]
+    grid = [float(t * n) for t in TAU_GRID]
     if k < 2:
         return grid[len(grid) // 2]
     fold_of = np.random.default_rng(seed).permutation(n) % k
-    best_tau, best_loss = grid[-1], np.inf
+    best_tau, best_loss = grid[-1], float("inf")
     for tau in grid:
         total = 0.0
         for f in range(k):
             test = fold_of == f
             w = fit(Z[~test], y[~test], tau)
             total += loss(Z[test], y[test], w)
-        if total < best_loss - 1e-12 * abs(best_loss if np.isfinite(best_loss) else 1.0):
+        if total < best_loss - 1e-12 * (abs(best_loss) if np.isfinite(best_loss) else 1.0):
             best_tau, best_loss = tau, total
     return best_tau

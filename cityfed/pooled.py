@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from cityfed.data import CityData
 from cityfed.model import FederatedModel
 
-__all__ = ["TOLERANCE_REGRESSION", "TOLERANCE_PROBABILITY", "pooled_check"]
+__all__ = ["TOLERANCE_PROBABILITY", "TOLERANCE_REGRESSION", "pooled_check"]
 
 #: Max |prediction difference| allowed, as a fraction of std(y).
 TOLERANCE_REGRESSION = 1e-6
@@ -35,7 +35,9 @@ def _reference(model: FederatedModel) -> tuple[Any, str]:
     else:
         estimator, name = LinearRegression(), "LinearRegression()"
     if model.standardize:
-        return make_pipeline(StandardScaler(), estimator), f"sklearn make_pipeline(StandardScaler(), {name})"
+        return make_pipeline(
+            StandardScaler(), estimator
+        ), f"sklearn make_pipeline(StandardScaler(), {name})"
     return make_pipeline(estimator), f"sklearn {name}"
 
 

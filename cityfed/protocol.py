@@ -95,6 +95,25 @@ def _array(values: FloatArray) -> Array:
     return Array(np.ascontiguousarray(values, dtype=np.float64))
 
 
+def _numpy(record: ArrayRecord, key: str) -> FloatArray:
+    """A float64 array from a record, whatever dtype it travelled in."""
+    return np.asarray(record[key].numpy(), dtype=np.float64)
+
+
+def _number(record: MetricRecord | ConfigRecord, key: str) -> float:
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"record key {key!r} is not a number: {value!r}")
+    return float(value)
+
+
+def _text(record: ConfigRecord, key: str) -> str:
+    value = record[key]
+    if not isinstance(value, str):
+        raise ValueError(f"record key {key!r} is not text: {value!r}")
+    return value
+
+
 def encode_instruction(ins: Instruction) -> RecordDict:
     """The Flower content of an instruction."""
     content = RecordDict(
@@ -121,17 +140,17 @@ def encode_instruction(ins: Instruction) -> RecordDict:
 
 def decode_instruction(content: RecordDict) -> Instruction:
     """Parse an instruction (the federation spec is validated again on arrival)."""
-    config = content[_CONFIG]
-    phase = str(config[_KEY_PHASE])
+    config = content.config_records[_CONFIG]
+    phase = _text(config, _KEY_PHASE)
     if phase not in ("moments", "newton", "fedavg", "evaluate"):
         raise ValueError(f"unknown phase {phase!r}")
-    fed = federation_from_json(str(config[_KEY_FEDERATION]))
+    fed = federation_from_json(_text(config, _KEY_FEDERATION))
     scaler = weights = None
-    if _MODEL in content:
-        model = content[_MODEL]
-        scaler = Scaler(model[_KEY_MEAN].numpy(), model[_KEY_SCALE].numpy())
-        weights = model[_KEY_WEIGHTS].numpy()
-    return Instruction(phase, fed, int(config[_KEY_ROUND]), scaler, weights)  # type: ignore[arg-type]
+    if _MODEL in content.array_records:
+        model = content.array_records[_MODEL]
+        scaler = Scaler(_numpy(model, _KEY_MEAN), _numpy(model, _KEY_SCALE))
+        weights = _numpy(model, _KEY_WEIGHTS)
+    return Instruction(phase, fed, int(_number(config, _KEY_ROUND)), scaler, weights)  # type: ignore[arg-type]
 
 
 def encode_reply(reply: CityReply) -> RecordDict:
@@ -159,7 +178,7 @@ def encode_reply(reply: CityReply) -> RecordDict:
     if reply.terms is not None:
         arrays[_KEY_GRAD] = _array(reply.terms.grad)
         arrays[_KEY_HESS] = _array(reply.terms.hess)
-        content[_COUNTS][_KEY_LOSS] = reply.terms.loss
+        content.metric_records[_COUNTS][_KEY_LOSS] = reply.terms.loss
     if reply.weights is not None:
         arrays[_KEY_WEIGHTS] = _array(reply.weights)
     if arrays:
@@ -169,29 +188,30 @@ def encode_reply(reply: CityReply) -> RecordDict:
 
 def decode_reply(content: RecordDict) -> CityReply:
     """Parse a city's reply."""
-    status = content[_STATUS]
-    counts = content[_COUNTS]
-    n = int(counts[_KEY_N])
-    stats = content[_STATS] if _STATS in content else None
+    status = content.config_records[_STATUS]
+    counts = content.metric_records[_COUNTS]
+    n = int(_number(counts, _KEY_N))
+    stats = content.array_records.get(_STATS)
     moments = terms = weights = None
     if stats is not None and _KEY_SCATTER in stats:
-        moments = Moments(n, stats[_KEY_MEAN].numpy(), stats[_KEY_SCATTER].numpy())
+        moments = Moments(n, _numpy(stats, _KEY_MEAN), _numpy(stats, _KEY_SCATTER))
     if stats is not None and _KEY_GRAD in stats:
         terms = LogisticTerms(
-            float(counts[_KEY_LOSS]), stats[_KEY_GRAD].numpy(), stats[_KEY_HESS].numpy()
+            _number(counts, _KEY_LOSS), _numpy(stats, _KEY_GRAD), _numpy(stats, _KEY_HESS)
         )
     if stats is not None and _KEY_WEIGHTS in stats:
-        weights = stats[_KEY_WEIGHTS].numpy()
-    evaluation = (
-        json.loads(str(status[_KEY_EVALUATION])) if _KEY_EVALUATION in status else None
-    )
+        weights = _numpy(stats, _KEY_WEIGHTS)
+    evaluation = json.loads(_text(status, _KEY_EVALUATION)) if _KEY_EVALUATION in status else None
+    state = _text(status, _STATUS)
+    if state not in ("ok", "refused", "failed"):
+        raise ValueError(f"unknown status {state!r}")
     return CityReply(
-        city=str(status[_KEY_CITY]),
-        status=str(status[_STATUS]),  # type: ignore[arg-type]
-        reason=str(status[_KEY_REASON]),
+        city=_text(status, _KEY_CITY),
+        status=state,  # type: ignore[arg-type]
+        reason=_text(status, _KEY_REASON),
         n=n,
-        rows_read=int(counts[_KEY_ROWS_READ]),
-        drop_reasons={str(k): int(v) for k, v in json.loads(str(status[_KEY_DROPS])).items()},
+        rows_read=int(_number(counts, _KEY_ROWS_READ)),
+        drop_reasons={str(k): int(v) for k, v in json.loads(_text(status, _KEY_DROPS)).items()},
         moments=moments,
         terms=terms,
         weights=weights,

@@ -59,7 +59,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The machine-readable report of a run."""
     model = result.model
-    return _clean(
+    report: dict[str, Any] = _clean(
         {
             "cityfed_version": __version__,
             "created_at": model.created_at,
@@ -85,6 +85,7 @@ def build_report(
             "timing": {"wall_seconds": round(result.wall_seconds, 3)},
         }
     )
+    return report
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:

@@ -244,18 +244,14 @@ def _table(
     def cls(index: int) -> str:
         return ' class="num"' if index in numeric else ""
 
-    head = "".join(
-        f"<th{cls(i)}>{html.escape(title)}</th>" for i, title in enumerate(header)
-    )
+    head = "".join(f"<th{cls(i)}>{html.escape(title)}</th>" for i, title in enumerate(header))
     body = []
     for r, row in enumerate(rows):
         row_class = row_classes[r] if row_classes and r < len(row_classes) else ""
         tr = f'<tr class="{row_class}">' if row_class else "<tr>"
         cells = "".join(f"<td{cls(i)}>{cell}</td>" for i, cell in enumerate(row))
         body.append(f"{tr}{cells}</tr>")
-    return (
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _section(title: str, *parts: str) -> str:
@@ -332,10 +328,7 @@ def _svg_text(
 
 def _svg_line(x1: float, y1: float, x2: float, y2: float, css_class: str) -> str:
     """Return an SVG ``<line>`` element."""
-    return (
-        f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
-        f'class="{css_class}"/>'
-    )
+    return f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" class="{css_class}"/>'
 
 
 # --------------------------------------------------------------------------
@@ -351,9 +344,7 @@ class _BarGroup:
     values: tuple[float | None, ...]
 
 
-def _bar_chart_svg(
-    groups: Sequence[_BarGroup], series: Sequence[_Series], y_label: str
-) -> str:
+def _bar_chart_svg(groups: Sequence[_BarGroup], series: Sequence[_Series], y_label: str) -> str:
     """Draw a grouped bar chart.
 
     Parameters
@@ -386,15 +377,11 @@ def _bar_chart_svg(
 
     parts = [_svg_open(width, height, "bar-chart", f"Grouped bar chart of {y_label}")]
     for tick in ticks:
-        parts.append(
-            _svg_line(left, y_of(tick), left + plot_w, y_of(tick), "grid-line")
-        )
+        parts.append(_svg_line(left, y_of(tick), left + plot_w, y_of(tick), "grid-line"))
         parts.append(_svg_text(left - 6, y_of(tick) + 4, _fmt(tick), anchor="end"))
     parts.append(_svg_line(left, top, left, top + plot_h, "axis"))
     parts.append(_svg_line(left, y_of(0.0), left + plot_w, y_of(0.0), "axis"))
-    parts.append(
-        _svg_text(16, top + plot_h / 2, y_label, css_class="axis-label", rotate=True)
-    )
+    parts.append(_svg_text(16, top + plot_h / 2, y_label, css_class="axis-label", rotate=True))
 
     first_x = left + (plot_w - len(groups) * pitch) / 2 + group_gap / 2
     for g, group in enumerate(groups):
@@ -402,9 +389,7 @@ def _bar_chart_svg(
         for s, (item, value) in enumerate(zip(series, group.values, strict=False)):
             centre = group_x + s * (bar_w + bar_gap) + bar_w / 2
             parts.append(_bar_svg(centre, bar_w, value, y_of, item, group.label))
-        parts.append(
-            _svg_text(group_x + group_w / 2, top + plot_h + 26, _shorten(group.label))
-        )
+        parts.append(_svg_text(group_x + group_w / 2, top + plot_h + 26, _shorten(group.label)))
     parts.append(_legend_svg(series, left, 18))
     parts.append("</svg>")
     return "".join(parts)
@@ -437,9 +422,7 @@ def _legend_svg(series: Sequence[_Series], x: float, y: float) -> str:
     """Draw a horizontal legend; swatches are paths so bars stay the only rects."""
     parts = []
     for item in series:
-        parts.append(
-            f'<path d="M{x:.1f} {y - 9:.1f}h12v12h-12z" fill="{item.colour}"/>'
-        )
+        parts.append(f'<path d="M{x:.1f} {y - 9:.1f}h12v12h-12z" fill="{item.colour}"/>')
         parts.append(_svg_text(x + 17, y + 1, item.label, anchor="start"))
         x += 30 + 7 * len(item.label)
     return "".join(parts)
@@ -518,16 +501,10 @@ def _calibration_svg(
         parts.append(_svg_line(left, sy(tick), left + size, sy(tick), "grid-line"))
         parts.append(_svg_text(sx(tick), top + size + 15, _fmt(tick)))
         parts.append(_svg_text(left - 6, sy(tick) + 4, _fmt(tick), anchor="end"))
-    parts.append(
-        f'<path d="M{left:.1f} {top:.1f}v{size:.1f}h{size:.1f}" class="axis"/>'
-    )
+    parts.append(f'<path d="M{left:.1f} {top:.1f}v{size:.1f}h{size:.1f}" class="axis"/>')
     parts.append(_svg_line(sx(low), sy(low), sx(high), sy(high), "identity"))
-    parts.append(
-        _svg_text(left + size / 2, height - 8, x_label, css_class="axis-label")
-    )
-    parts.append(
-        _svg_text(16, top + size / 2, y_label, css_class="axis-label", rotate=True)
-    )
+    parts.append(_svg_text(left + size / 2, height - 8, x_label, css_class="axis-label"))
+    parts.append(_svg_text(16, top + size / 2, y_label, css_class="axis-label", rotate=True))
     largest = max((b.count for b in bins if b.count and b.count > 0), default=None)
     for item in bins:
         radius = 4.0
@@ -615,9 +592,7 @@ def _benefit_table(
 
 def _best(scores: Sequence[Mapping[str, Any]], metric: _Metric) -> float | None:
     """Return the best non-null value of ``metric`` among the models."""
-    values = [
-        v for v in (_as_float(s.get(metric.key)) for s in scores) if v is not None
-    ]
+    values = [v for v in (_as_float(s.get(metric.key)) for s in scores) if v is not None]
     if not values:
         return None
     return max(values) if metric.higher_is_better else min(values)
@@ -691,9 +666,7 @@ def _calibration_section(report: Mapping[str, Any], classification: bool) -> str
     for city_name, city in cities.items():
         bins = _calibration_bins(_mapping(city).get("calibration"))
         if bins:
-            plots.append(
-                _calibration_svg(str(city_name), bins, x_label, y_label, bounds)
-            )
+            plots.append(_calibration_svg(str(city_name), bins, x_label, y_label, bounds))
     if not plots:
         return ""
     caption = _caption(
@@ -702,9 +675,7 @@ def _calibration_section(report: Mapping[str, Any], classification: bool) -> str
         "These are binned aggregates computed by each city — the coordinator "
         "never sees rows."
     )
-    return _section(
-        "Predicted vs observed", caption, f'<div class="grid">{"".join(plots)}</div>'
-    )
+    return _section("Predicted vs observed", caption, f'<div class="grid">{"".join(plots)}</div>')
 
 
 def _model_section(report: Mapping[str, Any], classification: bool) -> str:
@@ -731,8 +702,7 @@ def _model_section(report: Mapping[str, Any], classification: bool) -> str:
         f"<p>Target: <strong>{_text(target.get('name'))}</strong> "
         f"({_text(target.get('unit'))})</p>",
         _caption(
-            f"Coefficients are in federation units: each is {effect} per one "
-            "unit of the feature."
+            f"Coefficients are in federation units: each is {effect} per one unit of the feature."
         ),
         _table(["Feature", "Unit", "Coefficient"], rows, numeric=frozenset({2})),
         "<h3>Settings</h3>",
@@ -755,13 +725,9 @@ def _settings_table(federation: Mapping[str, Any], model: Mapping[str, Any]) -> 
         "min_rows_per_city",
         "missing",
     )
-    rows = [
-        [html.escape(key), _text(federation[key])] for key in keys if key in federation
-    ]
+    rows = [[html.escape(key), _text(federation[key])] for key in keys if key in federation]
     rows += [
-        [html.escape(key), _text(model[key])]
-        for key in ("rounds", "converged")
-        if key in model
+        [html.escape(key), _text(model[key])] for key in ("rounds", "converged") if key in model
     ]
     return _table(["Setting", "Value"], rows)
 
@@ -772,9 +738,7 @@ def _drop_reasons(value: object) -> str:
     if not reasons:
         return "none" if isinstance(value, Mapping) else NA
     ordered = sorted(reasons.items(), key=lambda kv: -(_as_float(kv[1]) or 0.0))
-    items = "".join(
-        f"<li>{_text(reason)}: {_fmt(count)}</li>" for reason, count in ordered
-    )
+    items = "".join(f"<li>{_text(reason)}: {_fmt(count)}</li>" for reason, count in ordered)
     return f'<ul class="reasons">{items}</ul>'
 
 
@@ -845,9 +809,7 @@ def _pooled_section(value: object) -> str:
         "The federated model compared with a reference model fitted on all "
         "cities' rows pooled in one place (done only in simulation)."
     )
-    return _section(
-        "Pooled check", caption, verdict, _table(["Quantity", "Value"], rows)
-    )
+    return _section("Pooled check", caption, verdict, _table(["Quantity", "Value"], rows))
 
 
 def _footer(report: Mapping[str, Any]) -> str:

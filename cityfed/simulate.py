@@ -9,6 +9,7 @@ private staging folder and moved into ``--out`` only when the run succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -66,7 +67,8 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
     for path, city in zip(paths, cities, strict=True):
         if city.name in seen:
             raise SpecError(
-                f"{path.name}: [city] name: {city.name!r} is also the name in {seen[city.name].name}"
+                f"{path.name}: [city] name: {city.name!r} is also the name in "
+                f"{seen[city.name].name}"
             )
         seen[city.name] = path
     data = tuple(load_city_data(city, fed) for city in cities)
@@ -87,10 +89,8 @@ def _stop_session(proc: subprocess.Popen[bytes]) -> None:
             except ProcessLookupError:
                 break
             time.sleep(0.1)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL was sent
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
-        pass
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -127,14 +127,22 @@ def simulate(
     log_path = staging / "engine.log"
     progress_path = staging / "progress.jsonl"
     command = [
-        sys.executable, "-m", "cityfed.simulation_worker",
-        str(plan.federation_path), str(staging), run_id, *map(str, plan.city_paths),
+        sys.executable,
+        "-m",
+        "cityfed.simulation_worker",
+        str(plan.federation_path),
+        str(staging),
+        run_id,
+        *map(str, plan.city_paths),
     ]
     final: ProgressEvent | None = None
     try:
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
             try:

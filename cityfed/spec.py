@@ -41,6 +41,9 @@ MODELS_FOR_TASK: Mapping[str, tuple[str, ...]] = {
     "classification": ("logistic",),
 }
 
+_TASKS: Mapping[str, Task] = {"regression": "regression", "classification": "classification"}
+_MODELS: Mapping[str, ModelKind] = {"linear": "linear", "ridge": "ridge", "logistic": "logistic"}
+
 DEFAULT_MISSING_VALUES: tuple[str, ...] = (
     "",
     "NA",
@@ -202,8 +205,15 @@ class _Table:
             raise self.fail(key, "a string", value)
         return value
 
-    def number(self, key: str, default: object, *, minimum: float, strict: bool = False,
-               maximum: float | None = None) -> float:
+    def number(
+        self,
+        key: str,
+        default: object,
+        *,
+        minimum: float,
+        strict: bool = False,
+        maximum: float | None = None,
+    ) -> float:
         """A finite number in a range (``strict`` excludes the minimum)."""
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -351,12 +361,15 @@ def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
         validate_unit(feat.unit, where=f"{source}: [[features]] {i + 1} unit")
     validate_unit(target.unit, where=f"{source}: [target] unit")
     if task == "classification":
-        check_convertible(
-            target.unit, None, where=f"{source}: [target] unit (a 0/1 class label)"
-        )
+        check_convertible(target.unit, None, where=f"{source}: [target] unit (a 0/1 class label)")
     return FederationSpec(
-        name=name, task=task, model=model, target=target, features=features,  # type: ignore[arg-type]
-        source=source, **spec_kwargs,
+        name=name,
+        task=_TASKS[task],
+        model=_MODELS[model],
+        target=target,
+        features=features,
+        source=source,
+        **spec_kwargs,
     )
 
 
@@ -375,7 +388,9 @@ def federation_to_json(spec: FederationSpec) -> str:
     return json.dumps({"federation": data, "target": target, "features": features})
 
 
-def federation_from_json(text: str, source: str = "federation spec from coordinator") -> FederationSpec:
+def federation_from_json(
+    text: str, source: str = "federation spec from coordinator"
+) -> FederationSpec:
     """Parse what :func:`federation_to_json` wrote, with the same validation."""
     try:
         data = json.loads(text)
@@ -442,7 +457,7 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
         if isinstance(value, str):
             value = {"source": value}
         if not isinstance(value, Mapping):
-            raise SpecError(f"{where}: expected {{ source = \"...\", unit = \"...\" }}, got {value!r}")
+            raise SpecError(f'{where}: expected {{ source = "...", unit = "..." }}, got {value!r}')
         entry = _Table(value, source, f"columns.{col_name}")
         col_source = entry.string("source", col_name)
         unit = entry.optional_string("unit")
@@ -459,7 +474,7 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
     elif isinstance(tau_raw, int | float) and not isinstance(tau_raw, bool) and tau_raw >= 0:
         tau = float(tau_raw)
     else:
-        raise personalize.fail("tau", "\"auto\" or a number >= 0", tau_raw)
+        raise personalize.fail("tau", '"auto" or a number >= 0', tau_raw)
     personalize.finish()
     top.finish()
 

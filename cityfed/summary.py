@@ -10,7 +10,11 @@ from rich.table import Table
 
 __all__ = ["print_summary"]
 
-_MODELS = (("local_only", "local only"), ("federated", "federated"), ("personalized", "personalised"))
+_MODELS = (
+    ("local_only", "local only"),
+    ("federated", "federated"),
+    ("personalized", "personalised"),
+)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -31,17 +35,29 @@ def _benefit_table(report: dict[str, Any]) -> Table:
     table.add_column("rows used", justify="right")
     table.add_column("dropped", justify="right")
     for _, label in _MODELS:
-        table.add_column(f"{label}\n{labels[0]} / {labels[1]}{'' if classify else unit}", justify="right")
+        table.add_column(
+            f"{label}\n{labels[0]} / {labels[1]}{'' if classify else unit}", justify="right"
+        )
     for name, city in report["cities"].items():
         if city["status"] != "ok":
-            table.add_row(escape(name), _fmt(city.get("rows_used")), _fmt(city.get("rows_dropped")),
-                          f"[yellow]{city['status']}[/]", "", "")
+            table.add_row(
+                escape(name),
+                _fmt(city.get("rows_used")),
+                _fmt(city.get("rows_dropped")),
+                f"[yellow]{city['status']}[/]",
+                "",
+                "",
+            )
             continue
         holdout = city.get("holdout") or {}
         cells = []
         for key, _ in _MODELS:
             scores = holdout.get(key)
-            cells.append("n/a" if not scores else f"{_fmt(scores.get(keys[0]))} / {_fmt(scores.get(keys[1]))}")
+            cells.append(
+                "n/a"
+                if not scores
+                else f"{_fmt(scores.get(keys[0]))} / {_fmt(scores.get(keys[1]))}"
+            )
         table.add_row(escape(name), _fmt(city["rows_used"]), _fmt(city["rows_dropped"]), *cells)
     return table
 
@@ -50,7 +66,8 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     """Print the model, the per-city benefit and the pooled check."""
     model = report["model"]
     console.print(
-        f"[bold]{escape(report['federation']['name'])}[/]: {model['kind']} ({model['algorithm']}) on "
+        f"[bold]{escape(report['federation']['name'])}[/]: "
+        f"{model['kind']} ({model['algorithm']}) on "
         f"{len(model['cities'])} cities, {model['training_rows']} training rows, "
         f"{model['rounds']} training round(s)"
         + ("" if model.get("converged", True) else " [red](not converged)[/]")
@@ -72,10 +89,18 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
             console.print(escape(f"  {name} dropped {city['rows_dropped']} rows ({reasons})"))
     check = report.get("pooled_check")
     if check:
-        verdict = "[green]equal within tolerance[/]" if check["within_tolerance"] else "[red]OUTSIDE tolerance[/]"
+        verdict = (
+            "[green]equal within tolerance[/]"
+            if check["within_tolerance"]
+            else "[red]OUTSIDE tolerance[/]"
+        )
         console.print(
             f"Pooled check against {escape(check['reference'])} on {check['rows']} rows: "
             f"max |{check['compared']} difference| = {check['max_abs_prediction_diff']:.3g}"
-            + (f" ({check['relative_to_std_y']:.3g} × std(y))" if check.get("relative_to_std_y") is not None else "")
+            + (
+                f" ({check['relative_to_std_y']:.3g} × std(y))"
+                if check.get("relative_to_std_y") is not None
+                else ""
+            )
             + f" — {verdict}"
         )

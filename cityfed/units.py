@@ -30,6 +30,7 @@ _HINT = "use a pint unit such as 'degC', 'hPa', 'mph', 'km/h', 'kWh' or '%'"
 #: Longer unit strings are rejected before reaching pint's recursive parser.
 _MAX_UNIT_LENGTH = 100
 
+
 @functools.cache
 def _registry() -> Any:
     """Return the shared unit registry, created on first use."""
@@ -143,10 +144,7 @@ def check_convertible(src: str | None, dst: str | None, *, where: str) -> None:
         src_dim = str(src_unit.dimensionality)
         dst_dim = str(dst_unit.dimensionality)
         if src_dim != dst_dim:
-            advice = (
-                f"the dimensions differ; declare the column in a unit of "
-                f"dimension {dst_dim}"
-            )
+            advice = f"the dimensions differ; declare the column in a unit of dimension {dst_dim}"
         else:
             advice = (
                 "pint cannot convert between them (e.g. an absolute temperature "

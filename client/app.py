@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from cityfed.protocol import decode_instruction, encode_reply
 from cityfed.client.handlers import answer
+from cityfed.protocol import decode_instruction, encode_reply
 
 __all__ = ["CITY_CONFIG_KEY", "app", "make_client_app"]
 

@@ -30,7 +30,9 @@ def _local_model(fed: FederationSpec) -> Pipeline:
         estimator = Ridge(alpha=fed.alpha)
     else:
         estimator = LinearRegression()
-    return make_pipeline(StandardScaler(), estimator) if fed.standardize else make_pipeline(estimator)
+    return (
+        make_pipeline(StandardScaler(), estimator) if fed.standardize else make_pipeline(estimator)
+    )
 
 
 def _log_loss(Z: FloatArray, y: FloatArray, w: FloatArray) -> float:
@@ -70,16 +72,22 @@ def evaluate_city(
     local: dict[str, float | None] | None = None
     if not classify or np.unique(y_train).size == 2:
         pipe = _local_model(fed).fit(data.X_train, y_train)
-        local_pred = pipe.predict_proba(data.X_holdout)[:, 1] if classify else pipe.predict(data.X_holdout)
+        local_pred = (
+            pipe.predict_proba(data.X_holdout)[:, 1] if classify else pipe.predict(data.X_holdout)
+        )
         local = score(y_hold, np.asarray(local_pred, dtype=np.float64))
 
     if classify:
+
         def fit(Z: FloatArray, y: FloatArray, tau: float) -> FloatArray:
             return fit_personal_logistic(Z, y, weights, tau, fed.C)
+
         loss = _log_loss
     else:
+
         def fit(Z: FloatArray, y: FloatArray, tau: float) -> FloatArray:
             return fit_personal_linear(Z, y, weights, tau)
+
         loss = _squared_error
     tau = city.personalize_tau
     if tau is None:

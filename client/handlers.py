@@ -7,18 +7,19 @@ Everything here runs next to the city's data; only the returned
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from cityfed.data import CityData, load_city_data
+from cityfed.client.evaluation import evaluate_city
+from cityfed.data import load_city_data
 from cityfed.errors import CityFedError
 from cityfed.fedavg import local_update
 from cityfed.logistic import logistic_terms
 from cityfed.protocol import CityReply, Instruction
 from cityfed.spec import CitySpec, load_city
 from cityfed.stats import Moments
-from cityfed.client.evaluation import evaluate_city
 
 __all__ = ["answer", "answer_for_city"]
 
@@ -48,33 +49,28 @@ def answer_for_city(ins: Instruction, city: CitySpec) -> CityReply:
     except CityFedError as exc:
         logger.warning("city %s cannot take part: %s", city.name, exc)
         return CityReply(city=city.name, status="failed", reason=str(exc))
-    common = {
-        "city": city.name,
-        "n": int(data.y_train.size),
-        "rows_read": data.rows_read,
-        "drop_reasons": data.drop_reasons,
-    }
+    base = CityReply(
+        city=city.name,
+        status="ok",
+        n=int(data.y_train.size),
+        rows_read=data.rows_read,
+        drop_reasons=data.drop_reasons,
+    )
     if data.y_train.size < fed.min_rows_per_city:
         reason = (
             f"only {data.y_train.size} usable training rows; the federation requires at "
             f"least {fed.min_rows_per_city} (min_rows_per_city), so no statistics are sent"
         )
-        return CityReply(status="refused", reason=reason, **common)  # type: ignore[arg-type]
+        return replace(base, status="refused", reason=reason)
     if ins.phase == "moments":
-        moments = Moments.of(np.column_stack([data.X_train, data.y_train]))
-        return CityReply(status="ok", moments=moments, **common)  # type: ignore[arg-type]
+        return replace(base, moments=Moments.of(np.column_stack([data.X_train, data.y_train])))
     if ins.scaler is None or ins.weights is None:
-        return CityReply(status="failed", reason=f"phase {ins.phase!r} sent without a model", **common)  # type: ignore[arg-type]
+        return replace(base, status="failed", reason=f"phase {ins.phase!r} sent without a model")
     if ins.phase == "newton":
-        terms = logistic_terms(ins.scaler.design(data.X_train), data.y_train, ins.weights)
-        return CityReply(status="ok", terms=terms, **common)  # type: ignore[arg-type]
+        Z = ins.scaler.design(data.X_train)
+        return replace(base, terms=logistic_terms(Z, data.y_train, ins.weights))
     if ins.phase == "fedavg":
-        weights = local_update(ins.scaler.transform(data.X_train), data.y_train, ins.weights, fed, ins.round)
-        return CityReply(status="ok", weights=weights, **common)  # type: ignore[arg-type]
-    evaluation = _evaluate(data, city, ins)
-    return CityReply(status="ok", evaluation=evaluation, **common)  # type: ignore[arg-type]
-
-
-def _evaluate(data: CityData, city: CitySpec, ins: Instruction) -> dict[str, object]:
-    assert ins.scaler is not None and ins.weights is not None
-    return evaluate_city(data, city, ins.federation, ins.scaler, ins.weights)
+        Z = ins.scaler.transform(data.X_train)
+        return replace(base, weights=local_update(Z, data.y_train, ins.weights, fed, ins.round))
+    evaluation = evaluate_city(data, city, fed, ins.scaler, ins.weights)
+    return replace(base, evaluation=evaluation)

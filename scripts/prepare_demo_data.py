@@ -20,6 +20,7 @@ OUT = Path(__file__).resolve().parent.parent / "cityfed" / "demo_data"
 
 
 def main(source: Path) -> None:
+    """Write the demo's CSVs from the published sample in ``source``."""
     OUT.mkdir(parents=True, exist_ok=True)
     for site in ("EWR", "JFK"):
         shutil.copyfile(source / f"{site}.csv", OUT / f"{site}.csv")

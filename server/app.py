@@ -17,10 +17,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from cityfed.errors import CityFedError
 from cityfed.progress import ProgressLog
-from cityfed.spec import load_federation
 from cityfed.server.exchange import GridExchange
 from cityfed.server.publish import publish
 from cityfed.server.training import train
+from cityfed.spec import load_federation
 
 __all__ = ["PROGRESS_FILE", "ServerSettings", "app", "make_server_app", "run_server"]
 

@@ -40,7 +40,9 @@ class Exchange(Protocol):
         """Ids of the cities' nodes that are connected now."""
         ...
 
-    def exchange(self, instruction: Instruction, nodes: Sequence[int]) -> Iterator[tuple[int, CityReply]]:
+    def exchange(
+        self, instruction: Instruction, nodes: Sequence[int]
+    ) -> Iterator[tuple[int, CityReply]]:
         """Send ``instruction`` to ``nodes``; yield ``(node, reply)`` as replies arrive.
 
         Every node gets exactly one reply: a node that errs or does not answer in
@@ -71,7 +73,9 @@ class GridExchange:
         Seconds between two pulls of replies.
     """
 
-    def __init__(self, grid: Grid, *, reply_timeout: float = 600.0, poll_interval: float = 0.05) -> None:
+    def __init__(
+        self, grid: Grid, *, reply_timeout: float = 600.0, poll_interval: float = 0.05
+    ) -> None:
         self.grid = grid
         self.reply_timeout = reply_timeout
         self.poll_interval = poll_interval
@@ -90,14 +94,18 @@ class GridExchange:
             nodes = self.nodes()
         return nodes
 
-    def exchange(self, instruction: Instruction, nodes: Sequence[int]) -> Iterator[tuple[int, CityReply]]:
+    def exchange(
+        self, instruction: Instruction, nodes: Sequence[int]
+    ) -> Iterator[tuple[int, CityReply]]:
         """Push one message per node and yield replies while pulling."""
         content = encode_instruction(instruction)
         message_type = message_type_of(instruction.phase)
         pending: dict[str, int] = {}
         for node in nodes:
             message = Message(
-                content, dst_node_id=node, message_type=message_type,
+                content,
+                dst_node_id=node,
+                message_type=message_type,
                 group_id=str(instruction.round),
             )
             ids = list(self.grid.push_messages([message]))
@@ -109,10 +117,9 @@ class GridExchange:
         while pending and time.monotonic() < deadline:
             replies = list(self.grid.pull_messages(list(pending)))
             for reply in replies:
-                node = pending.pop(reply.metadata.reply_to_message_id, None)
-                if node is None:
-                    continue
-                yield node, self._decode(node, reply)
+                node_id = pending.pop(reply.metadata.reply_to_message_id, None)
+                if node_id is not None:
+                    yield node_id, self._decode(node_id, reply)
             if not replies:
                 time.sleep(self.poll_interval)
         for node in pending.values():
@@ -148,7 +155,9 @@ class LocalExchange:
         """One node per city config."""
         return list(range(1, len(self.city_configs) + 1))
 
-    def exchange(self, instruction: Instruction, nodes: Sequence[int]) -> Iterator[tuple[int, CityReply]]:
+    def exchange(
+        self, instruction: Instruction, nodes: Sequence[int]
+    ) -> Iterator[tuple[int, CityReply]]:
         """Answer each node in turn (lazily, so aggregation streams)."""
         from cityfed.client.handlers import answer
 

@@ -23,9 +23,9 @@ from cityfed.model import FederatedModel
 from cityfed.protocol import CityReply, Instruction, Phase
 from cityfed.run import CityOutcome, RunResult
 from cityfed.scaling import Scaler
+from cityfed.server.exchange import Exchange
 from cityfed.spec import FederationSpec
 from cityfed.stats import Moments
-from cityfed.server.exchange import Exchange
 
 __all__ = ["Progress", "train"]
 
@@ -56,8 +56,12 @@ class _Run:
         outcome.city = reply.city
         if reply.status != "ok":
             outcome.status, outcome.reason = reply.status, reply.reason
-            self.progress("city", f"{reply.city}: {reply.status}: {reply.reason}",
-                          city=reply.city, status=reply.status)
+            self.progress(
+                "city",
+                f"{reply.city}: {reply.status}: {reply.reason}",
+                city=reply.city,
+                status=reply.status,
+            )
         if reply.rows_read:
             outcome.rows_read = reply.rows_read
             outcome.rows_train = reply.n
@@ -76,7 +80,9 @@ class _Run:
             + (f" ({failures})" if failures else "")
         )
 
-    def round_trip(self, phase: Phase, *, scaler: Scaler, weights: FloatArray) -> list[tuple[int, CityReply]]:
+    def round_trip(
+        self, phase: Phase, *, scaler: Scaler, weights: FloatArray
+    ) -> list[tuple[int, CityReply]]:
         """One training exchange with the active cities; failures leave the run."""
         self.rounds += 1
         instruction = Instruction(phase, self.fed, self.rounds, scaler, weights)
@@ -102,8 +108,9 @@ def _moments_round(run: _Run) -> tuple[Moments, list[tuple[int, CityReply]]]:
         if reply.status != "ok":
             continue
         if any(o.city == reply.city for n, o in run.outcomes.items() if n != node):
-            run._record(node, CityReply(reply.city, "failed",
-                                        "another node already answers as this city"))
+            run._record(
+                node, CityReply(reply.city, "failed", "another node already answers as this city")
+            )
             continue
         if reply.moments is None or reply.moments.dim != dim:
             run._record(node, CityReply(reply.city, "failed", "sent malformed statistics"))
@@ -138,8 +145,7 @@ def _fit_logistic(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray
         if summed is None:
             raise FederationError("no city returned logistic terms")
         solver.observe(summed)
-        run.progress("round", f"Newton round {run.rounds}: objective evaluated",
-                      round=run.rounds)
+        run.progress("round", f"Newton round {run.rounds}: objective evaluated", round=run.rounds)
     return solver.w, solver.converged
 
 
@@ -210,8 +216,7 @@ def train(
             metrics["train_r2"] = fit.train_r2
         metrics["rank"] = float(fit.rank)
     training_rounds = run.rounds
-    progress("info", f"model fitted in {training_rounds} training round(s)",
-             rounds=training_rounds)
+    progress("info", f"model fitted in {training_rounds} training round(s)", rounds=training_rounds)
 
     coef, intercept = scaler.unscale(w[1:], float(w[0]))
     model = FederatedModel(

@@ -44,7 +44,9 @@ def _fmt(values: NDArray[np.float64], decimal: str = ".") -> list[str]:
     return [s.replace(".", ",") for s in out] if decimal == "," else out
 
 
-def draw_city(rng: np.random.Generator, k: int, n: int, task: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def draw_city(
+    rng: np.random.Generator, k: int, n: int, task: str
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Non-IID rows: each city has its own climate and its own baseline."""
     dew = rng.normal(5.0 + 4.0 * k, 3.0 + k, n)
     pressure = rng.normal(1013.0 - 3.0 * k, 6.0, n)
@@ -79,7 +81,9 @@ def write_federation(
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     target = TARGET_CLASSIFICATION if task == "classification" else TARGET_REGRESSION
-    penalty = f"alpha = {alpha}\n" if model == "ridge" else (f"C = {C}\n" if model == "logistic" else "")
+    penalty = (
+        f"alpha = {alpha}\n" if model == "ridge" else (f"C = {C}\n" if model == "logistic" else "")
+    )
     features = "".join(f'[[features]]\nname = "{n}"\nunit = "{u}"\n\n' for n, u in FEATURES)
     (root / "federation.toml").write_text(
         f'[federation]\nname = "synthetic"\ntask = "{task}"\nmodel = "{model}"\n{penalty}'
@@ -97,13 +101,21 @@ def write_federation(
     return fed
 
 
-def _write_city(root: Path, k: int, X: NDArray[np.float64], y: NDArray[np.float64], task: str) -> Path:
+def _write_city(
+    root: Path, k: int, X: NDArray[np.float64], y: NDArray[np.float64], task: str
+) -> Path:
     dew, pressure, wind, humidity = X.T
     style = k % 3
     label = "alert" if task == "classification" else "load"
     if style == 0:
         # Federation names and units, plain CSV with a UTF-8 byte-order mark.
-        columns = {"dewpoint": dew, "pressure": pressure, "wind": wind, "humidity": humidity, label: y}
+        columns = {
+            "dewpoint": dew,
+            "pressure": pressure,
+            "wind": wind,
+            "humidity": humidity,
+            label: y,
+        }
         mapping = ""
         delimiter, decimal, encoding = ",", ".", "utf-8-sig"
     elif style == 1:

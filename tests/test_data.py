@@ -33,8 +33,15 @@ unit = "hPa"
 """
 
 
-def _city(tmp_path: Path, csv: str, columns: str, *, missing: str = "drop", extra: str = "",
-          encoding: str = "utf-8") -> tuple[Path, Path]:
+def _city(
+    tmp_path: Path,
+    csv: str,
+    columns: str,
+    *,
+    missing: str = "drop",
+    extra: str = "",
+    encoding: str = "utf-8",
+) -> tuple[Path, Path]:
     (tmp_path / "federation.toml").write_text(FED.format(missing=missing), encoding="utf-8")
     (tmp_path / "c.csv").write_bytes(csv.encode(encoding))
     (tmp_path / "c.toml").write_text(
@@ -77,7 +84,9 @@ def test_derived_column_and_units(tmp_path: Path) -> None:
 
 def test_bom_and_decimal_comma(tmp_path: Path) -> None:
     csv = "dew;hg;temp\n1,5;1000,25;20,0\n2,5;1001,5;21\n"
-    fed, city = _city(tmp_path, csv, "", extra='delimiter = ";"\ndecimal = ","', encoding="utf-8-sig")
+    fed, city = _city(
+        tmp_path, csv, "", extra='delimiter = ";"\ndecimal = ","', encoding="utf-8-sig"
+    )
     assert (tmp_path / "c.csv").read_bytes().startswith(b"\xef\xbb\xbf")
     table, _, _ = _load(fed, city)
     np.testing.assert_allclose(table, [[1.5, 1000.25, 20.0], [2.5, 1001.5, 21.0]])
@@ -101,8 +110,14 @@ def test_missing_value_error_policy_names_first_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("csv", "pattern"),
     [
-        ("hi_f,lo_f,dew_f,baro\n70,50,32,29.92\n70,50,abc,30\n", r"c\.csv: column 'dew_f', row 2 \(line 3\): 'abc' is not a number"),
-        ("hi_f,lo_f,dew_f,baro\n70,50,32,inf\n", r"column 'baro', row 1 \(line 2\): 'inf' is infinite"),
+        (
+            "hi_f,lo_f,dew_f,baro\n70,50,32,29.92\n70,50,abc,30\n",
+            r"c\.csv: column 'dew_f', row 2 \(line 3\): 'abc' is not a number",
+        ),
+        (
+            "hi_f,lo_f,dew_f,baro\n70,50,32,inf\n",
+            r"column 'baro', row 1 \(line 2\): 'inf' is infinite",
+        ),
         ("hi_f,lo_f,dew_f\n70,50,32\n", r"c\.csv: column 'baro' not found"),
         ("", r"c\.csv: the file is empty"),
         ("hi_f,lo_f,dew_f,baro\n", r"c\.csv: no data rows"),
@@ -118,7 +133,10 @@ def test_bad_cells_name_file_column_and_row(tmp_path: Path, csv: str, pattern: s
 def test_division_by_zero_in_derived_column(tmp_path: Path) -> None:
     columns = US_COLUMNS.replace('"(hi_f + lo_f) / 2"', '"hi_f / lo_f"')
     fed, city = _city(tmp_path, "hi_f,lo_f,dew_f,baro\n70,50,32,29.9\n70,0,32,29.9\n", columns)
-    with pytest.raises(DataError, match=r"column 'temp' = 'hi_f / lo_f', row 2 \(line 3\): the result is not finite"):
+    with pytest.raises(
+        DataError,
+        match=r"column 'temp' = 'hi_f / lo_f', row 2 \(line 3\): the result is not finite",
+    ):
         _load(fed, city)
 
 
@@ -131,12 +149,16 @@ def test_dimension_mismatch_is_caught_before_reading(tmp_path: Path) -> None:
 
 
 def test_classification_labels_must_be_binary(tmp_path: Path) -> None:
-    text = FED.format(missing="drop").replace('task = "regression"\nmodel = "ridge"', 'task = "classification"')
+    text = FED.format(missing="drop").replace(
+        'task = "regression"\nmodel = "ridge"', 'task = "classification"'
+    )
     text = text.replace('name = "temp"\nunit = "degC"', 'name = "rain"')
     (tmp_path / "federation.toml").write_text(text)
     (tmp_path / "c.csv").write_text("dew,hg,rain\n1,1000,0\n2,1001,1\n3,1002,2\n")
     (tmp_path / "c.toml").write_text('[city]\nname = "c"\ndata = "c.csv"\n')
-    with pytest.raises(DataError, match=r"column 'rain', row 3 \(line 4\): class label 2 is not 0 or 1"):
+    with pytest.raises(
+        DataError, match=r"column 'rain', row 3 \(line 4\): class label 2 is not 0 or 1"
+    ):
         _load(tmp_path / "federation.toml", tmp_path / "c.toml")
 
 

@@ -162,9 +162,7 @@ def test_too_deep_nesting_is_a_spec_error() -> None:
 
 def test_evaluate_mean_of_two_columns() -> None:
     expr = parse("(high_f + low_f) / 2")
-    out = expr.evaluate(
-        {"high_f": np.array([80.0, 70.0]), "low_f": np.array([60.0, 50.0])}, 2
-    )
+    out = expr.evaluate({"high_f": np.array([80.0, 70.0]), "low_f": np.array([60.0, 50.0])}, 2)
     assert out.dtype == np.float64
     np.testing.assert_array_equal(out, [70.0, 60.0])
 
@@ -187,7 +185,7 @@ def test_evaluate_returns_a_new_array() -> None:
 
 def test_evaluate_accepts_extra_columns_and_integer_input() -> None:
     out = parse("a * 2").evaluate(
-        {"a": np.array([1, 2]), "unused": np.array([])},  # type: ignore[dict-item]
+        {"a": np.array([1, 2]), "unused": np.array([])},
         2,
     )
     assert out.dtype == np.float64
@@ -220,9 +218,7 @@ def test_wrong_shape_or_negative_rows_raise_value_error() -> None:
 NAMES = ["a", "b", "c", "`x y`"]
 N_ROWS = 5
 
-numbers = st.floats(
-    min_value=0.0, max_value=1e6, allow_nan=False, allow_infinity=False
-).map(Number)
+numbers = st.floats(min_value=0.0, max_value=1e6, allow_nan=False, allow_infinity=False).map(Number)
 columns = st.sampled_from(NAMES).map(lambda n: Column(n.strip("`")))
 trees: st.SearchStrategy[Node] = st.recursive(
     numbers | columns,
@@ -296,7 +292,11 @@ column_data = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(tree=trees, parens=st.booleans(), raw=st.lists(column_data, min_size=4, max_size=4))
+@given(
+    tree=trees,
+    parens=st.booleans(),
+    raw=st.lists(column_data, min_size=4, max_size=4),
+)
 def test_parse_then_evaluate_matches_numpy(
     tree: Node, parens: bool, raw: list[list[float]]
 ) -> None:

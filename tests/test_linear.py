@@ -54,7 +54,9 @@ def test_one_round_equals_sklearn_on_pooled_rows(
     d = Xs[0].shape[1]
     X, y = np.vstack(Xs), np.concatenate(ys)
     # Execute: each city's moments, merged as the coordinator does
-    total = merge_all((Moments.of(np.column_stack([a, b])) for a, b in zip(Xs, ys, strict=True)), d + 1)
+    total = merge_all(
+        (Moments.of(np.column_stack([a, b])) for a, b in zip(Xs, ys, strict=True)), d + 1
+    )
     fit = fit_linear(total, penalty=alpha, standardize=standardize)
     # Assert
     reference = _reference(model, alpha, standardize).fit(X, y)
@@ -68,7 +70,9 @@ def test_minimum_norm_coefficients_match_lstsq_when_collinear() -> None:
     X = rng.normal(size=(200, 3))
     X = np.column_stack([X, X[:, 0] + X[:, 1]])
     y = X @ np.array([1.0, 2.0, -1.0, 0.5]) + rng.normal(size=200)
-    total = Moments.of(np.column_stack([X[:80], y[:80]])).merge(Moments.of(np.column_stack([X[80:], y[80:]])))
+    total = Moments.of(np.column_stack([X[:80], y[:80]])).merge(
+        Moments.of(np.column_stack([X[80:], y[80:]]))
+    )
     fit = fit_linear(total, penalty=0.0, standardize=False)
     reference = LinearRegression().fit(X, y)
     assert fit.rank == 3

@@ -8,7 +8,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cityfed.logistic import LogisticTerms, NewtonSolver, fit_logistic_rows, logistic_terms, terms_at_zero
+from cityfed.logistic import (
+    LogisticTerms,
+    NewtonSolver,
+    fit_logistic_rows,
+    logistic_terms,
+    terms_at_zero,
+)
 from cityfed.scaling import Scaler
 from cityfed.stats import Moments, merge_all
 
@@ -27,9 +33,13 @@ def _cities(seed: int, k: int, d: int) -> tuple[list[np.ndarray], list[np.ndarra
     return Xs, ys
 
 
-def _federated_newton(Xs: list[np.ndarray], ys: list[np.ndarray], C: float, standardize: bool) -> tuple[NewtonSolver, Scaler]:
+def _federated_newton(
+    Xs: list[np.ndarray], ys: list[np.ndarray], C: float, standardize: bool
+) -> tuple[NewtonSolver, Scaler]:
     d = Xs[0].shape[1]
-    total = merge_all((Moments.of(np.column_stack([a, b])) for a, b in zip(Xs, ys, strict=True)), d + 1)
+    total = merge_all(
+        (Moments.of(np.column_stack([a, b])) for a, b in zip(Xs, ys, strict=True)), d + 1
+    )
     scaler = Scaler.from_moments(total, d, standardize)
     solver = NewtonSolver(C, d + 1, tolerance=1e-6, max_evaluations=30)
     solver.start(terms_at_zero(total, scaler))
@@ -62,7 +72,9 @@ def test_federated_newton_equals_sklearn_pooled(seed: int, k: int, d: int, C: fl
     # Assert
     assert solver.converged
     assert solver.evaluations <= 10
-    reference = make_pipeline(StandardScaler(), LogisticRegression(C=C, tol=1e-12, max_iter=10_000)).fit(X, y)
+    reference = make_pipeline(
+        StandardScaler(), LogisticRegression(C=C, tol=1e-12, max_iter=10_000)
+    ).fit(X, y)
     ours = 1.0 / (1.0 + np.exp(-(scaler.design(X) @ solver.w)))
     assert np.max(np.abs(ours - reference.predict_proba(X)[:, 1])) <= 1e-5
 

@@ -5,7 +5,14 @@ from pathlib import Path
 import numpy as np
 
 from cityfed.logistic import LogisticTerms
-from cityfed.protocol import CityReply, Instruction, decode_instruction, decode_reply, encode_instruction, encode_reply
+from cityfed.protocol import (
+    CityReply,
+    Instruction,
+    decode_instruction,
+    decode_reply,
+    encode_instruction,
+    encode_reply,
+)
 from cityfed.scaling import Scaler
 from cityfed.spec import load_federation
 from cityfed.stats import Moments
@@ -15,7 +22,9 @@ from .synthetic import write_federation
 
 def test_instruction_round_trip(tmp_path: Path) -> None:
     fed = load_federation(write_federation(tmp_path).federation)
-    ins = Instruction("newton", fed, 3, Scaler(np.arange(4.0), np.ones(4) * 2), np.linspace(0, 1, 5))
+    ins = Instruction(
+        "newton", fed, 3, Scaler(np.arange(4.0), np.ones(4) * 2), np.linspace(0, 1, 5)
+    )
     back = decode_instruction(encode_instruction(ins))
     assert back.phase == "newton" and back.round == 3 and back.federation == fed
     assert back.scaler is not None and back.weights is not None
@@ -27,7 +36,9 @@ def test_reply_round_trip_carries_only_statistics() -> None:
     rng = np.random.default_rng(0)
     m = Moments.of(rng.normal(size=(30, 3)))
     terms = LogisticTerms(1.5, rng.normal(size=3), np.eye(3))
-    reply = CityReply("oslo", "ok", n=30, rows_read=33, drop_reasons={"missing x": 3}, moments=m, terms=terms)
+    reply = CityReply(
+        "oslo", "ok", n=30, rows_read=33, drop_reasons={"missing x": 3}, moments=m, terms=terms
+    )
     content = encode_reply(reply)
     back = decode_reply(content)
     assert back.city == "oslo" and back.n == 30 and back.drop_reasons == {"missing x": 3}

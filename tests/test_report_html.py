@@ -162,8 +162,7 @@ def classification_report() -> dict[str, Any]:
                     "personalized": scores(0.84, 0.39, None),
                 },
                 "calibration": [
-                    {"predicted": p / 10 + 0.05, "observed": p / 10, "count": 90}
-                    for p in range(10)
+                    {"predicted": p / 10 + 0.05, "observed": p / 10, "count": 90} for p in range(10)
                 ],
             },
             "B": {  # AUC undefined (one class on holdout): fall back to accuracy

@@ -26,7 +26,11 @@ def cityfed(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedP
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
         [sys.executable, "-m", "cityfed.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=600, cwd=cwd, env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -45,7 +49,9 @@ def _engine_processes() -> list[str]:
 
 
 @pytest.mark.parametrize(("model", "alpha"), [("ridge", 2.0), ("linear", 0.0)])
-def test_simulate_equals_pooled_sklearn_in_one_round(tmp_path: Path, model: str, alpha: float) -> None:
+def test_simulate_equals_pooled_sklearn_in_one_round(
+    tmp_path: Path, model: str, alpha: float
+) -> None:
     # Prepare: four cities with different names, units, delimiters and derived columns
     files = write_federation(tmp_path / "in", model=model, alpha=alpha, sizes=(300, 120, 500, 80))
     out = tmp_path / "out"
@@ -60,7 +66,9 @@ def test_simulate_equals_pooled_sklearn_in_one_round(tmp_path: Path, model: str,
     est = load_model(out / "model.pb")
     X, y = files.X_pooled, files.y_pooled
     frame = pd.DataFrame(X, columns=[name for name, _ in FEATURES])
-    reference = make_pipeline(StandardScaler(), Ridge(alpha=alpha) if alpha else LinearRegression()).fit(X, y)
+    reference = make_pipeline(
+        StandardScaler(), Ridge(alpha=alpha) if alpha else LinearRegression()
+    ).fit(X, y)
     assert np.max(np.abs(est.predict(frame) - reference.predict(X))) <= 1e-6 * np.std(y)
     assert report["pooled_check"]["within_tolerance"] is True
     assert report["pooled_check"]["max_abs_prediction_diff"] <= 1e-6 * np.std(y)
@@ -69,8 +77,14 @@ def test_simulate_equals_pooled_sklearn_in_one_round(tmp_path: Path, model: str,
 
 
 def test_simulate_logistic_matches_pooled_probabilities(tmp_path: Path) -> None:
-    files = write_federation(tmp_path / "in", task="classification", model="logistic", C=0.5,
-                             sizes=(400, 250, 300), holdout_fraction=0.0)
+    files = write_federation(
+        tmp_path / "in",
+        task="classification",
+        model="logistic",
+        C=0.5,
+        sizes=(400, 250, 300),
+        holdout_fraction=0.0,
+    )
     out = tmp_path / "out"
     proc = cityfed("simulate", files.federation, *files.cities, "--out", out, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -79,13 +93,17 @@ def test_simulate_logistic_matches_pooled_probabilities(tmp_path: Path) -> None:
     est = load_model(out / "model.pb")
     X, y = files.X_pooled, files.y_pooled
     frame = pd.DataFrame(X, columns=[name for name, _ in FEATURES])
-    reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000)).fit(X, y)
+    reference = make_pipeline(
+        StandardScaler(), LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000)
+    ).fit(X, y)
     assert np.max(np.abs(est.predict_proba(frame) - reference.predict_proba(X))) <= 1e-5
     assert not _engine_processes()
 
 
 def test_refusing_city_leaves_the_run_going_and_holdout_is_scored(tmp_path: Path) -> None:
-    files = write_federation(tmp_path / "in", sizes=(300, 30, 400), holdout_fraction=0.2, min_rows_per_city=50)
+    files = write_federation(
+        tmp_path / "in", sizes=(300, 30, 400), holdout_fraction=0.2, min_rows_per_city=50
+    )
     out = tmp_path / "out"
     proc = cityfed("simulate", files.federation, *files.cities, "--out", out)
     assert proc.returncode == 0, proc.stderr
@@ -118,15 +136,36 @@ def _corrupt(path: Path, old: str, new: str) -> None:
 @pytest.mark.parametrize(
     ("breakage", "fragments"),
     [
-        (lambda d: _corrupt(d / "city_1.toml", 'source = "Wind_mph"', 'source = "Wind_kts"'), ["city_1.csv", "Wind_kts"]),
-        (lambda d: _corrupt(d / "city_0.csv", "\n", "\nabc", ), ["city_0.csv", "row 1", "not a number"]),
-        (lambda d: _corrupt(d / "city_1.toml", 'unit = "mph"', 'unit = "smoots_per_blink"'), ["city_1.toml", "[columns] wind unit", "unknown unit"]),
-        (lambda d: _corrupt(d / "city_2.toml", 'unit = "kPa"', 'unit = "kg"'), ["city_2.toml", "[columns] pressure", "kg"]),
+        (
+            lambda d: _corrupt(d / "city_1.toml", 'source = "Wind_mph"', 'source = "Wind_kts"'),
+            ["city_1.csv", "Wind_kts"],
+        ),
+        (
+            lambda d: _corrupt(
+                d / "city_0.csv",
+                "\n",
+                "\nabc",
+            ),
+            ["city_0.csv", "row 1", "not a number"],
+        ),
+        (
+            lambda d: _corrupt(d / "city_1.toml", 'unit = "mph"', 'unit = "smoots_per_blink"'),
+            ["city_1.toml", "[columns] wind unit", "unknown unit"],
+        ),
+        (
+            lambda d: _corrupt(d / "city_2.toml", 'unit = "kPa"', 'unit = "kg"'),
+            ["city_2.toml", "[columns] pressure", "kg"],
+        ),
         (lambda d: (d / "city_0.csv").write_text(""), ["city_0.csv", "empty"]),
-        (lambda d: _corrupt(d / "federation.toml", "[target]", "[target"), ["federation.toml", "invalid TOML"]),
+        (
+            lambda d: _corrupt(d / "federation.toml", "[target]", "[target"),
+            ["federation.toml", "invalid TOML"],
+        ),
     ],
 )
-def test_bad_input_is_one_line_with_no_traceback_and_nothing_written(tmp_path: Path, breakage, fragments) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_one_line_with_no_traceback_and_nothing_written(
+    tmp_path: Path, breakage, fragments
+) -> None:  # type: ignore[no-untyped-def]
     files = write_federation(tmp_path / "in", sizes=(60, 60, 60))
     breakage(tmp_path / "in")
     out = tmp_path / "out"

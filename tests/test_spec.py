@@ -47,20 +47,52 @@ def test_good_federation_parses_with_sklearn_meanings(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "fragments"),
     [
-        (lambda t: t.replace('alpha = 2.5', 'alpha = 2.5\nalpah = 1'), ["federation.toml", "alpah", "unknown key"]),
-        (lambda t: t.replace('alpha = 2.5', 'alpha = "strong"'), ["federation.toml", "alpha", "number"]),
-        (lambda t: t.replace('alpha = 2.5', 'alpha = -1'), ["alpha", ">= 0"]),
-        (lambda t: t.replace('model = "ridge"', 'model = "logistic"'), ["model", "'logistic' does not fit task 'regression'"]),
-        (lambda t: t.replace('name = "avg_hg"', 'name = "avg_dewpt"'), ["[[features]] 2", "avg_dewpt", "twice"]),
-        (lambda t: t.replace('unit = "hPa"', 'unit = "furlongs_per_fortnight_squared"'), ["[[features]] 2 unit", "unknown unit"]),
-        (lambda t: t.replace('name = "world"\n', ''), ["[federation] name", "missing"]),
-        (lambda t: t.replace('[target]\nname = "avg_temp"', '[target]\nname = "avg_hg"'), ["[target] name", "also a feature"]),
-        (lambda t: t.replace('task = "regression"', 'task = "forecast"'), ["task", "'regression', 'classification'"]),
+        (
+            lambda t: t.replace("alpha = 2.5", "alpha = 2.5\nalpah = 1"),
+            ["federation.toml", "alpah", "unknown key"],
+        ),
+        (
+            lambda t: t.replace("alpha = 2.5", 'alpha = "strong"'),
+            ["federation.toml", "alpha", "number"],
+        ),
+        (lambda t: t.replace("alpha = 2.5", "alpha = -1"), ["alpha", ">= 0"]),
+        (
+            lambda t: t.replace('model = "ridge"', 'model = "logistic"'),
+            ["model", "'logistic' does not fit task 'regression'"],
+        ),
+        (
+            lambda t: t.replace('name = "avg_hg"', 'name = "avg_dewpt"'),
+            ["[[features]] 2", "avg_dewpt", "twice"],
+        ),
+        (
+            lambda t: t.replace('unit = "hPa"', 'unit = "furlongs_per_fortnight_squared"'),
+            ["[[features]] 2 unit", "unknown unit"],
+        ),
+        (lambda t: t.replace('name = "world"\n', ""), ["[federation] name", "missing"]),
+        (
+            lambda t: t.replace('[target]\nname = "avg_temp"', '[target]\nname = "avg_hg"'),
+            ["[target] name", "also a feature"],
+        ),
+        (
+            lambda t: t.replace('task = "regression"', 'task = "forecast"'),
+            ["task", "'regression', 'classification'"],
+        ),
         (lambda t: t + "\n[extra]\nx = 1\n", ["extra", "unknown key"]),
-        (lambda t: t.replace('standardize = true', '') .replace('alpha = 2.5', 'standardize = "yes"'), ["standardize", "true or false"]),
-        (lambda t: t.replace("alpha = 2.5", "holdout_fraction = 1.5"), ["holdout_fraction", "<= 0.9"]),
+        (
+            lambda t: t.replace("standardize = true", "").replace(
+                "alpha = 2.5", 'standardize = "yes"'
+            ),
+            ["standardize", "true or false"],
+        ),
+        (
+            lambda t: t.replace("alpha = 2.5", "holdout_fraction = 1.5"),
+            ["holdout_fraction", "<= 0.9"],
+        ),
         (lambda t: t.replace("alpha = 2.5", "min_cities = 0"), ["min_cities", ">= 1"]),
-        (lambda t: t.replace('model = "ridge"\nalpha = 2.5', 'model = "linear"\nalpha = 2.5'), ["alpha", "linear"]),
+        (
+            lambda t: t.replace('model = "ridge"\nalpha = 2.5', 'model = "linear"\nalpha = 2.5'),
+            ["alpha", "linear"],
+        ),
         (lambda t: t.replace("[target]\nname", "[target]\nname ="), ["invalid TOML"]),
     ],
 )
@@ -76,7 +108,9 @@ def test_bad_federation_is_one_line_naming_file_and_key(tmp_path: Path, edit, fr
 
 
 def test_classification_target_must_be_unitless(tmp_path: Path) -> None:
-    text = GOOD.replace('task = "regression"\nmodel = "ridge"\nalpha = 2.5', 'task = "classification"')
+    text = GOOD.replace(
+        'task = "regression"\nmodel = "ridge"\nalpha = 2.5', 'task = "classification"'
+    )
     with pytest.raises(SpecError, match=r"\[target\] unit"):
         load_federation(_write(tmp_path, text))
 
@@ -118,10 +152,20 @@ def test_city_parses_relative_data_path(tmp_path: Path) -> None:
     ("edit", "fragments"),
     [
         (lambda t: t.replace('data = "chicago.csv"\n', ""), ["[city] data", "missing"]),
-        (lambda t: t.replace('unit = "degF" }\navg_temp', 'unit = "parsecs_per_goat" }\navg_temp'), ["[columns] avg_dewpt unit", "unknown unit"]),
+        (
+            lambda t: t.replace(
+                'unit = "degF" }\navg_temp', 'unit = "parsecs_per_goat" }\navg_temp'
+            ),
+            ["[columns] avg_dewpt unit", "unknown unit"],
+        ),
         (lambda t: t.replace('decimal = ","', 'decimal = ";"'), ["decimal"]),
-        (lambda t: t.replace('tau = 3.0', 'tau = "big"'), ["[personalize] tau"]),
-        (lambda t: t.replace('avg_hg = "pressure_hpa"', 'avg_hg = { source = "p", units = "hPa" }'), ["units", "unknown key"]),
+        (lambda t: t.replace("tau = 3.0", 'tau = "big"'), ["[personalize] tau"]),
+        (
+            lambda t: t.replace(
+                'avg_hg = "pressure_hpa"', 'avg_hg = { source = "p", units = "hPa" }'
+            ),
+            ["units", "unknown key"],
+        ),
         (lambda t: t.replace('avg_hg = "pressure_hpa"', "avg_hg = 3"), ["[columns] avg_hg"]),
     ],
 )

@@ -18,10 +18,17 @@ from cityfed.spec import load_federation
 from .synthetic import write_federation
 
 
-@pytest.mark.parametrize(("model", "standardize"), [("linear", True), ("linear", False), ("ridge", True), ("ridge", False)])
-def test_linear_models_need_one_round_and_equal_pooled_sklearn(tmp_path: Path, model: str, standardize: bool) -> None:
+@pytest.mark.parametrize(
+    ("model", "standardize"),
+    [("linear", True), ("linear", False), ("ridge", True), ("ridge", False)],
+)
+def test_linear_models_need_one_round_and_equal_pooled_sklearn(
+    tmp_path: Path, model: str, standardize: bool
+) -> None:
     # Prepare
-    fed_files = write_federation(tmp_path, model=model, standardize=standardize, alpha=3.0, sizes=(200, 60, 350, 90))
+    fed_files = write_federation(
+        tmp_path, model=model, standardize=standardize, alpha=3.0, sizes=(200, 60, 350, 90)
+    )
     fed = load_federation(fed_files.federation)
     # Execute
     result = train(fed, LocalExchange(fed_files.cities), run_id="t")
@@ -36,11 +43,15 @@ def test_linear_models_need_one_round_and_equal_pooled_sklearn(tmp_path: Path, m
 
 
 def test_logistic_converges_to_pooled_sklearn_in_few_rounds(tmp_path: Path) -> None:
-    fed_files = write_federation(tmp_path, task="classification", model="logistic", C=0.7, sizes=(300, 150, 400))
+    fed_files = write_federation(
+        tmp_path, task="classification", model="logistic", C=0.7, sizes=(300, 150, 400)
+    )
     fed = load_federation(fed_files.federation)
     result = train(fed, LocalExchange(fed_files.cities), run_id="t")
     X, y = fed_files.X_pooled, fed_files.y_pooled
-    reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.7, tol=1e-12, max_iter=10_000)).fit(X, y)
+    reference = make_pipeline(
+        StandardScaler(), LogisticRegression(C=0.7, tol=1e-12, max_iter=10_000)
+    ).fit(X, y)
     proba = 1.0 / (1.0 + np.exp(-result.model.decision(X)))
     assert result.model.converged
     assert result.model.rounds <= 10
@@ -49,7 +60,9 @@ def test_logistic_converges_to_pooled_sklearn_in_few_rounds(tmp_path: Path) -> N
 
 def test_a_small_city_refuses_and_the_run_goes_on(tmp_path: Path) -> None:
     fed_files = write_federation(tmp_path, sizes=(200, 10, 300), min_rows_per_city=50)
-    result = train(load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t")
+    result = train(
+        load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t"
+    )
     assert result.cities["city1"].status == "refused"
     assert "only 10 usable training rows" in result.cities["city1"].reason
     assert result.model.cities == ("city0", "city2")
@@ -66,9 +79,13 @@ def test_a_broken_city_fails_alone(tmp_path: Path) -> None:
     lines = csv.read_text().splitlines()
     lines[5] = lines[5].replace(lines[5].split(",")[0], "oops", 1)
     csv.write_text("\n".join(lines) + "\n")
-    result = train(load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t")
+    result = train(
+        load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t"
+    )
     assert result.cities["city1"].status == "failed"
-    assert "city_1.csv" in result.cities["city1"].reason and "row 5" in result.cities["city1"].reason
+    assert (
+        "city_1.csv" in result.cities["city1"].reason and "row 5" in result.cities["city1"].reason
+    )
     assert result.model.cities == ("city0", "city2")
 
 
@@ -83,7 +100,9 @@ def test_too_few_cities_stops_with_the_reasons(tmp_path: Path) -> None:
 
 def test_holdout_scores_for_every_city(tmp_path: Path) -> None:
     fed_files = write_federation(tmp_path, sizes=(200, 150, 300), holdout_fraction=0.25)
-    result = train(load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t")
+    result = train(
+        load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t"
+    )
     for outcome in result.cities.values():
         assert outcome.evaluation is not None
         holdout = outcome.evaluation["holdout"]
@@ -95,7 +114,11 @@ def test_holdout_scores_for_every_city(tmp_path: Path) -> None:
 
 
 def test_fedavg_baseline_runs_its_rounds(tmp_path: Path) -> None:
-    fed_files = write_federation(tmp_path, sizes=(200, 150, 300), extra='algorithm = "fedavg"\nrounds = 5')
-    result = train(load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t")
+    fed_files = write_federation(
+        tmp_path, sizes=(200, 150, 300), extra='algorithm = "fedavg"\nrounds = 5'
+    )
+    result = train(
+        load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t"
+    )
     assert result.model.rounds == 6  # statistics for the scaler, then five FedAvg rounds
     assert result.model.algorithm == "fedavg"
