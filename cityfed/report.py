@@ -82,7 +82,10 @@ def build_report(
             },
             "cities": {name: _city(o) for name, o in sorted(result.cities.items())},
             "pooled_check": pooled_check,
-            "timing": {"wall_seconds": round(result.wall_seconds, 3)},
+            "timing": {
+                "wall_seconds": round(result.wall_seconds, 3),
+                "aggregation_seconds": round(result.aggregation_seconds, 6),
+            },
         }
     )
     return report

@@ -31,3 +31,4 @@ class RunResult:
     model: FederatedModel
     cities: dict[str, CityOutcome]
     wall_seconds: float
+    aggregation_seconds: float = 0.0

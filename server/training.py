@@ -47,6 +47,7 @@ class _Run:
         self.outcomes: dict[int, CityOutcome] = {}
         self.active: list[int] = []
         self.rounds = 0
+        self.aggregation_seconds = 0.0
 
     def _record(self, node: int, reply: CityReply) -> None:
         outcome = self.outcomes.get(node)
@@ -115,7 +116,9 @@ def _moments_round(run: _Run) -> tuple[Moments, list[tuple[int, CityReply]]]:
         if reply.moments is None or reply.moments.dim != dim:
             run._record(node, CityReply(reply.city, "failed", "sent malformed statistics"))
             continue
+        tick = time.perf_counter()
         total = total.merge(reply.moments)  # streamed: O(d^2) memory
+        run.aggregation_seconds += time.perf_counter() - tick
         kept.append((node, CityReply(reply.city, "ok", n=reply.n)))
         run.progress("city", f"{reply.city}: statistics of {reply.n} rows", city=reply.city)
     run.active = sorted(node for node, _ in kept)
@@ -141,7 +144,9 @@ def _fit_logistic(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray
         summed: LogisticTerms | None = None
         for _, reply in replies:
             if reply.terms is not None:
+                tick = time.perf_counter()
                 summed = reply.terms if summed is None else summed + reply.terms
+                run.aggregation_seconds += time.perf_counter() - tick
         if summed is None:
             raise FederationError("no city returned logistic terms")
         solver.observe(summed)
@@ -156,7 +161,9 @@ def _fit_fedavg(run: _Run, scaler: Scaler) -> FloatArray:
         average = WeightedAverage(dim)
         for _, reply in run.round_trip("fedavg", scaler=scaler, weights=weights):
             if reply.weights is not None and reply.weights.shape == (dim,):
+                tick = time.perf_counter()
                 average.add(reply.weights, reply.n)
+                run.aggregation_seconds += time.perf_counter() - tick
         weights = average.mean()
         run.progress("round", f"FedAvg round {run.rounds}", round=run.rounds)
     return weights
@@ -210,7 +217,9 @@ def train(
     elif fed.model == "logistic":
         w, converged = _fit_logistic(run, total, scaler)
     else:
+        tick = time.perf_counter()
         fit = fit_linear(total, penalty=fed.penalty, standardize=fed.standardize)
+        run.aggregation_seconds += time.perf_counter() - tick
         w = np.concatenate([[fit.intercept_scaled], fit.coef_scaled])
         if fit.train_r2 is not None:
             metrics["train_r2"] = fit.train_r2
@@ -257,4 +266,5 @@ def train(
         model=model,
         cities={o.city: o for o in run.outcomes.values()},
         wall_seconds=time.monotonic() - started,
+        aggregation_seconds=run.aggregation_seconds,
     )
