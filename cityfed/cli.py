@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cityfed.cli_deploy import register as register_deploy
 from cityfed.errors import CityFedError
 
 __all__ = ["app", "main"]
@@ -27,6 +28,8 @@ app = typer.Typer(
 )
 
 _DEMO_CITIES = ("ewr.toml", "jfk.toml", "lga.toml")
+
+register_deploy(app)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

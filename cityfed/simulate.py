@@ -75,6 +75,34 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
     return SimulationPlan(fed_path, fed, paths, cities, data)
 
 
+def _group_alive(pgid: int) -> bool:
+    """True while a process of the group still runs; zombies do not count.
+
+    ``killpg(pgid, 0)`` also succeeds for zombies, which linger until their
+    parent (the worker, or an init that may never reap) collects them: waiting
+    on it alone cost every run the full SIGTERM and SIGKILL grace periods.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        return True  # no way to tell zombies apart here
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def _stop_session(proc: subprocess.Popen[bytes]) -> None:
     """Stop the engine process and every process of its session (Ray included)."""
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
@@ -84,11 +112,13 @@ def _stop_session(proc: subprocess.Popen[bytes]) -> None:
             break
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
+            proc.poll()  # reap the worker as soon as it exits
+            if not _group_alive(proc.pid):
                 break
             time.sleep(0.1)
+        else:
+            continue
+        break
     with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL was sent
         proc.wait(timeout=5)
 

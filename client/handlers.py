@@ -7,6 +7,7 @@ Everything here runs next to the city's data; only the returned
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,8 +38,20 @@ def answer(ins: Instruction, city_config: str | Path) -> CityReply:
     try:
         city = load_city(path)
     except CityFedError as exc:
-        return CityReply(city=path.stem, status="failed", reason=str(exc))
-    return answer_for_city(ins, city)
+        return CityReply(city=path.stem, status="failed", reason=_redact(str(exc), [path]))
+    reply = answer_for_city(ins, city)
+    if reply.reason:
+        reply = replace(reply, reason=_redact(reply.reason, [path, city.data]))
+    return reply
+
+
+def _redact(text: str, paths: list[Path]) -> str:
+    """Keep file names but not the city's folders in what leaves the city."""
+    for path in paths:
+        for folder in {str(path.parent), str(path.resolve().parent)}:
+            if folder not in ("", "."):
+                text = text.replace(folder + os.sep, "")
+    return text
 
 
 def answer_for_city(ins: Instruction, city: CitySpec) -> CityReply:

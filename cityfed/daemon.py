@@ -1,0 +1,164 @@
+"""Background processes that outlive the command that started them.
+
+A :class:`Daemon` is a process started in a session of its own, with its pid in
+a file and its output in a log. Stopping it signals the whole session (process
+group), so children it spawned (Flower's SuperExec, ServerApp and ClientApp
+processes) stop with it, even when the leader itself was killed earlier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cityfed.errors import CityFedError
+
+__all__ = ["Daemon", "executable", "flower_env"]
+
+
+def executable(name: str) -> str:
+    """Path of a console script installed beside this Python, or on ``PATH``."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise CityFedError(f"{name}: not found; is flwr installed in this environment?")
+    return found
+
+
+def flower_env(flwr_home: Path | None = None) -> dict[str, str]:
+    """Environment for Flower processes: offline, quiet, and our scripts on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["FLWR_TELEMETRY_ENABLED"] = "0"
+    env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    return env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # killpg(0) succeeds while zombies remain; look for a living member.
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A named background process with a pid file and a log file."""
+
+    name: str
+    pid_file: Path
+    log_file: Path
+
+    def pid(self) -> int | None:
+        """The pid recorded when it was started, if any."""
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        """True while the process it started is alive."""
+        pid = self.pid()
+        return pid is not None and _alive(pid)
+
+    def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> int:
+        """Start the process detached from this one; returns its pid."""
+        self.stop()  # leftovers of an earlier, killed instance
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} start {self.name}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    def exit_code(self) -> int | None:
+        """Exit code if this process (a child of ours) has ended, else None."""
+        pid = self.pid()
+        if pid is None:
+            return None
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        return os.waitstatus_to_exitcode(status) if done else None
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the process group; True if something was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        was_running = _group_alive(pid)
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            if not _group_alive(pid):
+                break
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _group_alive(pid):
+                self._reap(pid)
+                time.sleep(0.1)
+        self._reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return was_running
+
+    @staticmethod
+    def _reap(pid: int) -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the log."""
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
