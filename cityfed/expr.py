@@ -7,12 +7,14 @@ and evaluates it with vectorised numpy float64 arithmetic. Python's ``eval``
 and ``ast`` are never used.
 
 Grammar (``+ - * /`` are left associative, ``* /`` bind tighter than
-``+ -``, unary signs bind tighter than both)::
+``+ -``, unary signs bind tighter than both; one comparison, lowest of all,
+gives 1.0 or 0.0, e.g. a class label ``precip > 0``)::
 
+    comparison := expression ((">" | "<" | ">=" | "<=") expression)?
     expression := term (("+" | "-") term)*
     term       := unary (("*" | "/") unary)*
     unary      := ("+" | "-") unary | primary
-    primary    := NUMBER | IDENTIFIER | BACKTICKED | "(" expression ")"
+    primary    := NUMBER | IDENTIFIER | BACKTICKED | "(" comparison ")"
 
 ``NUMBER`` is ``2``, ``1.5``, ``.5``, ``1e-3`` or ``2.5E+3``; ``IDENTIFIER``
 is ``[A-Za-z_][A-Za-z0-9_]*``; ``BACKTICKED`` is any column name between
@@ -45,7 +47,8 @@ _NUMBER_TAIL = re.compile(r"[A-Za-z0-9_.]")
 _OPERATORS = frozenset("+-*/()")
 _EXAMPLE = "e.g. '(high_f + low_f) / 2'"
 
-BinaryOp = Literal["+", "-", "*", "/"]
+BinaryOp = Literal["+", "-", "*", "/", ">", "<", ">=", "<="]
+_COMPARISONS: frozenset[str] = frozenset({">", "<", ">=", "<="})
 UnaryOp = Literal["+", "-"]
 
 
@@ -151,6 +154,15 @@ def _tokenize(text: str, where: str) -> list[_Token]:
                 )
             tokens.append(_Token("column", text[i:end], pos))
             i = end
+        elif ch in "<>":
+            op = text[i : i + 2] if text.startswith("=", i + 1) else ch
+            tokens.append(_Token("op", op, pos))
+            i += len(op)
+        elif ch == "=":
+            raise SpecError(
+                f"{where}: '=' at position {pos} is not an operator; comparisons are "
+                "> < >= <= (e.g. 'precip > 0' gives 1 or 0)"
+            )
         elif ch in _OPERATORS:
             if ch == "*" and text.startswith("**", i):
                 raise SpecError(
@@ -201,8 +213,10 @@ class _Parser:
     def parse(self) -> Node:
         if self._peek().kind == "end":
             raise self._error(f"empty expression; write an expression {_EXAMPLE}")
-        node = self._expression()
+        node = self._comparison()
         token = self._peek()
+        if token.kind == "op" and token.text in _COMPARISONS:
+            raise self._error(f"chained comparison at position {token.pos}; compare two terms only")
         if token.kind != "end":
             if token.text == ")":
                 raise self._error(
@@ -212,6 +226,15 @@ class _Parser:
                 f"unexpected {token.describe()} after a complete expression; "
                 "join terms with + - * /"
             )
+        return node
+
+    def _comparison(self) -> Node:
+        node = self._expression()
+        token = self._peek()
+        if token.kind == "op" and token.text in _COMPARISONS:
+            self._advance()
+            op: BinaryOp = _COMPARISON_OPS[token.text]
+            node = Binary(op, node, self._expression())
         return node
 
     def _expression(self) -> Node:
@@ -255,7 +278,7 @@ class _Parser:
             return Column(token.text)
         if token.kind == "op" and token.text == "(":
             self._enter(token)
-            node = self._expression()
+            node = self._comparison()
             self._nesting -= 1
             closing = self._advance()
             if not (closing.kind == "op" and closing.text == ")"):
@@ -290,7 +313,12 @@ _BINARY_UFUNCS: dict[str, np.ufunc] = {
     "-": np.subtract,
     "*": np.multiply,
     "/": np.divide,
+    ">": np.greater,
+    "<": np.less,
+    ">=": np.greater_equal,
+    "<=": np.less_equal,
 }
+_COMPARISON_OPS: dict[str, BinaryOp] = {">": ">", "<": "<", ">=": ">=", "<=": "<="}
 
 
 def _evaluate(root: Node, columns: Mapping[str, NDArray[np.float64]]) -> _Value:
@@ -320,7 +348,8 @@ def _evaluate(root: Node, columns: Mapping[str, NDArray[np.float64]]) -> _Value:
         else:
             right = results.pop()
             left = results.pop()
-            results.append(_BINARY_UFUNCS[node.op](left, right))
+            value = _BINARY_UFUNCS[node.op](left, right)
+            results.append(np.asarray(value, dtype=np.float64))
     return results[0]
 
 

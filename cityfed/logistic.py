@@ -20,7 +20,14 @@ from scipy.special import expit
 from cityfed.scaling import Scaler
 from cityfed.stats import Moments
 
-__all__ = ["LogisticTerms", "NewtonSolver", "fit_logistic_rows", "logistic_terms", "terms_at_zero"]
+__all__ = [
+    "LogisticTerms",
+    "NewtonSolver",
+    "fit_logistic_rows",
+    "logistic_terms",
+    "starting_intercept",
+    "terms_at_intercept",
+]
 
 FloatArray = NDArray[np.float64]
 
@@ -47,12 +54,13 @@ def logistic_terms(Z: FloatArray, y: FloatArray, w: FloatArray) -> LogisticTerms
     return LogisticTerms(loss, grad, (hess + hess.T) / 2.0)
 
 
-def terms_at_zero(moments: Moments, scaler: Scaler) -> LogisticTerms:
-    """The terms at ``w = 0`` from pooled moments alone (no round needed).
+def terms_at_intercept(moments: Moments, scaler: Scaler, intercept: float) -> LogisticTerms:
+    """The terms at ``w = (intercept, 0, ..., 0)`` from pooled moments alone.
 
-    At ``w = 0`` every probability is 1/2, so the loss is ``n log 2``, the gradient
-    is ``sum (1/2 - y) z`` and the Hessian ``1/4 sum z z^T``: all functions of the
-    count, mean and scatter of ``[x, y]``.
+    With every slope at zero each row has the same probability ``p``, so the
+    loss is ``n log(1 + e^b) - b sum(y)``, the gradient ``p sum z - sum y z`` and
+    the Hessian ``p (1 - p) sum z z^T``: all functions of the count, mean and
+    scatter of ``[x, y]``. No round with the cities is needed.
     """
     d = moments.dim - 1
     mean, scatter = scaler.scaled_moments(moments)
@@ -61,8 +69,16 @@ def terms_at_zero(moments: Moments, scaler: Scaler) -> LogisticTerms:
     u_scatter[1:, 1:] = scatter
     gram = moments.n * np.outer(u_mean, u_mean) + u_scatter
     zz, zy = gram[: d + 1, : d + 1], gram[: d + 1, d + 1]
-    grad = 0.5 * gram[: d + 1, 0] - zy
-    return LogisticTerms(moments.n * float(np.log(2.0)), grad, 0.25 * zz)
+    p = float(expit(intercept))
+    sum_y = moments.n * float(mean[d])
+    loss = moments.n * float(np.logaddexp(0.0, intercept)) - intercept * sum_y
+    return LogisticTerms(loss, p * gram[: d + 1, 0] - zy, p * (1.0 - p) * zz)
+
+
+def starting_intercept(moments: Moments) -> float:
+    """The intercept-only optimum ``logit(mean(y))``, clipped away from 0 and 1."""
+    rate = min(max(float(moments.mean[-1]), 1e-6), 1.0 - 1e-6)
+    return float(np.log(rate / (1.0 - rate)))
 
 
 class NewtonSolver:
@@ -128,8 +144,10 @@ class NewtonSolver:
         hess = self.C * terms.hess + np.diag(self.penalty)
         return value, grad, hess
 
-    def start(self, terms: LogisticTerms) -> None:
-        """Take the terms at the starting point (the prior) without a round."""
+    def start(self, terms: LogisticTerms, w: FloatArray | None = None) -> None:
+        """Take the terms at the starting point ``w`` (default the prior)."""
+        if w is not None:
+            self.w = np.asarray(w, dtype=np.float64).copy()
         self._accept(self.w, terms)
 
     def restart(self, w: FloatArray) -> None:

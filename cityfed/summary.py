@@ -11,9 +11,9 @@ from rich.table import Table
 __all__ = ["print_summary"]
 
 _MODELS = (
-    ("local_only", "local only"),
-    ("federated", "federated"),
-    ("personalized", "personalised"),
+    ("local_only", "local"),
+    ("federated", "fed."),
+    ("personalized", "pers."),
 )
 
 
@@ -27,38 +27,25 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def _benefit_table(report: dict[str, Any]) -> Table:
     classify = report["model"]["task"] == "classification"
-    keys = ("roc_auc", "accuracy") if classify else ("r2", "rmse")
-    labels = ("ROC AUC", "accuracy") if classify else ("R²", "RMSE")
-    unit = "" if classify else f" [{report['model']['target']['unit']}]"
-    table = Table(title="Mutual benefit on each city's own holdout rows", title_justify="left")
+    keys = ("roc_auc", "log_loss") if classify else ("r2", "rmse")
+    labels = ("AUC", "log-loss") if classify else ("R²", "RMSE")
+    table = Table(
+        title="Mutual benefit on each city's own holdout rows "
+        "(local only / federated / personalised)",
+        title_justify="left",
+    )
     table.add_column("city")
-    table.add_column("rows used", justify="right")
-    table.add_column("dropped", justify="right")
-    for _, label in _MODELS:
-        table.add_column(
-            f"{label}\n{labels[0]} / {labels[1]}{'' if classify else unit}", justify="right"
-        )
+    table.add_column("rows", justify="right")
+    for label in labels:
+        for _, model in _MODELS:
+            table.add_column(f"{label}\n{model}", justify="right")
     for name, city in report["cities"].items():
         if city["status"] != "ok":
-            table.add_row(
-                escape(name),
-                _fmt(city.get("rows_used")),
-                _fmt(city.get("rows_dropped")),
-                f"[yellow]{city['status']}[/]",
-                "",
-                "",
-            )
+            table.add_row(escape(name), _fmt(city.get("rows_used")), f"[yellow]{city['status']}[/]")
             continue
         holdout = city.get("holdout") or {}
-        cells = []
-        for key, _ in _MODELS:
-            scores = holdout.get(key)
-            cells.append(
-                "n/a"
-                if not scores
-                else f"{_fmt(scores.get(keys[0]))} / {_fmt(scores.get(keys[1]))}"
-            )
-        table.add_row(escape(name), _fmt(city["rows_used"]), _fmt(city["rows_dropped"]), *cells)
+        cells = [_fmt((holdout.get(model) or {}).get(key)) for key in keys for model, _ in _MODELS]
+        table.add_row(escape(name), _fmt(city["rows_used"]), *cells)
     return table
 
 

@@ -18,7 +18,7 @@ from cityfed import __version__
 from cityfed.errors import FederationError
 from cityfed.fedavg import WeightedAverage
 from cityfed.linear import fit_linear
-from cityfed.logistic import LogisticTerms, NewtonSolver, terms_at_zero
+from cityfed.logistic import LogisticTerms, NewtonSolver, starting_intercept, terms_at_intercept
 from cityfed.model import FederatedModel
 from cityfed.protocol import CityReply, Instruction, Phase
 from cityfed.run import CityOutcome, RunResult
@@ -131,7 +131,11 @@ def _fit_logistic(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray
     solver = NewtonSolver(
         fed.C, len(fed.features) + 1, tolerance=fed.tolerance, max_evaluations=fed.max_rounds
     )
-    solver.start(terms_at_zero(total, scaler))
+    # Start at the intercept-only optimum: its terms follow from the moments.
+    b0 = starting_intercept(total)
+    start = np.zeros(len(fed.features) + 1)
+    start[0] = b0
+    solver.start(terms_at_intercept(total, scaler, b0), start)
     while not solver.done:
         before = set(run.active)
         trial = solver.trial()

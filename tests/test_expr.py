@@ -141,7 +141,8 @@ def test_nesting_up_to_the_limit_is_accepted() -> None:
         ("1e999", ["'1e999'", "too large"]),
         ("a\n+ $", ["'$'", "position 5"]),
         ("a; import os", ["unexpected character ';'", "position 2"]),
-        ("a == b", ["unexpected character '='"]),
+        ("a == b", ["'=' at position 3 is not an operator"]),
+        ("a > b > c", ["chained comparison", "position 7"]),
         ("x + a.b * 2", ["column name 'a.b'", "position 5", "`a.b`"]),
     ],
 )
@@ -324,3 +325,18 @@ def test_arbitrary_text_parses_or_raises_spec_error(text: str) -> None:
     else:
         data = {name: np.ones(3) for name in expr.columns}
         assert expr.evaluate(data, 3).shape == (3,)
+
+
+def test_comparison_gives_a_class_label() -> None:
+    expr = parse_expression("precip > 0", where="w")
+    np.testing.assert_array_equal(
+        expr.evaluate({"precip": np.array([0.0, 0.1, 2.0])}, 3), [0.0, 1.0, 1.0]
+    )
+    expr = parse_expression("(a * 2 >= b + 1) * 5", where="w")
+    np.testing.assert_array_equal(
+        expr.evaluate({"a": np.array([1.0, 2.0]), "b": np.array([1.0, 5.0])}, 2), [5.0, 0.0]
+    )
+    expr = parse_expression("t <= -1", where="w")
+    np.testing.assert_array_equal(
+        expr.evaluate({"t": np.array([-2.0, -1.0, 0.0])}, 3), [1.0, 1.0, 0.0]
+    )

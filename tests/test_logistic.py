@@ -13,7 +13,8 @@ from cityfed.logistic import (
     NewtonSolver,
     fit_logistic_rows,
     logistic_terms,
-    terms_at_zero,
+    starting_intercept,
+    terms_at_intercept,
 )
 from cityfed.scaling import Scaler
 from cityfed.stats import Moments, merge_all
@@ -42,7 +43,10 @@ def _federated_newton(
     )
     scaler = Scaler.from_moments(total, d, standardize)
     solver = NewtonSolver(C, d + 1, tolerance=1e-6, max_evaluations=30)
-    solver.start(terms_at_zero(total, scaler))
+    b0 = starting_intercept(total)
+    start = np.zeros(d + 1)
+    start[0] = b0
+    solver.start(terms_at_intercept(total, scaler, b0), start)
     while not solver.done:
         w = solver.trial()
         summed: LogisticTerms | None = None
@@ -88,14 +92,17 @@ def test_unstandardised_matches_plain_logistic_regression() -> None:
     assert np.max(np.abs(ours - reference.predict_proba(X)[:, 1])) <= 1e-5
 
 
-def test_terms_at_zero_equal_direct_terms() -> None:
+@pytest.mark.parametrize("intercept", [0.0, -2.5, 1.3])
+def test_terms_from_moments_equal_direct_terms(intercept: float) -> None:
     Xs, ys = _cities(2, 1, 4)
     X, y = Xs[0], ys[0]
     for standardize in (True, False):
         m = Moments.of(np.column_stack([X, y]))
         scaler = Scaler.from_moments(m, 4, standardize)
-        direct = logistic_terms(scaler.design(X), y, np.zeros(5))
-        from_moments = terms_at_zero(m, scaler)
+        w = np.zeros(5)
+        w[0] = intercept
+        direct = logistic_terms(scaler.design(X), y, w)
+        from_moments = terms_at_intercept(m, scaler, intercept)
         assert from_moments.loss == pytest.approx(direct.loss, rel=1e-12)
         np.testing.assert_allclose(from_moments.grad, direct.grad, rtol=1e-9, atol=1e-8)
         np.testing.assert_allclose(from_moments.hess, direct.hess, rtol=1e-9, atol=1e-8)
