@@ -6,7 +6,6 @@ import json
 import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,8 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-_DEMO_CITIES = ("ewr.toml", "jfk.toml", "lga.toml")
 
 register_deploy(app)
 
@@ -93,30 +90,51 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="where the demo's artifacts go")] = Path(
         "cityfed-demo"
     ),
+    deploy: Annotated[
+        bool,
+        typer.Option(
+            "--deploy",
+            help="run it as a real deployment on loopback: certificates, coordinator, "
+            "TLS front, three city nodes, a run, then a clean stop",
+        ),
+    ] = False,
+    rain: Annotated[
+        bool, typer.Option("--rain", help="the classification federation: will it rain?")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="print report.json instead of tables")
     ] = False,
 ) -> None:
     """Three New York airports as three partner cities, on the bundled real data."""
+    from cityfed.deploy_demo import DEMO_CITIES, copy_demo_data, deploy_demo
+    from cityfed.progress import ProgressEvent
     from cityfed.summary import print_summary
 
-    with tempfile.TemporaryDirectory(prefix="cityfed-demo-") as tmp:
-        # Copy the bundled sample so relative paths work from any installation.
-        source = resources.files("cityfed.demo_data")
-        work = Path(tmp)
-        for entry in source.iterdir():
-            if entry.name.endswith((".csv", ".toml")):
-                (work / entry.name).write_bytes(entry.read_bytes())
-        try:
-            report = _run_simulation(
-                work / "federation.toml", [work / c for c in _DEMO_CITIES], out, as_json
-            )
-        except CityFedError as exc:
-            raise _fail(str(exc)) from None
+    federation = "rain.toml" if rain else "federation.toml"
+    console = Console(stderr=True) if as_json else Console()
+    try:
+        if deploy:
+            with console.status("Deploying on loopback...") as status:
+
+                def on_event(event: ProgressEvent) -> None:
+                    console.log(escape(event.message))
+                    status.update(escape(event.message))
+
+                def say(text: str) -> None:
+                    console.log(escape(text))
+
+                report = deploy_demo(out, federation=federation, say=say, on_event=on_event)
+        else:
+            with tempfile.TemporaryDirectory(prefix="cityfed-demo-") as tmp:
+                work = copy_demo_data(Path(tmp))
+                report = _run_simulation(
+                    work / federation, [work / c for c in DEMO_CITIES.values()], out, as_json
+                )
+    except CityFedError as exc:
+        raise _fail(str(exc)) from None
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
-    console = Console()
     console.print(
         "\n[bold]CityFed demo[/]: EWR and JFK share US-unit CSVs (JFK derives °C with a "
         "formula); LGA exports metric units under German column names with decimal commas. "

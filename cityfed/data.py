@@ -156,7 +156,29 @@ def _read_csv(city: CitySpec, needed: set[str]) -> pd.DataFrame:
     return frame
 
 
-def _to_numbers(frame: pd.DataFrame, column: str, city: CitySpec) -> FloatArray:
+def _plain_numbers_possible(city: CitySpec) -> bool:
+    """True when a column of finite numbers can skip the cell-by-cell checks.
+
+    That holds with a decimal point and no missing-value token that reads as a
+    finite number (such as ``-999``): a column that then parses entirely into
+    finite numbers has no missing cell and no bad cell.
+    """
+    if city.decimal != ".":
+        return False
+    tokens = pd.to_numeric(pd.Series(list(city.missing_values), dtype=object), errors="coerce")
+    return not np.isfinite(tokens.to_numpy(dtype=np.float64, na_value=np.nan)).any()
+
+
+def _to_numbers(
+    frame: pd.DataFrame, column: str, city: CitySpec, *, plain: bool = False
+) -> FloatArray:
+    if plain:
+        # Fast path (most columns of most files): parse the whole column at once.
+        numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
+        if np.isfinite(numbers).all():
+            return numbers
     raw = frame[column].astype(str).str.strip()
     is_missing = raw.isin(set(city.missing_values)).to_numpy()
     text = raw.str.replace(",", ".", regex=False) if city.decimal == "," else raw
@@ -220,7 +242,8 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
     needed: set[str] = set().union(*(e.columns for e in expressions))
     frame = _read_csv(city, needed)
     n_rows = int(frame.shape[0])
-    raw = {name: _to_numbers(frame, name, city) for name in sorted(needed)}
+    plain = _plain_numbers_possible(city)
+    raw = {name: _to_numbers(frame, name, city, plain=plain) for name in sorted(needed)}
 
     label = city.data.name
     table = np.empty((n_rows, len(plans)), dtype=np.float64)
