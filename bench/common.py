@@ -228,20 +228,22 @@ def run_measured(command: Sequence[str], *, timeout: float = 7200.0) -> Measured
 # -------------------------------------------------------------------- output
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print a table to the terminal (plain text when it is not a terminal)."""
+def print_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 3
+) -> None:
+    """Print a table; the first ``left`` columns are text, the others numbers."""
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i < 3 else "right")
+        table.add_column(column, justify="left" if i < left else "right")
     for row in rows:
         table.add_row(*row)
     Console(width=max(120, Console().width)).print(table)
 
 
-def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 3) -> str:
     """The same table in Markdown, for the READMEs."""
     head = "| " + " | ".join(columns) + " |"
-    rule = "|" + "|".join(" --- " if i < 3 else " ---: " for i in range(len(columns))) + "|"
+    rule = "|" + "|".join(" --- " if i < left else " ---: " for i in range(len(columns))) + "|"
     body = ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join([head, rule, *body])
 

@@ -1,0 +1,244 @@
+"""What ``cityfed simulate`` costs at 10, 100 and 1,000 cities, against plain Flower.
+
+For each number of cities, synthetic non-IID cities (d = 20 features, 1,000 rows
+each, own feature means and spreads, own intercept) are written as CSV +
+``city.toml``; then, in this script, one after the other:
+
+* ``cityfed simulate FEDERATION CITY... --out OUT --json`` (the CLI, as a user
+  runs it: validation of every CSV, Flower's simulation engine with one node
+  per city, the exact ridge fit, the pooled check against scikit-learn, report);
+* ``python bench/plain_flower.py``: a plain Flower app, one round of Flower's
+  built-in FedAvg strategy over ClientApps that fit scikit-learn Ridge on their
+  CSV (see that file).
+
+Measured for each: wall time of the whole command, peak memory of its whole
+process tree (sum of PSS over the command, the engine and every Ray process,
+sampled every 0.2 s from /proc) and the time spent in aggregation alone
+(CityFed: ``report["timing"]["aggregation_seconds"]``, the merges of the cities'
+statistics and the solve; plain Flower: its strategy's ``aggregate_train``).
+
+    python bench/scale.py --quick     # 10 and 100 cities, about 2 minutes
+    python bench/scale.py             # 10, 100 and 1,000 cities
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import (
+    BENCH_DIR,
+    RESULTS_DIR,
+    command_line,
+    machine,
+    machine_line,
+    markdown_table,
+    print_table,
+    run_measured,
+    write_json,
+)
+
+
+def write_cities(
+    root: Path, n_cities: int, *, d: int, rows: int, holdout: float, seed: int = 0
+) -> tuple[Path, list[Path], list[Path]]:
+    """Write the federation, one CSV and one ``city.toml`` per city.
+
+    Returns
+    -------
+    tuple
+        ``(federation.toml, city configs, CSVs)``.
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    names = [f"x{j}" for j in range(d)]
+    features = "".join(f'[[features]]\nname = "{n}"\nunit = "dimensionless"\n\n' for n in names)
+    federation = root / "federation.toml"
+    federation.write_text(
+        '[federation]\nname = "scale"\ntask = "regression"\nmodel = "ridge"\nalpha = 1.0\n'
+        f"standardize = true\nholdout_fraction = {holdout}\nseed = 0\nmin_cities = 2\n"
+        'min_rows_per_city = 50\nmissing = "drop"\n\n'
+        f'[target]\nname = "y"\nunit = "dimensionless"\n\n{features}',
+        encoding="utf-8",
+    )
+    beta = rng.normal(0.0, 1.0, d)
+    header = ",".join([*names, "y"])
+    configs, csvs = [], []
+    for k in range(n_cities):
+        centre = rng.normal(0.0, 2.0, d)
+        spread = rng.uniform(0.5, 2.0, d)
+        X = centre + rng.normal(size=(rows, d)) * spread
+        y = 10.0 + rng.normal(0.0, 3.0) + X @ beta + rng.normal(0.0, 1.0, rows)
+        csv = root / f"city{k:04d}.csv"
+        np.savetxt(csv, np.column_stack([X, y]), delimiter=",", fmt="%.9g", header=header)
+        text = csv.read_text(encoding="utf-8")
+        csv.write_text(text[2:], encoding="utf-8")  # savetxt writes "# " before the header
+        config = root / f"city{k:04d}.toml"
+        config.write_text(f'[city]\nname = "city{k:04d}"\ndata = "{csv.name}"\n', "utf-8")
+        configs.append(config)
+        csvs.append(csv)
+    return federation, configs, csvs
+
+
+def run_cityfed(federation: Path, configs: Sequence[Path], out: Path) -> dict[str, Any]:
+    """``cityfed simulate`` as a user runs it, measured."""
+    command = [sys.executable, "-m", "cityfed.cli", "simulate", str(federation)]
+    command += [str(p) for p in configs] + ["--out", str(out), "--json"]
+    measured = run_measured(command)
+    if measured.returncode != 0:
+        raise RuntimeError(f"cityfed simulate failed:\n{measured.stderr[-3000:]}")
+    report = json.loads(measured.stdout)
+    return {
+        "wall_seconds": measured.wall_seconds,
+        "peak_pss_mib": measured.peak_pss_mib,
+        "peak_rss_mib": measured.peak_rss_mib,
+        "peak_processes": measured.peak_processes,
+        "aggregation_seconds": report["timing"]["aggregation_seconds"],
+        "server_seconds": report["timing"]["wall_seconds"],
+        "rounds": report["model"]["rounds"],
+        "cities": len(report["model"]["cities"]),
+        "pooled_check_within_tolerance": report["pooled_check"]["within_tolerance"],
+        "pooled_check_relative_to_std_y": report["pooled_check"]["relative_to_std_y"],
+    }
+
+
+def run_plain(csvs: Sequence[Path], work: Path) -> dict[str, Any]:
+    """The plain Flower app on the same CSVs, measured."""
+    listing = work / "plain-cities.txt"
+    listing.write_text("\n".join(str(p) for p in csvs) + "\n")
+    out = work / "plain.json"
+    command = [sys.executable, str(BENCH_DIR / "plain_flower.py"), str(listing), str(out)]
+    measured = run_measured(command)
+    if measured.returncode != 0 or not out.exists():
+        raise RuntimeError(f"plain Flower app failed:\n{measured.stderr[-3000:]}")
+    result = json.loads(out.read_text())
+    return {
+        "wall_seconds": measured.wall_seconds,
+        "peak_pss_mib": measured.peak_pss_mib,
+        "peak_rss_mib": measured.peak_rss_mib,
+        "peak_processes": measured.peak_processes,
+        "aggregation_seconds": result["aggregation_seconds"],
+        "server_seconds": result["server_seconds"],
+        "rounds": 1,
+        "cities": result["replies"],
+    }
+
+
+COLUMNS = (
+    "cities",
+    "CityFed wall",
+    "Flower wall",
+    "ratio",
+    "CityFed peak mem",
+    "Flower peak mem",
+    "ratio",
+    "CityFed aggregation",
+    "Flower aggregation",
+    "ratio",
+)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms" if seconds < 10 else f"{seconds:,.1f} s"
+
+
+def table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Table cells: one line per number of cities, CityFed against plain Flower."""
+    cells = []
+    for row in rows:
+        ours, plain = row["cityfed"], row["flower"]
+        cells.append(
+            [
+                f"{row['cities']:,}",
+                f"{ours['wall_seconds']:.1f} s",
+                f"{plain['wall_seconds']:.1f} s",
+                f"{ours['wall_seconds'] / plain['wall_seconds']:.2f}",
+                f"{ours['peak_pss_mib']:,.0f} MiB",
+                f"{plain['peak_pss_mib']:,.0f} MiB",
+                f"{ours['peak_pss_mib'] / plain['peak_pss_mib']:.2f}",
+                _ms(ours["aggregation_seconds"]),
+                _ms(plain["aggregation_seconds"]),
+                f"{ours['aggregation_seconds'] / plain['aggregation_seconds']:.2f}",
+            ]
+        )
+    return cells
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run both apps for each number of cities; print and save the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 and 100 cities only")
+    parser.add_argument("--cities", type=int, nargs="+", help="numbers of cities to run")
+    parser.add_argument("--features", type=int, default=20, help="d (default 20)")
+    parser.add_argument("--rows", type=int, default=1000, help="rows per city")
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="holdout_fraction of the federation (0: one training round, as the plain app)",
+    )
+    parser.add_argument("--json", type=Path, help="results file (default bench/results/)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    args = parser.parse_args(argv)
+    counts = args.cities or ([10, 100] if args.quick else [10, 100, 1000])
+
+    started = time.perf_counter()
+    root = Path(tempfile.mkdtemp(prefix="cityfed-bench-scale-"))
+    rows: list[dict[str, Any]] = []
+    try:
+        for count in counts:
+            work = root / f"cities-{count}"
+            tick = time.perf_counter()
+            federation, configs, csvs = write_cities(
+                work, count, d=args.features, rows=args.rows, holdout=args.holdout
+            )
+            print(f"{count} cities written in {time.perf_counter() - tick:.0f} s", flush=True)
+            ours = run_cityfed(federation, configs, work / "out")
+            print(f"  cityfed simulate: {ours['wall_seconds']:.1f} s", flush=True)
+            plain = run_plain(csvs, work)
+            print(f"  plain Flower app: {plain['wall_seconds']:.1f} s", flush=True)
+            rows.append({"cities": count, "cityfed": ours, "flower": plain})
+    finally:
+        if args.keep:
+            print(f"data kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    info = machine()
+    elapsed = time.perf_counter() - started
+    title = (
+        f"cityfed simulate vs a plain Flower FedAvg app, one round each "
+        f"(d = {args.features}, {args.rows:,} rows per city); ratio = CityFed / Flower"
+    )
+    print_table(title, COLUMNS, table_rows(rows), left=1)
+    print(f"machine: {machine_line(info)}; total {elapsed:.0f} s")
+    out = args.json or RESULTS_DIR / ("scale-quick.json" if args.quick else "scale.json")
+    write_json(
+        out,
+        {
+            "command": command_line(),
+            "machine": info,
+            "seconds": round(elapsed, 1),
+            "settings": {
+                "features": args.features,
+                "rows_per_city": args.rows,
+                "holdout_fraction": args.holdout,
+            },
+            "rows": rows,
+            "markdown": markdown_table(COLUMNS, table_rows(rows), left=1),
+        },
+    )
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

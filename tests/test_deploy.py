@@ -1,0 +1,377 @@
+"""The real deployment on 127.0.0.1: CA, coordinator (SuperLink + nginx), city nodes.
+
+Every process is real and is stopped by the fixture, whatever happens.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cityfed import load_model
+from cityfed.daemon import flower_env
+
+from .synthetic import FEATURES, SyntheticFederation, write_federation
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed"),
+]
+
+NAMES = [name for name, _ in FEATURES]
+
+
+def cityfed(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("CITYFED_STATE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "cityfed.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    root: Path
+    state: Path
+    certs: Path
+    public_port: int
+    superlink_port: int
+    regression: SyntheticFederation
+    classification: SyntheticFederation
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def coordinator(self) -> str:
+        return f"localhost:{self.public_port}"
+
+    def keys(self, city: str) -> Path:
+        return self.root / "keys" / city
+
+    def node_state(self, city: str) -> Path:
+        return self.root / "nodes" / city
+
+    def start_city(
+        self, city: str, config: Path, ca: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return cityfed(
+            "city",
+            "start",
+            "--config",
+            config,
+            "--coordinator",
+            self.coordinator,
+            "--ca",
+            ca or self.keys(city) / "ca.pem",
+            "--key",
+            self.keys(city) / f"{city}.node.key",
+            "--state",
+            self.node_state(city),
+        )
+
+    def coordinator_start(self) -> subprocess.CompletedProcess[str]:
+        return cityfed(
+            "coordinator",
+            "start",
+            "--federation",
+            self.regression.federation,
+            "--certs",
+            self.certs,
+            "--state",
+            self.state,
+            "--public",
+            f"127.0.0.1:{self.public_port}",
+            "--superlink-port",
+            self.superlink_port,
+        )
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmd and state != "Z":
+            found.append(f"{pid}: {cmd}")
+    return found
+
+
+def _listening_hosts(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) listening on ``port``."""
+    hosts = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            host, _, port_hex = fields[1].partition(":")
+            if fields[3] == "0A" and int(port_hex, 16) == port:
+                hosts.add(host)
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("deploy")
+    dep = Deployment(
+        root=root,
+        state=root / "coordinator",
+        certs=root / "certs",
+        public_port=free_port(),
+        superlink_port=free_port(),
+        regression=write_federation(root / "regression", sizes=(300, 150, 400), alpha=2.0),
+        classification=write_federation(
+            root / "classification",
+            task="classification",
+            model="logistic",
+            C=0.5,
+            sizes=(300, 150, 400),
+        ),
+    )
+    try:
+        ok(cityfed("certs", "init", "--out", dep.certs, "--coordinator-host", "localhost"))
+        started = time.monotonic()
+        ok(dep.coordinator_start())
+        dep.timings["coordinator_start"] = time.monotonic() - started
+        for k in range(3):
+            city = f"city{k}"
+            ok(cityfed("certs", "city", city, "--ca", dep.certs, "--out", dep.keys(city)))
+            ok(
+                cityfed(
+                    "coordinator",
+                    "enrol",
+                    city,
+                    dep.keys(city) / f"{city}.node.pub",
+                    "--state",
+                    dep.state,
+                )
+            )
+            ok(dep.start_city(city, dep.regression.cities[k]))
+        yield dep
+    finally:
+        for node in (root / "nodes").glob("*"):
+            cityfed("city", "stop", "--state", node)
+        cityfed("coordinator", "stop", "--state", dep.state)
+        leftovers = _processes_mentioning(str(root))
+        for line in leftovers:
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def _run(dep: Deployment, federation: Path) -> tuple[dict, Path]:  # type: ignore[type-arg]
+    started = time.monotonic()
+    proc = ok(cityfed("run", federation, "--coordinator", dep.state, "--json", "--wait", "60"))
+    elapsed = time.monotonic() - started
+    report = json.loads(proc.stdout)
+    store = dep.state / "models" / report["run_id"]
+    report["_elapsed"] = elapsed
+    return report, store
+
+
+def _simulated(dep: Deployment, fed: SyntheticFederation, name: str) -> Path:
+    out = dep.root / f"sim-{name}"
+    ok(cityfed("simulate", fed.federation, *fed.cities, "--out", out))
+    return out / "model.pb"
+
+
+def test_coordinator_exposes_only_the_fleet_api(deployment: Deployment) -> None:
+    status = json.loads(
+        ok(cityfed("coordinator", "status", "--state", deployment.state, "--json")).stdout
+    )
+    assert status["healthy"] and status["superlink"]["running"] and status["nginx"]["running"]
+    assert sorted(status["cities"]) == ["city0", "city1", "city2"]
+    ca = ssl.create_default_context(cafile=str(deployment.certs / "ca.pem"))
+    for method, path, expected in (
+        ("GET", "/health", 200),
+        ("POST", "/v1/control/list-runs", 404),
+        ("POST", "/v1/control/start-run", 404),
+        ("POST", "/v1/runtime/get-nodes", 404),
+        ("GET", "/docs", 404),
+    ):
+        conn = http.client.HTTPSConnection(
+            "localhost", deployment.public_port, context=ca, timeout=10
+        )
+        conn.request(method, path, body=b"" if method == "POST" else None)
+        assert conn.getresponse().status == expected, path
+        conn.close()
+    # The SuperLink itself listens on loopback only.
+    assert _listening_hosts(deployment.superlink_port) == {"0100007F"}
+
+
+def test_plaintext_to_the_public_port_is_refused(deployment: Deployment) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", deployment.public_port, timeout=10)
+    conn.request("GET", "/health")
+    response = conn.getresponse()
+    assert response.status == 400
+    assert b"plain HTTP request was sent to HTTPS port" in response.read()
+    conn.close()
+
+
+def test_ridge_run_publishes_the_simulated_model(deployment: Deployment) -> None:
+    # Execute
+    report, store = _run(deployment, deployment.regression.federation)
+    # Assert: artifacts in the model store, equal to simulate and to sklearn pooled
+    assert report["model"]["rounds"] == 1
+    assert {p.name for p in store.iterdir()} >= {"model.pb", "report.json", "report.html"}
+    deployed = load_model(store / "model.pb")
+    simulated = load_model(_simulated(deployment, deployment.regression, "ridge"))
+    X, y = deployment.regression.X_pooled, deployment.regression.y_pooled
+    frame = pd.DataFrame(X, columns=NAMES)
+    tolerance = 1e-6 * np.std(y)
+    assert np.max(np.abs(deployed.predict(frame) - simulated.predict(frame))) <= tolerance
+    reference = make_pipeline(StandardScaler(), Ridge(alpha=2.0)).fit(X, y)
+    assert np.max(np.abs(deployed.predict(frame) - reference.predict(X))) <= tolerance
+    deployment.timings["ridge_run"] = report["_elapsed"]
+    print(f"\ndeployed ridge run: {report['_elapsed']:.1f} s, {report['model']['rounds']} round(s)")
+
+
+def test_refused_nodes_do_not_disturb_the_federation(deployment: Deployment) -> None:
+    dep = deployment
+    # A node whose key was never enrolled.
+    ok(cityfed("certs", "city", "rogue", "--ca", dep.certs, "--out", dep.keys("rogue")))
+    rogue_toml = dep.root / "regression" / "rogue.toml"
+    rogue_toml.write_text(
+        dep.regression.cities[0].read_text().replace('name = "city0"', 'name = "rogue"')
+    )
+    proc = dep.start_city("rogue", rogue_toml)
+    assert proc.returncode != 0
+    assert "refused city 'rogue'" in proc.stderr and "not enrolled" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # A node that does not trust the federation CA (another CA's certificate).
+    ok(cityfed("certs", "init", "--out", dep.root / "other-ca", "--coordinator-host", "localhost"))
+    proc = dep.start_city("city0", dep.regression.cities[0], ca=dep.root / "other-ca" / "ca.pem")
+    assert proc.returncode != 0 and "TLS verification failed" in proc.stderr
+    # A plain Flower SuperNode without the CA never gets in.
+    raw = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "flower-supernode"),
+            "--superlink",
+            dep.coordinator,
+            "--auth-supernode-private-key",
+            str(dep.keys("city0") / "city0.node.key"),
+            "--max-retries",
+            "1",
+            "--max-wait-time",
+            "10",
+            "--port",
+            str(free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=flower_env(),
+    )
+    try:
+        output, _ = raw.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(raw.pid, signal.SIGKILL)
+        output, _ = raw.communicate()
+    assert "SuperNode ID:" not in output
+    assert "certificate verify failed" in output.lower(), output[-2000:]
+    # An enrolled node, revoked: refused from then on.
+    ok(
+        cityfed(
+            "coordinator",
+            "enrol",
+            "rogue",
+            dep.keys("rogue") / "rogue.node.pub",
+            "--state",
+            dep.state,
+        )
+    )
+    ok(dep.start_city("rogue", rogue_toml))
+    ok(cityfed("coordinator", "revoke", "rogue", "--state", dep.state))
+    deadline = time.monotonic() + 60
+    while (
+        time.monotonic() < deadline
+        and cityfed("city", "status", "--state", dep.node_state("rogue")).returncode == 0
+    ):
+        time.sleep(1)
+    cityfed("city", "stop", "--state", dep.node_state("rogue"))
+    proc = dep.start_city("rogue", rogue_toml)
+    assert proc.returncode != 0 and "not enrolled or was revoked" in proc.stderr
+    status = json.loads(ok(cityfed("coordinator", "status", "--state", dep.state, "--json")).stdout)
+    assert status["cities"]["rogue"]["revoked_at"]
+    # The federation is unaffected: the three cities still train together.
+    report, _ = _run(dep, dep.regression.federation)
+    assert report["model"]["cities"] == ["city0", "city1", "city2"]
+
+
+def test_logistic_run_publishes_the_simulated_model(deployment: Deployment) -> None:
+    dep = deployment
+    for k in range(3):  # the same cities, now with their classification data
+        ok(dep.start_city(f"city{k}", dep.classification.cities[k]))
+    report, store = _run(dep, dep.classification.federation)
+    assert 2 <= report["model"]["rounds"] <= 10
+    deployed = load_model(store / "model.pb")
+    simulated = load_model(_simulated(dep, dep.classification, "logistic"))
+    X, y = dep.classification.X_pooled, dep.classification.y_pooled
+    frame = pd.DataFrame(X, columns=NAMES)
+    np.testing.assert_allclose(
+        deployed.predict_proba(frame), simulated.predict_proba(frame), atol=1e-6
+    )
+    reference = make_pipeline(
+        StandardScaler(), LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000)
+    ).fit(X, y)
+    assert np.max(np.abs(deployed.predict_proba(frame) - reference.predict_proba(X))) <= 1e-5
+    dep.timings["logistic_run"] = report["_elapsed"]
+    print(
+        f"\ndeployed logistic run: {report['_elapsed']:.1f} s, {report['model']['rounds']} round(s)"
+    )
+
+
+def test_superlink_killed_and_restarted_keeps_cities_and_models(deployment: Deployment) -> None:
+    dep = deployment
+    before = json.loads(ok(cityfed("coordinator", "status", "--state", dep.state, "--json")).stdout)
+    pid = before["superlink"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    after_kill = json.loads(cityfed("coordinator", "status", "--state", dep.state, "--json").stdout)
+    assert not after_kill["superlink"]["running"]
+    # Start again with the same command: only the SuperLink comes back.
+    ok(dep.coordinator_start())
+    status = json.loads(ok(cityfed("coordinator", "status", "--state", dep.state, "--json")).stdout)
+    assert status["superlink"]["pid"] != pid
+    assert status["nginx"]["pid"] == before["nginx"]["pid"]
+    assert status["cities"] == before["cities"]
+    assert set(before["models"]) <= set(status["models"])
+    # The city nodes reconnect by themselves; a new run works.
+    report, _ = _run(dep, dep.classification.federation)
+    assert report["model"]["cities"] == ["city0", "city1", "city2"]
