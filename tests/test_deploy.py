@@ -375,3 +375,15 @@ def test_superlink_killed_and_restarted_keeps_cities_and_models(deployment: Depl
     # The city nodes reconnect by themselves; a new run works.
     report, _ = _run(dep, dep.classification.federation)
     assert report["model"]["cities"] == ["city0", "city1", "city2"]
+
+
+def test_demo_deploy_runs_and_leaves_no_process(tmp_path: Path) -> None:
+    before = {line.split(":")[0] for line in _processes_mentioning("cityfed-deploy-demo-")}
+    proc = ok(cityfed("demo", "--deploy", "--out", tmp_path / "demo"))
+    assert "Mutual benefit" in proc.stdout
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["model"]["rounds"] == 1
+    assert sorted(report["model"]["cities"]) == ["EWR", "JFK", "LGA"]
+    assert (tmp_path / "demo" / "model.pb").is_file()
+    left = {line.split(":")[0] for line in _processes_mentioning("cityfed-deploy-demo-")} - before
+    assert not left
