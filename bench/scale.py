@@ -29,7 +29,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import tracemalloc
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,72 @@ def run_plain(csvs: Sequence[Path], work: Path) -> dict[str, Any]:
     }
 
 
+class _StreamedCities:
+    """An Exchange whose cities' statistics are made on the fly, one reply at a time.
+
+    It feeds CityFed's own coordinator code (``cityfed.server.training.train``)
+    without a Flower runtime, so that the aggregation alone can be timed and its
+    memory traced at any number of cities.
+    """
+
+    def __init__(self, count: int, d: int, seed: int = 0) -> None:
+        self.count = count
+        self.d = d
+        self.seed = seed
+
+    def nodes(self) -> list[int]:
+        return list(range(1, self.count + 1))
+
+    def exchange(self, instruction: Any, nodes: Sequence[int]) -> Iterator[tuple[int, Any]]:
+        from cityfed.protocol import CityReply
+        from cityfed.stats import Moments
+
+        rng = np.random.default_rng(self.seed)
+        p = self.d + 1
+        for node in nodes:
+            factor = rng.normal(size=(p, p))
+            moments = Moments(1000, rng.normal(size=p), factor @ factor.T + p * np.eye(p))
+            yield node, CityReply(f"city{node}", "ok", n=1000, rows_read=1000, moments=moments)
+
+
+def aggregation_alone(counts: Sequence[int], d: int) -> list[dict[str, Any]]:
+    """Time and trace the memory of CityFed's coordinator over streamed replies."""
+    from cityfed.server.training import train
+    from cityfed.spec import parse_federation
+
+    fed = parse_federation(
+        {
+            "federation": {
+                "name": "stream",
+                "task": "regression",
+                "model": "ridge",
+                "holdout_fraction": 0.0,
+            },
+            "target": {"name": "y", "unit": "dimensionless"},
+            "features": [{"name": f"x{j}", "unit": "dimensionless"} for j in range(d)],
+        },
+        "stream",
+    )
+    rows = []
+    for count in counts:
+        tracemalloc.start()
+        started = time.perf_counter()
+        result = train(fed, _StreamedCities(count, d), run_id="stream")
+        seconds = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rows.append(
+            {
+                "cities": count,
+                "train_seconds": seconds,
+                "aggregation_seconds": result.aggregation_seconds,
+                "aggregation_us_per_city": result.aggregation_seconds / count * 1e6,
+                "peak_traced_kib": peak / 1024,
+            }
+        )
+    return rows
+
+
 COLUMNS = (
     "cities",
     "CityFed wall",
@@ -170,6 +237,25 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
             ]
         )
     return cells
+
+
+#: Numbers of cities of the coordinator-alone measurement (cheap: no engine).
+STREAM_COUNTS = (10, 100, 1000, 10000)
+STREAM_COLUMNS = ("cities", "train()", "aggregation", "per city", "peak traced memory")
+
+
+def stream_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Table cells of the coordinator-alone measurement."""
+    return [
+        [
+            f"{row['cities']:,}",
+            _ms(row["train_seconds"]),
+            _ms(row["aggregation_seconds"]),
+            f"{row['aggregation_us_per_city']:.0f} µs",
+            f"{row['peak_traced_kib']:,.0f} KiB",
+        ]
+        for row in rows
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
 
+    streamed = aggregation_alone(STREAM_COUNTS, args.features)
     info = machine()
     elapsed = time.perf_counter() - started
     title = (
@@ -219,6 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(d = {args.features}, {args.rows:,} rows per city); ratio = CityFed / Flower"
     )
     print_table(title, COLUMNS, table_rows(rows), left=1)
+    print_table(
+        f"CityFed's coordinator alone (cityfed.server.training.train, d = {args.features}) "
+        "over replies streamed one at a time, no Flower runtime",
+        STREAM_COLUMNS,
+        stream_rows(streamed),
+        left=1,
+    )
     print(f"machine: {machine_line(info)}; total {elapsed:.0f} s")
     out = args.json or RESULTS_DIR / ("scale-quick.json" if args.quick else "scale.json")
     write_json(
@@ -234,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "rows": rows,
             "markdown": markdown_table(COLUMNS, table_rows(rows), left=1),
+            "coordinator_alone": streamed,
+            "coordinator_alone_markdown": markdown_table(
+                STREAM_COLUMNS, stream_rows(streamed), left=1
+            ),
         },
     )
     print(f"results: {out}")

@@ -7,6 +7,7 @@ computed. Every error names the file, the column and the 1-based data row.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ def _read_header(city: CitySpec) -> set[str]:
         ) from None
     if not first.strip():
         raise DataError(f"{path.name}: the file is empty (expected a header row and data rows)")
-    return {c.strip().strip('"') for c in first.rstrip("\r\n").split(city.delimiter)}
+    return {c.strip() for c in next(csv.reader([first], delimiter=city.delimiter))}
 
 
 def _read_csv(city: CitySpec, needed: set[str]) -> pd.DataFrame:

@@ -70,7 +70,12 @@ def run_server(grid: Grid, settings: ServerSettings) -> None:
         nodes = exchange.wait_for_nodes(wanted, settings.wait_seconds)
         result = train(fed, exchange, run_id=settings.run_id, nodes=nodes, progress=log.emit)
         publish(fed, result, settings.out_dir)
-        log.emit("done", f"model published in {settings.out_dir}", rounds=result.model.rounds)
+        log.emit(
+            "done",
+            f"model published ({result.model.rounds} training round(s))",
+            rounds=result.model.rounds,
+            out_dir=str(settings.out_dir),
+        )
     except CityFedError as exc:
         log.emit("error", str(exc))
     except Exception as exc:

@@ -104,11 +104,13 @@ def _moments_round(run: _Run) -> tuple[Moments, list[tuple[int, CityReply]]]:
     run.rounds += 1
     instruction = Instruction("moments", run.fed, run.rounds)
     kept: list[tuple[int, CityReply]] = []
+    first_node: dict[str, int] = {}  # city name -> first node that answered as it
     for node, reply in run.exchange.exchange(instruction, list(run.active)):
         run._record(node, reply)
+        first_node.setdefault(reply.city, node)
         if reply.status != "ok":
             continue
-        if any(o.city == reply.city for n, o in run.outcomes.items() if n != node):
+        if first_node[reply.city] != node:  # O(1): this loop stays linear in cities
             run._record(
                 node, CityReply(reply.city, "failed", "another node already answers as this city")
             )
