@@ -140,6 +140,29 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
+def _label(pid: int) -> str:
+    """A short name for a process of the run, to split its memory by role."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "gone"
+    first = argv[0].decode(errors="replace")
+    text = b" ".join(argv).decode(errors="replace")
+    if first.startswith("ray::"):
+        return "Ray worker processes (ClientApps)"
+    for marker, label in (
+        ("cityfed.simulation_worker", "engine + ServerApp"),
+        ("plain_flower.py", "engine + ServerApp"),
+        ("cityfed.cli", "cityfed CLI"),
+        ("raylet", "Ray raylet"),
+        ("gcs_server", "Ray GCS"),
+    ):
+        if marker in text:
+            return label
+    return "Ray other"
+
+
 @dataclass
 class TreeMemory:
     """Peak memory of a process and all its descendants, sampled from ``/proc``.
@@ -154,6 +177,7 @@ class TreeMemory:
     peak_pss_kb: int = 0
     peak_rss_kb: int = 0
     peak_processes: int = 0
+    peak_pss_kb_by_label: dict[str, int] = field(default_factory=dict)
     samples: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -162,10 +186,15 @@ class TreeMemory:
         """Take one sample now."""
         pids = _tree(self.root)
         pss = rss = 0
+        by_label: dict[str, int] = {}
         for pid in pids:
             p, r = _memory_kb(pid)
             pss += p
             rss += r
+            label = _label(pid)
+            by_label[label] = by_label.get(label, 0) + p
+        for label, value in by_label.items():
+            self.peak_pss_kb_by_label[label] = max(self.peak_pss_kb_by_label.get(label, 0), value)
         self.peak_pss_kb = max(self.peak_pss_kb, pss)
         self.peak_rss_kb = max(self.peak_rss_kb, rss)
         self.peak_processes = max(self.peak_processes, len(pids))
@@ -196,6 +225,7 @@ class Measured:
     peak_pss_mib: float
     peak_rss_mib: float
     peak_processes: int
+    peak_pss_mib_by_process: dict[str, float]
     stdout: str
     stderr: str
 
@@ -220,6 +250,9 @@ def run_measured(command: Sequence[str], *, timeout: float = 7200.0) -> Measured
         peak_pss_mib=memory.peak_pss_kb / 1024,
         peak_rss_mib=memory.peak_rss_kb / 1024,
         peak_processes=memory.peak_processes,
+        peak_pss_mib_by_process={
+            k: round(v / 1024, 1) for k, v in sorted(memory.peak_pss_kb_by_label.items())
+        },
         stdout=stdout,
         stderr=stderr,
     )

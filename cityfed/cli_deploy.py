@@ -31,7 +31,7 @@ def _print_json(data: Any) -> None:
 
 
 def _console() -> Console:
-    return Console()
+    return Console(soft_wrap=True)
 
 
 @certs_app.command("init")
