@@ -251,7 +251,9 @@ def run_measured(command: Sequence[str], *, timeout: float = 7200.0) -> Measured
         peak_rss_mib=memory.peak_rss_kb / 1024,
         peak_processes=memory.peak_processes,
         peak_pss_mib_by_process={
-            k: round(v / 1024, 1) for k, v in sorted(memory.peak_pss_kb_by_label.items())
+            k: round(v / 1024, 1)
+            for k, v in sorted(memory.peak_pss_kb_by_label.items())
+            if k != "gone"
         },
         stdout=stdout,
         stderr=stderr,

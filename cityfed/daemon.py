@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cityfed.errors import CityFedError
 
-__all__ = ["Daemon", "executable", "flower_env"]
+__all__ = ["Daemon", "executable", "flower_env", "stop_process_group"]
 
 
 def executable(name: str) -> str:
@@ -76,6 +76,35 @@ def _group_alive(pgid: int) -> bool:
             if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
                 return True
     return False
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_process_group(pgid: int, timeout: float = 10.0) -> bool:
+    """SIGTERM the process group ``pgid``, SIGKILL what is left after ``timeout``.
+
+    Returns
+    -------
+    bool
+        True if a member of the group was alive.
+    """
+    was_running = _group_alive(pgid)
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if not _group_alive(pgid):
+            break
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _group_alive(pgid):
+            _reap(pgid)
+            time.sleep(0.1)
+    _reap(pgid)
+    return was_running
 
 
 @dataclass(frozen=True)
@@ -134,26 +163,9 @@ class Daemon:
         pid = self.pid()
         if pid is None:
             return False
-        was_running = _group_alive(pid)
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            if not _group_alive(pid):
-                break
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and _group_alive(pid):
-                self._reap(pid)
-                time.sleep(0.1)
-        self._reap(pid)
+        was_running = stop_process_group(pid, timeout)
         self.pid_file.unlink(missing_ok=True)
         return was_running
-
-    @staticmethod
-    def _reap(pid: int) -> None:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the log."""

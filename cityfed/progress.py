@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProgressEvent", "ProgressLog", "read_events"]
+__all__ = ["ProgressEvent", "ProgressFollower", "ProgressLog", "read_events"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,30 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[ProgressEvent], int]:
         record.pop("time", None)
         events.append(ProgressEvent(record.pop("kind"), record.pop("message"), record))
     return events, offset + end
+
+
+class ProgressFollower:
+    """Follows a progress file from another process until its final event.
+
+    Parameters
+    ----------
+    path : Path
+        The progress file (it may not exist yet).
+    on_event : callable
+        Called with every event, in order.
+    """
+
+    def __init__(self, path: Path, on_event: Callable[[ProgressEvent], None]) -> None:
+        self.path = path
+        self.on_event = on_event
+        self._offset = 0
+
+    def poll(self) -> ProgressEvent | None:
+        """Hand on the new events; return the final one (``done``/``error``) once seen."""
+        events, self._offset = read_events(self.path, self._offset)
+        final = None
+        for event in events:
+            self.on_event(event)
+            if event.kind in ("done", "error") and final is None:
+                final = event
+        return final

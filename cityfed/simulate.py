@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cityfed.daemon import stop_process_group
 from cityfed.data import CityData, load_city_data
 from cityfed.errors import FederationError, SpecError
 from cityfed.model import read_model, write_atomic
 from cityfed.pooled import pooled_check
-from cityfed.progress import ProgressEvent, read_events
+from cityfed.progress import ProgressEvent, ProgressFollower
 from cityfed.report import write_report
 from cityfed.spec import CitySpec, FederationSpec, load_city, load_federation
 
@@ -73,54 +72,6 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
         seen[city.name] = path
     data = tuple(load_city_data(city, fed) for city in cities)
     return SimulationPlan(fed_path, fed, paths, cities, data)
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a process of the group still runs; zombies do not count.
-
-    ``killpg(pgid, 0)`` also succeeds for zombies, which linger until their
-    parent (the worker, or an init that may never reap) collects them: waiting
-    on it alone cost every run the full SIGTERM and SIGKILL grace periods.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc_dir = Path("/proc")
-    if not proc_dir.is_dir():
-        return True  # no way to tell zombies apart here
-    for entry in proc_dir.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def _stop_session(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the engine process and every process of its session (Ray included)."""
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            proc.poll()  # reap the worker as soon as it exits
-            if not _group_alive(proc.pid):
-                break
-            time.sleep(0.1)
-        else:
-            continue
-        break
-    with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL was sent
-        proc.wait(timeout=5)
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -175,24 +126,21 @@ def simulate(
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+            follower = ProgressFollower(progress_path, on_event)
             try:
-                offset, deadline = 0, time.monotonic() + timeout
-                while True:
-                    events, offset = read_events(progress_path, offset)
-                    for event in events:
-                        on_event(event)
-                        if event.kind in ("done", "error"):
-                            final = event
-                    if final is not None or proc.poll() is not None:
+                deadline = time.monotonic() + timeout
+                while final is None:
+                    final = follower.poll()
+                    if final is None and proc.poll() is not None:
+                        final = follower.poll()  # what the engine wrote last
                         break
                     if time.monotonic() > deadline:
                         raise FederationError(f"simulation: no result within {timeout:g} s")
                     time.sleep(0.1)
-                if final is None:  # the engine exited; read what it wrote last
-                    events, offset = read_events(progress_path, offset)
-                    final = next((e for e in events if e.kind in ("done", "error")), None)
             finally:
-                _stop_session(proc)
+                stop_process_group(proc.pid)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
         if final is None:
             raise FederationError(
                 f"simulation engine stopped without a result (exit {proc.returncode}); "

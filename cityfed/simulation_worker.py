@@ -48,6 +48,9 @@ def main(argv: list[str]) -> int:
                 "include_dashboard": False,
                 "log_to_driver": False,
                 "logging_level": "error",
+                # Ray's sessions live in the run's staging folder: removed with it,
+                # and every Ray process of this run can be told apart from others.
+                "_temp_dir": str(Path(out_dir) / "ray"),
             },
         },
     )

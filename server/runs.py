@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cityfed.errors import CityFedError, FederationError
 from cityfed.model import write_atomic
-from cityfed.progress import ProgressEvent, read_events
+from cityfed.progress import ProgressEvent, ProgressFollower
 from cityfed.server.app import PROGRESS_FILE
 from cityfed.server.coordinator import CoordinatorLayout, load_config
 from cityfed.server.enrolment import active_cities
@@ -95,29 +95,23 @@ def run_federation(
     )
     on_event(ProgressEvent("info", f"run {label} submitted (Flower run {flwr_run_id})", {}))
 
-    offset, deadline, next_check = 0, time.monotonic() + timeout, 0.0
+    follower = ProgressFollower(out / PROGRESS_FILE, on_event)
+    deadline, next_check = time.monotonic() + timeout, 0.0
     while time.monotonic() < deadline:
-        events, offset = read_events(out / PROGRESS_FILE, offset)
-        for event in events:
-            on_event(event)
-            if event.kind == "done":
-                return out
-            if event.kind == "error":
-                raise FederationError(f"run {label}: {event.message}")
-        if time.monotonic() >= next_check:
+        final = follower.poll()
+        if final is None and time.monotonic() >= next_check:
             status = _status(layout, flwr_run_id)
-            if status.startswith("finished") and not (out / "model.pb").exists():
-                events, offset = read_events(out / PROGRESS_FILE, offset)
-                for event in events:
-                    on_event(event)
-                    if event.kind == "done":
-                        return out
-                    if event.kind == "error":
-                        raise FederationError(f"run {label}: {event.message}")
-                raise FederationError(
-                    f"run {label}: Flower reports {status!r} without a model; "
-                    f"see {layout.state / 'logs' / 'superlink.log'}"
-                )
+            if status.startswith("finished"):
+                final = follower.poll()  # the ServerApp may have written it just now
+                if final is None:
+                    raise FederationError(
+                        f"run {label}: Flower reports {status!r} without a model; "
+                        f"see {layout.state / 'logs' / 'superlink.log'}"
+                    )
             next_check = time.monotonic() + 3.0
+        if final is not None:
+            if final.kind == "error":
+                raise FederationError(f"run {label}: {final.message}")
+            return out
         time.sleep(0.5)
     raise CityFedError(f"run {label}: no result within {timeout:g} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,11 @@ def cityfed(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedP
 
 
 def _engine_processes() -> list[str]:
+    """Engine or Ray processes whose run folder is gone: left behind by a finished run.
+
+    Each simulation runs in its own staging folder (Ray's sessions included), removed
+    when the command returns; a process that still names a removed one leaked.
+    """
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -43,8 +49,10 @@ def _engine_processes() -> list[str]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "cityfed.simulation_worker" in cmd or "raylet" in cmd or "gcs_server" in cmd:
-            found.append(cmd)
+        for match in re.finditer(r"(/\S*?/cityfed-sim-[A-Za-z0-9_]+)", cmd):
+            if not Path(match.group(1)).exists():
+                found.append(cmd)
+                break
     return found
 
 
