@@ -524,7 +524,7 @@ COLUMNS = (
     "rounds ≤1e-3",
     "rounds ≤1e-6",
     "rounds to 1e-6 vs exact",
-    "final |gap|",
+    "final gap",
     "sent per city (rounds run)",
 )
 

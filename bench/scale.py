@@ -17,7 +17,7 @@ sampled every 0.2 s from /proc) and the time spent in aggregation alone
 (CityFed: ``report["timing"]["aggregation_seconds"]``, the merges of the cities'
 statistics and the solve; plain Flower: its strategy's ``aggregate_train``).
 
-    python bench/scale.py --quick     # 10 and 100 cities, about 2 minutes
+    python bench/scale.py --quick     # 10 and 100 cities, 3 runs each: about 3 minutes
     python bench/scale.py             # 10, 100 and 1,000 cities
 """
 
@@ -201,6 +201,19 @@ def aggregation_alone(counts: Sequence[int], d: int) -> list[dict[str, Any]]:
     return rows
 
 
+#: Measurements of which :func:`median_run` takes the median over repeated runs.
+MEASURES = ("wall_seconds", "peak_pss_mib", "peak_rss_mib", "aggregation_seconds", "server_seconds")
+
+
+def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each measure over repeated runs; every run is kept too."""
+    summary = dict(runs[len(runs) // 2])
+    for key in MEASURES:
+        summary[key] = float(np.median([run[key] for run in runs]))
+    summary["runs"] = list(runs)
+    return summary
+
+
 COLUMNS = (
     "cities",
     "CityFed wall",
@@ -273,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.0,
         help="holdout_fraction of the federation (0: one training round, as the plain app)",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each app per size; medians are shown"
+    )
     parser.add_argument("--json", type=Path, help="results file (default bench/results/)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     args = parser.parse_args(argv)
@@ -289,11 +305,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 work, count, d=args.features, rows=args.rows, holdout=args.holdout
             )
             print(f"{count} cities written in {time.perf_counter() - tick:.0f} s", flush=True)
-            ours = run_cityfed(federation, configs, work / "out")
-            print(f"  cityfed simulate: {ours['wall_seconds']:.1f} s", flush=True)
-            plain = run_plain(csvs, work)
-            print(f"  plain Flower app: {plain['wall_seconds']:.1f} s", flush=True)
-            rows.append({"cities": count, "cityfed": ours, "flower": plain})
+            ours_runs, plain_runs = [], []
+            for attempt in range(args.repeat):  # alternate, so drift hits both alike
+                ours_runs.append(run_cityfed(federation, configs, work / f"out-{attempt}"))
+                plain_runs.append(run_plain(csvs, work))
+                print(
+                    f"  run {attempt + 1}: cityfed simulate {ours_runs[-1]['wall_seconds']:.1f} s,"
+                    f" plain Flower app {plain_runs[-1]['wall_seconds']:.1f} s",
+                    flush=True,
+                )
+            rows.append(
+                {
+                    "cities": count,
+                    "cityfed": median_run(ours_runs),
+                    "flower": median_run(plain_runs),
+                }
+            )
     finally:
         if args.keep:
             print(f"data kept in {root}")
@@ -305,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     title = (
         f"cityfed simulate vs a plain Flower FedAvg app, one round each "
-        f"(d = {args.features}, {args.rows:,} rows per city); ratio = CityFed / Flower"
+        f"(d = {args.features}, {args.rows:,} rows per city; median of {args.repeat} runs); "
+        "ratio = CityFed / Flower"
     )
     print_table(title, COLUMNS, table_rows(rows), left=1)
     print_table(
@@ -324,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": info,
             "seconds": round(elapsed, 1),
             "settings": {
+                "repeat": args.repeat,
                 "features": args.features,
                 "rows_per_city": args.rows,
                 "holdout_fraction": args.holdout,

@@ -23,7 +23,15 @@ from cityfed.model import write_atomic
 from cityfed.spec import load_city
 from cityfed.tls import parse_address, probe_coordinator
 
-__all__ = ["NodeConfig", "NodeLayout", "default_state", "node_status", "start_node", "stop_node"]
+__all__ = [
+    "NodeConfig",
+    "NodeLayout",
+    "check_node_key",
+    "default_state",
+    "node_status",
+    "start_node",
+    "stop_node",
+]
 
 #: What the SuperNode prints once the SuperLink accepted it.
 _CONNECTED = "SuperNode ID:"
@@ -71,7 +79,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _check_key(key: Path) -> None:
+def check_node_key(key: Path) -> None:
+    """Fail unless ``key`` is an OpenSSH elliptic-curve private key (a node key)."""
     try:
         private = load_ssh_private_key(key.read_bytes(), None)
     except FileNotFoundError:
@@ -106,7 +115,7 @@ def start_node(
     city = load_city(city_config)
     if not city.data.is_file():
         raise CityFedError(f"{city.source}: data file {city.data.name} not found next to it")
-    _check_key(key)
+    check_node_key(key)
     address = parse_address(coordinator, what="--coordinator")
     probe_coordinator(address, ca)
     config = NodeConfig(

@@ -94,3 +94,18 @@ def test_cli_says_what_it_wrote_and_fails_cleanly(
     )
     err = capsys.readouterr().err
     assert "ca.pem: not found" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("public", "local"),
+    [
+        ("0.0.0.0:9443", "localhost:9443"),
+        ("[::]:9443", "localhost:9443"),
+        ("10.0.0.5:443", "10.0.0.5:443"),
+    ],
+)
+def test_coordinator_checks_a_wildcard_front_through_localhost(public: str, local: str) -> None:
+    from cityfed.server.coordinator import CoordinatorConfig
+
+    config = CoordinatorConfig(federation="f.toml", certs="certs", public=public)
+    assert str(config.local_address) == local

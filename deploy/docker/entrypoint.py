@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""Run CityFed's processes in the foreground, under Docker, Kubernetes or systemd.
+
+``cityfed coordinator start`` and ``cityfed city start`` start background
+processes and return; a container or a systemd unit wants one foreground process
+that it can supervise instead. This script prepares exactly what those commands
+prepare, then replaces itself (``exec``) with the same program and the same
+flags, so the supervisor sees ``flower-superlink``, ``nginx`` or
+``flower-supernode`` itself::
+
+    cityfed-entrypoint superlink           # flower-superlink, loopback only
+    cityfed-entrypoint prepare-superlink   # only the state (systemd ExecStartPre)
+    cityfed-entrypoint front               # nginx with deploy/nginx/nginx.conf
+    cityfed-entrypoint city                # flower-supernode of one city
+    cityfed-entrypoint check-city          # only the checks (systemd ExecStartPre)
+    cityfed-entrypoint health [HOST:PORT]  # exit 0 when /health answers 200 over TLS
+    cityfed-entrypoint backup DEST         # consistent copy of the coordinator's state
+
+Settings come from options or, in containers, from the environment:
+
+======================== =================================== ===========================
+variable                 meaning                             default
+======================== =================================== ===========================
+CITYFED_STATE            coordinator state folder            /var/lib/cityfed
+CITYFED_CERTS            folder with ca.pem, coordinator.*   /etc/cityfed/certs
+CITYFED_FEDERATION       the default federation.toml         /etc/cityfed/federation.toml
+CITYFED_SUPERLINK_PORT   the SuperLink's loopback port       9092
+CITYFED_FRONT            the front, as seen from the host    localhost:9443
+CITYFED_NGINX_CONF       nginx config of the front           /etc/cityfed/nginx/nginx.conf
+CITYFED_CITY_CONFIG      the city's city.toml                /data/city.toml
+CITYFED_COORDINATOR      HOST:PORT of the coordinator front  (required for a city)
+CITYFED_CA               the federation's ca.pem             /etc/cityfed/certs/ca.pem
+CITYFED_NODE_KEY         the city's NAME.node.key            /etc/cityfed/keys/node.key
+CITYFED_RUNTIME_PORT     the SuperNode's local runtime port  9094
+CITYFED_NODE_STATE       the SuperNode's working folder      /var/lib/cityfed-node
+CITYFED_WAIT             seconds a city waits for the front  60
+======================== =================================== ===========================
+
+The state written under ``CITYFED_STATE`` is the one ``cityfed coordinator
+start`` writes (``coordinator.json``, the flwr CLI connection, the Flower App),
+so ``cityfed coordinator enrol|revoke|status`` and ``cityfed run`` work on the
+coordinator host as documented. ``CITYFED_FRONT`` becomes the ``public``
+address in ``coordinator.json``: the address ``cityfed coordinator status``
+dials to check the front from inside the host, pod or compose network namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import sqlite3
+import ssl
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NoReturn
+
+__all__ = [
+    "CitySettings",
+    "SuperlinkSettings",
+    "backup_state",
+    "check_city",
+    "check_health",
+    "front_argv",
+    "main",
+    "prepare_front",
+    "prepare_superlink",
+    "superlink_argv",
+    "supernode_argv",
+]
+
+#: Files of the state folder that are live and never copied as they are.
+_LIVE = ("superlink.db", "superlink.db-wal", "superlink.db-shm", "superlink.db-journal")
+
+
+class EntrypointError(Exception):
+    """A setting or a file is wrong; the message says which and what to do."""
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+@dataclass(frozen=True)
+class SuperlinkSettings:
+    """Settings of the coordinator's SuperLink."""
+
+    state: Path
+    certs: Path
+    federation: Path
+    port: int
+    front: str
+
+
+@dataclass(frozen=True)
+class CitySettings:
+    """Settings of a city's SuperNode."""
+
+    config: Path
+    coordinator: str
+    ca: Path
+    key: Path
+    runtime_port: int
+    state: Path
+    wait: float
+
+
+def prepare_superlink(settings: SuperlinkSettings) -> list[str]:
+    """Write the coordinator's state as ``cityfed coordinator start`` does.
+
+    Parameters
+    ----------
+    settings : SuperlinkSettings
+        Where the state, certificates and federation are.
+
+    Returns
+    -------
+    list of str
+        The ``flower-superlink`` command line to run.
+
+    Raises
+    ------
+    cityfed.errors.CityFedError
+        If the federation spec or the certificates are not usable.
+    """
+    from cityfed.model import write_atomic
+    from cityfed.server import coordinator
+    from cityfed.server.flwr_cli import write_connection
+    from cityfed.spec import load_federation
+    from cityfed.tls import parse_address
+
+    layout = coordinator.CoordinatorLayout(settings.state.absolute())
+    config = coordinator.CoordinatorConfig(
+        federation=str(settings.federation.absolute()),
+        certs=str(settings.certs.absolute()),
+        public=settings.front,
+        superlink_port=settings.port,
+    )
+    load_federation(config.federation)
+    coordinator.check_certs(Path(config.certs))
+    parse_address(config.public, what="CITYFED_FRONT")
+    for folder in (layout.state, layout.models, layout.state / "logs", layout.state / "run"):
+        folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(layout.config_file, (json.dumps(asdict(config), indent=2) + "\n").encode())
+    write_connection(layout.flwr_home, config.superlink_port, config.ca)
+    layout.app_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(layout.app_dir / "pyproject.toml", coordinator.app_pyproject().encode())
+    return superlink_argv(layout.state, Path(config.certs), config.superlink_port)
+
+
+def superlink_argv(state: Path, certs: Path, port: int) -> list[str]:
+    """The SuperLink's command line: the one of ``server/coordinator.py``.
+
+    Parameters
+    ----------
+    state : Path
+        The coordinator's state folder (its ``superlink.db`` lives there).
+    certs : Path
+        The folder of ``cityfed certs init``.
+    port : int
+        The SuperLink's port on 127.0.0.1.
+
+    Returns
+    -------
+    list of str
+        Executable and arguments.
+    """
+    from cityfed.certs import CA_CERT, COORDINATOR_CERT, COORDINATOR_KEY
+    from cityfed.daemon import executable
+    from cityfed.server.coordinator import CoordinatorLayout
+
+    return [
+        executable("flower-superlink"),
+        "--ssl-ca-certfile",
+        str(certs / CA_CERT),
+        "--ssl-certfile",
+        str(certs / COORDINATOR_CERT),
+        "--ssl-keyfile",
+        str(certs / COORDINATOR_KEY),
+        "--enable-supernode-auth",
+        "--database",
+        str(CoordinatorLayout(state).database),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-runtime-dependency-installation",
+    ]
+
+
+_NGINX_PATHS = re.compile(r"^\s*(pid|\w+_temp_path)\s+(\S+?);", re.MULTILINE)
+
+
+def prepare_front(conf: Path) -> None:
+    """Create the folders the nginx config writes to (its pid and temp files).
+
+    Parameters
+    ----------
+    conf : Path
+        The nginx config, ``deploy/nginx/nginx.conf`` in the images.
+
+    Raises
+    ------
+    EntrypointError
+        If the config cannot be read.
+    """
+    try:
+        text = conf.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise EntrypointError(f"{conf}: cannot read the nginx config ({exc.strerror})") from None
+    for _, path in _NGINX_PATHS.findall(text):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def front_argv(conf: Path) -> list[str]:
+    """The front's command line: nginx in the foreground, errors on stderr.
+
+    Parameters
+    ----------
+    conf : Path
+        The nginx config.
+
+    Returns
+    -------
+    list of str
+        Executable and arguments.
+    """
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    return [nginx, "-c", str(conf), "-e", "stderr"]
+
+
+def check_city(settings: CitySettings, *, say: bool = True) -> list[str]:
+    """Check a city as ``cityfed city start`` does; return the SuperNode command.
+
+    The city's config and data must load, the node key must be an OpenSSH
+    elliptic-curve key, and the coordinator's front must answer ``/health``
+    over TLS signed by the federation CA (tried for ``settings.wait`` seconds).
+
+    Parameters
+    ----------
+    settings : CitySettings
+        The city's files and the coordinator's address.
+    say : bool
+        Print on stderr what it is waiting for.
+
+    Returns
+    -------
+    list of str
+        The ``flower-supernode`` command line to run.
+
+    Raises
+    ------
+    cityfed.errors.CityFedError
+        With the reason, as ``cityfed city start`` words it.
+    """
+    from cityfed.client.node import check_node_key
+    from cityfed.errors import CityFedError
+    from cityfed.spec import load_city
+    from cityfed.tls import parse_address, probe_coordinator
+
+    if not settings.coordinator:
+        raise EntrypointError("CITYFED_COORDINATOR: set it to HOST:PORT of the coordinator front")
+    city = load_city(settings.config)
+    if not city.data.is_file():
+        raise CityFedError(f"{city.source}: data file {city.data.name} not found next to it")
+    check_node_key(settings.key)
+    address = parse_address(settings.coordinator, what="CITYFED_COORDINATOR")
+    deadline = time.monotonic() + settings.wait
+    last = ""
+    while True:
+        try:
+            probe_coordinator(address, settings.ca)
+            break
+        except CityFedError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if say and str(exc) != last:
+                print(f"waiting for the coordinator: {exc}", file=sys.stderr, flush=True)
+            last = str(exc)
+            time.sleep(3.0)
+    return supernode_argv(
+        str(address), settings.ca, settings.key, settings.config, settings.runtime_port
+    )
+
+
+def supernode_argv(coordinator: str, ca: Path, key: Path, config: Path, port: int) -> list[str]:
+    """The SuperNode's command line: the one of ``client/node.py``.
+
+    Paths are made absolute but symlinks are kept, so that a Kubernetes Secret
+    that is updated in place (its files are symlinks) stays readable.
+
+    Parameters
+    ----------
+    coordinator : str
+        HOST:PORT of the coordinator's front.
+    ca : Path
+        The federation's ``ca.pem``.
+    key : Path
+        The city's ``NAME.node.key``.
+    config : Path
+        The city's ``city.toml``; its path goes into the node config.
+    port : int
+        Local port of the SuperNode's runtime API (127.0.0.1).
+
+    Returns
+    -------
+    list of str
+        Executable and arguments.
+    """
+    from cityfed.client.app import CITY_CONFIG_KEY
+    from cityfed.daemon import executable
+
+    return [
+        executable("flower-supernode"),
+        "--superlink",
+        coordinator,
+        "--root-certificates",
+        str(ca.absolute()),
+        "--auth-supernode-private-key",
+        str(key.absolute()),
+        "--node-config",
+        f"{CITY_CONFIG_KEY}={json.dumps(str(config.absolute()))}",
+        "--port",
+        str(port),
+    ]
+
+
+def check_health(address: str, ca: Path, *, timeout: float = 5.0) -> int:
+    """HTTP status of ``GET /health`` at ``address``, over TLS verified with ``ca``.
+
+    Only the standard library is imported, so a health check costs little.
+
+    Parameters
+    ----------
+    address : str
+        HOST:PORT; the host name is checked against the certificate.
+    ca : Path
+        The federation's ``ca.pem``.
+    timeout : float
+        Seconds to wait for the answer.
+
+    Returns
+    -------
+    int
+        The status code (200 when healthy).
+    """
+    host, _, port = address.strip().rpartition(":")
+    host = host.strip("[]")
+    context = ssl.create_default_context(cafile=str(ca))
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=timeout)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def backup_state(state: Path, dest: Path) -> Path:
+    """Copy a coordinator's state folder while the SuperLink runs.
+
+    The SuperLink's SQLite database is copied with SQLite's online backup, so
+    the copy is consistent; models, the enrolment registry and the rest are
+    copied as files (CityFed writes them atomically). Pid files are left out.
+
+    Parameters
+    ----------
+    state : Path
+        The coordinator's state folder.
+    dest : Path
+        A folder that does not exist yet.
+
+    Returns
+    -------
+    Path
+        ``dest``.
+
+    Raises
+    ------
+    EntrypointError
+        If ``state`` is not a coordinator's state or ``dest`` exists.
+    """
+    if not (state / "coordinator.json").is_file():
+        raise EntrypointError(f"{state}: not a coordinator state folder (no coordinator.json)")
+    if dest.exists():
+        raise EntrypointError(f"{dest}: already exists; give a new folder")
+    shutil.copytree(state, dest, ignore=shutil.ignore_patterns(*_LIVE, "run", "tmp"))
+    database = state / "superlink.db"
+    if database.is_file():
+        source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        target = sqlite3.connect(dest / "superlink.db")
+        try:
+            source.backup(target)
+            # One self-contained file; the SuperLink turns WAL on again when it opens it.
+            target.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            source.close()
+            target.close()
+    return dest
+
+
+def _write_pid(pid_file: Path) -> None:
+    """Record this process (about to ``exec``) where ``cityfed coordinator status`` looks."""
+    try:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        print(f"note: cannot write {pid_file} ({exc.strerror})", file=sys.stderr)
+
+
+def _exec(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> NoReturn:
+    if cwd is not None:
+        os.chdir(cwd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], list(argv), dict(env))
+
+
+def _superlink_settings(args: argparse.Namespace) -> SuperlinkSettings:
+    return SuperlinkSettings(
+        state=Path(args.state),
+        certs=Path(args.certs),
+        federation=Path(args.federation),
+        port=int(args.superlink_port),
+        front=args.front,
+    )
+
+
+def _city_settings(args: argparse.Namespace) -> CitySettings:
+    return CitySettings(
+        config=Path(args.config),
+        coordinator=args.coordinator,
+        ca=Path(args.ca),
+        key=Path(args.key),
+        runtime_port=int(args.runtime_port),
+        state=Path(args.node_state),
+        wait=float(args.wait),
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cityfed-entrypoint",
+        description="Run CityFed's processes in the foreground (containers, systemd).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    coordinator = argparse.ArgumentParser(add_help=False)
+    coordinator.add_argument("--state", default=_env("CITYFED_STATE", "/var/lib/cityfed"))
+    coordinator.add_argument("--certs", default=_env("CITYFED_CERTS", "/etc/cityfed/certs"))
+    coordinator.add_argument(
+        "--federation", default=_env("CITYFED_FEDERATION", "/etc/cityfed/federation.toml")
+    )
+    coordinator.add_argument(
+        "--superlink-port", type=int, default=_env("CITYFED_SUPERLINK_PORT", "9092")
+    )
+    coordinator.add_argument("--front", default=_env("CITYFED_FRONT", "localhost:9443"))
+    commands.add_parser("superlink", parents=[coordinator], help="run flower-superlink")
+    commands.add_parser(
+        "prepare-superlink", parents=[coordinator], help="only write the coordinator's state"
+    )
+
+    front = commands.add_parser("front", help="run nginx, the TLS front")
+    front.add_argument(
+        "--conf", default=_env("CITYFED_NGINX_CONF", "/etc/cityfed/nginx/nginx.conf")
+    )
+    front.add_argument("--state", default=_env("CITYFED_STATE", "/var/lib/cityfed"))
+
+    city = argparse.ArgumentParser(add_help=False)
+    city.add_argument("--config", default=_env("CITYFED_CITY_CONFIG", "/data/city.toml"))
+    city.add_argument("--coordinator", default=_env("CITYFED_COORDINATOR", ""))
+    city.add_argument("--ca", default=_env("CITYFED_CA", "/etc/cityfed/certs/ca.pem"))
+    city.add_argument("--key", default=_env("CITYFED_NODE_KEY", "/etc/cityfed/keys/node.key"))
+    city.add_argument("--runtime-port", type=int, default=_env("CITYFED_RUNTIME_PORT", "9094"))
+    city.add_argument("--node-state", default=_env("CITYFED_NODE_STATE", "/var/lib/cityfed-node"))
+    city.add_argument("--wait", type=float, default=_env("CITYFED_WAIT", "60"))
+    commands.add_parser("city", parents=[city], help="run flower-supernode")
+    commands.add_parser("check-city", parents=[city], help="only check the city's files")
+
+    health = commands.add_parser("health", help="exit 0 when /health answers 200")
+    health.add_argument(
+        "address",
+        nargs="?",
+        help="HOST:PORT (default: CITYFED_COORDINATOR, else localhost:CITYFED_SUPERLINK_PORT)",
+    )
+    health.add_argument("--ca", help="default: CITYFED_CA, else CITYFED_CERTS/ca.pem")
+
+    backup = commands.add_parser("backup", help="consistent copy of the coordinator's state")
+    backup.add_argument("dest", help="a new folder")
+    backup.add_argument("--state", default=_env("CITYFED_STATE", "/var/lib/cityfed"))
+    return parser
+
+
+def _health(args: argparse.Namespace) -> int:
+    address = (
+        args.address
+        or os.environ.get("CITYFED_COORDINATOR")
+        or f"localhost:{_env('CITYFED_SUPERLINK_PORT', '9092')}"
+    )
+    ca = Path(
+        args.ca
+        or os.environ.get("CITYFED_CA")
+        or Path(_env("CITYFED_CERTS", "/etc/cityfed/certs")) / "ca.pem"
+    )
+    try:
+        status = check_health(address, ca)
+    except (OSError, ValueError) as exc:
+        print(f"unhealthy: {address}: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"unhealthy: {address}/health answered HTTP {status}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    print(backup_state(Path(args.state), Path(args.dest)))
+    return 0
+
+
+def _front(args: argparse.Namespace) -> int:
+    conf = Path(args.conf)
+    prepare_front(conf)
+    _write_pid(Path(args.state) / "run" / "nginx-master.pid")
+    _exec(front_argv(conf), os.environ)
+
+
+def _superlink(args: argparse.Namespace) -> int:
+    from cityfed.daemon import flower_env
+    from cityfed.server.coordinator import CoordinatorLayout
+
+    settings = _superlink_settings(args)
+    argv = prepare_superlink(settings)
+    if args.command == "prepare-superlink":
+        return 0
+    layout = CoordinatorLayout(settings.state.absolute())
+    _write_pid(layout.superlink.pid_file)
+    _exec(argv, flower_env(layout.flwr_home), cwd=layout.state)
+
+
+def _city(args: argparse.Namespace) -> int:
+    from cityfed.daemon import flower_env
+
+    settings = _city_settings(args)
+    argv = check_city(settings)
+    if args.command == "check-city":
+        return 0
+    settings.state.mkdir(parents=True, exist_ok=True)
+    env = flower_env()
+    env.setdefault("FLWR_HOME", str(settings.state.absolute() / "flwr"))
+    _exec(argv, env, cwd=settings.state)
+
+
+_COMMANDS = {
+    "superlink": _superlink,
+    "prepare-superlink": _superlink,
+    "front": _front,
+    "city": _city,
+    "check-city": _city,
+    "health": _health,
+    "backup": _backup,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; expected mistakes end in one line on stderr.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code (the ``exec`` sub-commands return only on failure).
+    """
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except EntrypointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from cityfed.errors import CityFedError
+
+        if isinstance(exc, CityFedError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
