@@ -31,6 +31,7 @@ __all__ = [
     "node_status",
     "start_node",
     "stop_node",
+    "supernode_argv",
 ]
 
 #: What the SuperNode prints once the SuperLink accepted it.
@@ -94,6 +95,18 @@ def check_node_key(key: Path) -> None:
         )
 
 
+def supernode_argv(config: NodeConfig) -> list[str]:
+    """The SuperNode's command line: TLS to the front, node key, city config."""
+    return [
+        executable("flower-supernode"),
+        "--superlink", config.coordinator,
+        "--root-certificates", config.ca,
+        "--auth-supernode-private-key", config.key,
+        "--node-config", f"{CITY_CONFIG_KEY}={json.dumps(config.config)}",
+        "--port", str(config.runtime_port),
+    ]  # fmt: skip
+
+
 def start_node(
     layout: NodeLayout,
     *,
@@ -132,23 +145,7 @@ def start_node(
     if daemon.running():
         daemon.stop()
     daemon.log_file.unlink(missing_ok=True)
-    daemon.start(
-        [
-            executable("flower-supernode"),
-            "--superlink",
-            config.coordinator,
-            "--root-certificates",
-            config.ca,
-            "--auth-supernode-private-key",
-            config.key,
-            "--node-config",
-            f"{CITY_CONFIG_KEY}={json.dumps(config.config)}",
-            "--port",
-            str(config.runtime_port),
-        ],
-        flower_env(),
-        cwd=layout.state,
-    )
+    daemon.start(supernode_argv(config), flower_env(), cwd=layout.state)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         log = daemon.log_tail(200)

@@ -33,8 +33,10 @@ __all__ = [
     "check_certs",
     "coordinator_status",
     "load_config",
+    "prepare_state",
     "start_coordinator",
     "stop_coordinator",
+    "superlink_argv",
 ]
 
 #: The SuperLink's loopback port unless told otherwise.
@@ -200,12 +202,11 @@ def _wait_healthy(address: Address, ca: Path, daemon: Daemon, timeout: float) ->
     )
 
 
-def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> dict[str, Any]:
-    """Start the SuperLink and the TLS front unless they run; returns the status."""
+def prepare_state(layout: CoordinatorLayout, config: CoordinatorConfig) -> None:
+    """Check the spec and certificates and write the state a coordinator runs from."""
     load_federation(config.federation)
-    certs = Path(config.certs)
-    check_certs(certs)
-    public = config.public_address
+    check_certs(Path(config.certs))
+    parse_address(config.public, what="--public")
     for folder in (
         layout.state,
         layout.models,
@@ -218,32 +219,35 @@ def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> d
     layout.app_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(layout.app_dir / "pyproject.toml", app_pyproject().encode())
 
+
+def superlink_argv(layout: CoordinatorLayout, config: CoordinatorConfig) -> list[str]:
+    """The SuperLink's command line: TLS, node authentication, loopback only."""
+    certs = Path(config.certs)
+    return [
+        executable("flower-superlink"),
+        "--ssl-ca-certfile", str(config.ca),
+        "--ssl-certfile", str(certs / COORDINATOR_CERT),
+        "--ssl-keyfile", str(certs / COORDINATOR_KEY),
+        "--enable-supernode-auth",
+        "--database", str(layout.database),
+        "--host", "127.0.0.1",
+        "--port", str(config.superlink_port),
+        "--disable-runtime-dependency-installation",
+    ]  # fmt: skip
+
+
+def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> dict[str, Any]:
+    """Start the SuperLink and the TLS front unless they run; returns the status."""
+    prepare_state(layout, config)
+    certs = Path(config.certs)
     if not layout.superlink.running():
         layout.superlink.start(
-            [
-                executable("flower-superlink"),
-                "--ssl-ca-certfile",
-                str(config.ca),
-                "--ssl-certfile",
-                str(certs / COORDINATOR_CERT),
-                "--ssl-keyfile",
-                str(certs / COORDINATOR_KEY),
-                "--enable-supernode-auth",
-                "--database",
-                str(layout.database),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(config.superlink_port),
-                "--disable-runtime-dependency-installation",
-            ],
-            flower_env(layout.flwr_home),
-            cwd=layout.state,
+            superlink_argv(layout, config), flower_env(layout.flwr_home), cwd=layout.state
         )
     _wait_healthy(config.internal_address, config.ca, layout.superlink, timeout=60.0)
 
     front = FrontConfig(
-        public=public,
+        public=config.public_address,
         upstream_port=config.superlink_port,
         cert=certs / COORDINATOR_CERT,
         key=certs / COORDINATOR_KEY,

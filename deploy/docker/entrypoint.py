@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import re
 import shutil
@@ -57,7 +56,7 @@ import ssl
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -129,11 +128,7 @@ def prepare_superlink(settings: SuperlinkSettings) -> list[str]:
     cityfed.errors.CityFedError
         If the federation spec or the certificates are not usable.
     """
-    from cityfed.model import write_atomic
     from cityfed.server import coordinator
-    from cityfed.server.flwr_cli import write_connection
-    from cityfed.spec import load_federation
-    from cityfed.tls import parse_address
 
     layout = coordinator.CoordinatorLayout(settings.state.absolute())
     config = coordinator.CoordinatorConfig(
@@ -142,16 +137,9 @@ def prepare_superlink(settings: SuperlinkSettings) -> list[str]:
         public=settings.front,
         superlink_port=settings.port,
     )
-    load_federation(config.federation)
-    coordinator.check_certs(Path(config.certs))
-    parse_address(config.public, what="CITYFED_FRONT")
-    for folder in (layout.state, layout.models, layout.state / "logs", layout.state / "run"):
-        folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(layout.config_file, (json.dumps(asdict(config), indent=2) + "\n").encode())
-    write_connection(layout.flwr_home, config.superlink_port, config.ca)
-    layout.app_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(layout.app_dir / "pyproject.toml", coordinator.app_pyproject().encode())
-    return superlink_argv(layout.state, Path(config.certs), config.superlink_port)
+    coordinator.prepare_state(layout, config)
+    (layout.state / "run").mkdir(parents=True, exist_ok=True)
+    return coordinator.superlink_argv(layout, config)
 
 
 def superlink_argv(state: Path, certs: Path, port: int) -> list[str]:
@@ -171,27 +159,13 @@ def superlink_argv(state: Path, certs: Path, port: int) -> list[str]:
     list of str
         Executable and arguments.
     """
-    from cityfed.certs import CA_CERT, COORDINATOR_CERT, COORDINATOR_KEY
-    from cityfed.daemon import executable
-    from cityfed.server.coordinator import CoordinatorLayout
+    from cityfed.server.coordinator import CoordinatorConfig, CoordinatorLayout
+    from cityfed.server.coordinator import superlink_argv as argv_of
 
-    return [
-        executable("flower-superlink"),
-        "--ssl-ca-certfile",
-        str(certs / CA_CERT),
-        "--ssl-certfile",
-        str(certs / COORDINATOR_CERT),
-        "--ssl-keyfile",
-        str(certs / COORDINATOR_KEY),
-        "--enable-supernode-auth",
-        "--database",
-        str(CoordinatorLayout(state).database),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--disable-runtime-dependency-installation",
-    ]
+    config = CoordinatorConfig(
+        federation="", certs=str(certs), public="localhost:9443", superlink_port=port
+    )
+    return argv_of(CoordinatorLayout(state), config)
 
 
 _NGINX_PATHS = re.compile(r"^\s*(pid|\w+_temp_path)\s+(\S+?);", re.MULTILINE)
@@ -313,22 +287,18 @@ def supernode_argv(coordinator: str, ca: Path, key: Path, config: Path, port: in
     list of str
         Executable and arguments.
     """
-    from cityfed.client.app import CITY_CONFIG_KEY
-    from cityfed.daemon import executable
+    from cityfed.client.node import NodeConfig
+    from cityfed.client.node import supernode_argv as argv_of
 
-    return [
-        executable("flower-supernode"),
-        "--superlink",
-        coordinator,
-        "--root-certificates",
-        str(ca.absolute()),
-        "--auth-supernode-private-key",
-        str(key.absolute()),
-        "--node-config",
-        f"{CITY_CONFIG_KEY}={json.dumps(str(config.absolute()))}",
-        "--port",
-        str(port),
-    ]
+    node = NodeConfig(
+        city="",
+        config=str(config.absolute()),
+        coordinator=coordinator,
+        ca=str(ca.absolute()),
+        key=str(key.absolute()),
+        runtime_port=port,
+    )
+    return argv_of(node)
 
 
 def check_health(address: str, ca: Path, *, timeout: float = 5.0) -> int:
