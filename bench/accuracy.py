@@ -1,8 +1,8 @@
 """How close each method gets to the pooled fit, in how many rounds, for how many bytes.
 
-For every data set (the bundled NYC airports, synthetic non-IID cities) and both
-models (ridge, logistic), one Flower simulation (``run_simulation``, Ray backend,
-one ClientApp per city) runs, one after another in the same ServerApp:
+For every data set (the bundled NYC airports, synthetic non-IID cities), one Flower
+simulation (``run_simulation``, Ray backend, one ClientApp per city) runs every
+method on both models (ridge, logistic), one after another in the same ServerApp:
 
 * the exact method: CityFed's own ServerApp code (``run_server``) and ClientApp;
 * FedAvg of locally fitted scikit-learn models (the approach of Flower's
@@ -13,9 +13,9 @@ After every round the global model is scored on the union of the cities'
 holdout rows (CityFed's own per-city split) and compared with scikit-learn
 fitted on the union of their training rows ("pooled"). Score: R² (ridge),
 mean log-loss (logistic). "Within 1e-3" means ``|score - pooled score| <= 1e-3``,
-absolute, from that round on to the last round run. Bytes: the protobuf size of what a city
-returns in the training rounds (CityFed's holdout scoring excluded), mean over
-cities.
+absolute, from that round on to the last round run. Bytes: the protobuf size of
+what a city returns in the training rounds (CityFed's holdout scoring excluded),
+mean over cities.
 
     python bench/accuracy.py --quick      # 3 data sets, under 5 minutes
     python bench/accuracy.py              # adds 100 synthetic cities
@@ -178,7 +178,7 @@ def score(task: str, y: FloatArray, decision: FloatArray) -> float:
     return float(r2_score(y, decision))
 
 
-def pooled_holdout(fed_path: Path, cities: Sequence[Path]) -> Holdout:
+def pooled_holdout(fed_path: Path, cities: Sequence[str | Path]) -> Holdout:
     """Fit scikit-learn on all cities' training rows; score it on all holdout rows."""
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
@@ -188,7 +188,7 @@ def pooled_holdout(fed_path: Path, cities: Sequence[Path]) -> Holdout:
     from cityfed.spec import load_city, load_federation
 
     fed = load_federation(fed_path)
-    data = [load_city_data(load_city(path), fed) for path in cities]
+    data = [load_city_data(load_city(Path(path)), fed) for path in cities]
     X_train = np.vstack([c.X_train for c in data])
     y_train = np.concatenate([c.y_train for c in data])
     X_hold = np.vstack([c.X_holdout for c in data])
@@ -432,11 +432,13 @@ def run_worker(plan: WorkerPlan, out_json: Path) -> int:
     def train(msg: Message, context: Context) -> Message:
         if BASELINE in msg.content.config_records:
             return baseline_reply(msg, context, cities[int(context.node_config["partition-id"])])
-        return cityfed_client(msg, context)
+        reply: Message = cityfed_client(msg, context)
+        return reply
 
     @client_app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return cityfed_client(msg, context)
+        reply: Message = cityfed_client(msg, context)
+        return reply
 
     result: dict[str, Any] = {"dataset": plan.dataset, "cities": len(cities), "methods": {}}
     server_app = ServerApp()

@@ -24,6 +24,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp import Grid
+from flwr.supercore.run import Run
 from numpy.typing import NDArray
 from scipy.special import expit
 
@@ -85,6 +86,20 @@ def fedprox_update(
     return w
 
 
+def _int(value: object) -> int:
+    """A record value that must be a whole number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return int(value)
+
+
+def _float(value: object) -> float:
+    """A record value that must be a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
 def _city_rows(context: Context, city_config: str, fed: FederationSpec) -> tuple[FloatArray, ...]:
     """The city's training rows, harmonised once per node and kept in its state."""
     key = f"rows:{fed.name}:{fed.target.name}"
@@ -106,14 +121,14 @@ def baseline_reply(msg: Message, context: Context, city_config: str) -> Message:
     mean, scale = model["mean"].numpy(), model["scale"].numpy()
     w_global = model["w"].numpy().astype(np.float64)
     Z = (X - mean) / scale
-    round_number = int(config["round"])  # type: ignore[call-overload]
+    round_number = _int(config["round"])
     if config["algorithm"] == "fedavg":
         w = local_update(Z, y, w_global, fed, round_number)
     else:
         settings = ProxSettings(
-            mu=float(config["mu"]),  # type: ignore[arg-type]
-            learning_rate=float(config["learning_rate"]),  # type: ignore[arg-type]
-            batch_size=int(config["batch_size"]),  # type: ignore[call-overload]
+            mu=_float(config["mu"]),
+            learning_rate=_float(config["learning_rate"]),
+            batch_size=_int(config["batch_size"]),
         )
         w = fedprox_update(Z, y, w_global, fed, round_number, settings)
     content = RecordDict(
@@ -156,7 +171,7 @@ def baseline_message(
 def reply_update(reply: Message) -> tuple[FloatArray, int]:
     """Weights and row count of a baseline reply."""
     w = reply.content.array_records[_UPDATE]["w"].numpy().astype(np.float64)
-    n = int(reply.content.metric_records[_METRICS][NUM_EXAMPLES])  # type: ignore[call-overload]
+    n = _int(reply.content.metric_records[_METRICS][NUM_EXAMPLES])
     return w, n
 
 
@@ -184,11 +199,11 @@ class MeteredGrid(Grid):
         self.replies: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.newton: dict[str, dict[int, Instruction]] = defaultdict(dict)
 
-    def set_run(self, run: object) -> None:
-        self.inner.set_run(run)  # type: ignore[arg-type]
+    def set_run(self, run: Run) -> None:
+        self.inner.set_run(run)
 
     @property
-    def run(self) -> object:
+    def run(self) -> Run:
         return self.inner.run
 
     def create_message(
@@ -219,7 +234,7 @@ class MeteredGrid(Grid):
         config = msg.content.config_records.get("config")
         if config is None or config.get("phase") != "newton":
             return
-        round_number = int(config["round"])  # type: ignore[call-overload]
+        round_number = _int(config["round"])
         if round_number not in self.newton[self.job]:
             self.newton[self.job][round_number] = decode_instruction(msg.content)
 
