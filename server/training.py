@@ -98,12 +98,12 @@ class _Run:
         return replies
 
 
-def _moments_round(run: _Run) -> tuple[Moments, list[tuple[int, CityReply]]]:
+def _moments_round(run: _Run) -> Moments:
     dim = len(run.fed.features) + 1
     total = Moments.empty(dim)
     run.rounds += 1
     instruction = Instruction("moments", run.fed, run.rounds)
-    kept: list[tuple[int, CityReply]] = []
+    kept: list[int] = []
     first_node: dict[str, int] = {}  # city name -> first node that answered as it
     for node, reply in run.exchange.exchange(instruction, list(run.active)):
         run._record(node, reply)
@@ -121,11 +121,11 @@ def _moments_round(run: _Run) -> tuple[Moments, list[tuple[int, CityReply]]]:
         tick = time.perf_counter()
         total = total.merge(reply.moments)  # streamed: O(d^2) memory
         run.aggregation_seconds += time.perf_counter() - tick
-        kept.append((node, CityReply(reply.city, "ok", n=reply.n)))
+        kept.append(node)
         run.progress("city", f"{reply.city}: statistics of {reply.n} rows", city=reply.city)
-    run.active = sorted(node for node, _ in kept)
+    run.active = sorted(kept)
     run._require_quorum()
-    return total, kept
+    return total
 
 
 def _fit_logistic(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray, bool]:
@@ -213,7 +213,7 @@ def train(
     run = _Run(fed, exchange, progress)
     run.active = sorted(nodes if nodes is not None else exchange.nodes())
     progress("info", f"asking {len(run.active)} cities for their statistics")
-    total, _ = _moments_round(run)
+    total = _moments_round(run)
     d = len(fed.features)
     scaler = Scaler.from_moments(total, d, fed.standardize)
     converged = True
