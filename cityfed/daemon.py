@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cityfed.errors import CityFedError
 
-__all__ = ["Daemon", "executable", "flower_env", "stop_process_group"]
+__all__ = ["Daemon", "executable", "flower_env", "log_tail", "stop_process_group"]
 
 
 def executable(name: str) -> str:
@@ -76,6 +76,15 @@ def _group_alive(pgid: int) -> bool:
             if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
                 return True
     return False
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file ("" when there is none)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _reap(pid: int) -> None:
@@ -169,8 +178,4 @@ class Daemon:
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the log."""
-        try:
-            text = self.log_file.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_file, lines)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cityfed.daemon import stop_process_group
+from cityfed.daemon import log_tail, stop_process_group
 from cityfed.data import CityData, load_city_data
 from cityfed.errors import FederationError, SpecError
 from cityfed.model import read_model, write_atomic
@@ -72,14 +72,6 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
         seen[city.name] = path
     data = tuple(load_city_data(city, fed) for city in cities)
     return SimulationPlan(fed_path, fed, paths, cities, data)
-
-
-def _log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def simulate(
@@ -144,7 +136,7 @@ def simulate(
         if final is None:
             raise FederationError(
                 f"simulation engine stopped without a result (exit {proc.returncode}); "
-                f"last log lines:\n{_log_tail(log_path)}"
+                f"last log lines:\n{log_tail(log_path, 15)}"
             )
         if final.kind == "error":
             raise FederationError(final.message)
