@@ -229,6 +229,16 @@ class Measured:
     stdout: str
     stderr: str
 
+    def figures(self) -> dict[str, Any]:
+        """Wall time and peak memory, as both runners report them."""
+        return {
+            "wall_seconds": self.wall_seconds,
+            "peak_pss_mib": self.peak_pss_mib,
+            "peak_rss_mib": self.peak_rss_mib,
+            "peak_processes": self.peak_processes,
+            "peak_pss_mib_by_process": self.peak_pss_mib_by_process,
+        }
+
 
 def run_measured(command: Sequence[str], *, timeout: float = 7200.0) -> Measured:
     """Run ``command`` and sample the memory of its whole process tree meanwhile."""

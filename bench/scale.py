@@ -98,11 +98,7 @@ def run_cityfed(federation: Path, configs: Sequence[Path], out: Path) -> dict[st
         raise RuntimeError(f"cityfed simulate failed:\n{measured.stderr[-3000:]}")
     report = json.loads(measured.stdout)
     return {
-        "wall_seconds": measured.wall_seconds,
-        "peak_pss_mib": measured.peak_pss_mib,
-        "peak_rss_mib": measured.peak_rss_mib,
-        "peak_processes": measured.peak_processes,
-        "peak_pss_mib_by_process": measured.peak_pss_mib_by_process,
+        **measured.figures(),
         "aggregation_seconds": report["timing"]["aggregation_seconds"],
         "server_seconds": report["timing"]["wall_seconds"],
         "rounds": report["model"]["rounds"],
@@ -123,11 +119,7 @@ def run_plain(csvs: Sequence[Path], work: Path) -> dict[str, Any]:
         raise RuntimeError(f"plain Flower app failed:\n{measured.stderr[-3000:]}")
     result = json.loads(out.read_text())
     return {
-        "wall_seconds": measured.wall_seconds,
-        "peak_pss_mib": measured.peak_pss_mib,
-        "peak_rss_mib": measured.peak_rss_mib,
-        "peak_processes": measured.peak_processes,
-        "peak_pss_mib_by_process": measured.peak_pss_mib_by_process,
+        **measured.figures(),
         "aggregation_seconds": result["aggregation_seconds"],
         "server_seconds": result["server_seconds"],
         "rounds": 1,
