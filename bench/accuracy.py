@@ -6,7 +6,7 @@ method on both models (ridge, logistic), one after another in the same ServerApp
 
 * the exact method: CityFed's own ServerApp code (``run_server``) and ClientApp;
 * FedAvg of locally fitted scikit-learn models (the approach of Flower's
-  scikit-learn examples, ``cityfed.fedavg.local_update``), for ``--rounds`` rounds;
+  scikit-learn examples, ``cityfed.core.fedavg.local_update``), for ``--rounds`` rounds;
 * FedProx (mini-batch SGD on the local objective plus ``mu/2 ||w - w_global||^2``).
 
 After every round the global model is scored on the union of the cities'
@@ -184,8 +184,8 @@ def pooled_holdout(fed_path: Path, cities: Sequence[str | Path]) -> Holdout:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from cityfed.data import load_city_data
-    from cityfed.spec import load_city, load_federation
+    from cityfed.config.spec import load_city, load_federation
+    from cityfed.data.city_data import load_city_data
 
     fed = load_federation(fed_path)
     data = [load_city_data(load_city(Path(path)), fed) for path in cities]
@@ -262,9 +262,10 @@ def _bytes_summary(grid: Any, job: str, nodes: Sequence[int]) -> dict[str, float
 def _run_exact(
     grid: Any, plan: WorkerPlan, model: str, holdout: Holdout, nodes: list[int]
 ) -> dict[str, Any]:
-    from cityfed.model import read_model
-    from cityfed.progress import read_events
-    from cityfed.server.app import PROGRESS_FILE, ServerSettings, run_server
+    from cityfed_server.app import ServerSettings, run_server
+
+    from cityfed.model.proto import read_model
+    from cityfed.ops.progress import PROGRESS_FILE, read_events
 
     job = f"exact/{model}"
     grid.job = job
@@ -324,11 +325,11 @@ def _run_baselines(
     """FedAvg and FedProx for both models, in lockstep: one round of each at a time."""
     from baselines import ProxSettings, baseline_message, reply_update
 
-    from cityfed.data import load_city_data
-    from cityfed.fedavg import WeightedAverage
-    from cityfed.scaling import Scaler
-    from cityfed.spec import federation_to_json, load_city, load_federation
-    from cityfed.stats import Moments, merge_all
+    from cityfed.config.spec import federation_to_json, load_city, load_federation
+    from cityfed.core.fedavg import WeightedAverage
+    from cityfed.core.scaling import Scaler
+    from cityfed.core.stats import Moments, merge_all
+    from cityfed.data.city_data import load_city_data
 
     prox = ProxSettings(plan.mu, plan.learning_rate, plan.batch_size)
     jobs: list[_Job] = []
@@ -412,12 +413,11 @@ def _run_baselines(
 def run_worker(plan: WorkerPlan, out_json: Path) -> int:
     """Run every method on one data set in one Flower simulation; write JSON."""
     from baselines import BASELINE, MeteredGrid, baseline_reply
+    from cityfed_client.app import make_client_app
     from flwr.app import Context, Message
     from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
-
-    from cityfed.client.app import make_client_app
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     started = time.perf_counter()

@@ -2,7 +2,7 @@
 
 * **FedAvg** of locally fitted scikit-learn models, the approach of Flower's own
   scikit-learn examples: each round a city warm-starts at the global weights and
-  fits its rows (``cityfed.fedavg.local_update``: one epoch of ``SGDRegressor``, or
+  fits its rows (``cityfed.core.fedavg.local_update``: one epoch of ``SGDRegressor``, or
   ``LogisticRegression(max_iter=local_epochs, warm_start=True)``); the server
   averages the weights by row count.
 * **FedProx** (Li et al., 2020): the same averaging, but the local fit minimises
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from cityfed_client.fedavg import local_update
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp import Grid
@@ -28,10 +29,9 @@ from flwr.supercore.run import Run
 from numpy.typing import NDArray
 from scipy.special import expit
 
-from cityfed.data import load_city_data
-from cityfed.fedavg import local_update
-from cityfed.protocol import Instruction, decode_instruction
-from cityfed.spec import FederationSpec, federation_from_json, load_city
+from cityfed.config.spec import FederationSpec, federation_from_json, load_city
+from cityfed.data.city_data import load_city_data
+from cityfed.federation.protocol import Instruction, decode_instruction
 
 FloatArray = NDArray[np.float64]
 
@@ -65,7 +65,7 @@ def fedprox_update(
 
     The local objective is the mean loss of the city's rows (half squared error,
     or log-loss), plus the model's L2 penalty divided by the city's row count
-    (as in ``cityfed.fedavg.local_update``), plus ``mu/2 ||w - w_global||^2``.
+    (as in ``cityfed.core.fedavg.local_update``), plus ``mu/2 ||w - w_global||^2``.
     """
     n = y.shape[0]
     rng = np.random.default_rng([fed.seed, round_number, n])

@@ -152,7 +152,7 @@ def _label(pid: int) -> str:
     if first.startswith("ray::"):
         return "Ray worker processes (ClientApps)"
     for marker, label in (
-        ("cityfed.simulation_worker", "engine + ServerApp"),
+        ("cityfed.sim.worker", "engine + ServerApp"),
         ("plain_flower.py", "engine + ServerApp"),
         ("cityfed.cli", "cityfed CLI"),
         ("raylet", "Ray raylet"),

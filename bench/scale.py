@@ -130,7 +130,7 @@ def run_plain(csvs: Sequence[Path], work: Path) -> dict[str, Any]:
 class _StreamedCities:
     """An Exchange whose cities' statistics are made on the fly, one reply at a time.
 
-    It feeds CityFed's own coordinator code (``cityfed.server.training.train``)
+    It feeds CityFed's own coordinator code (``cityfed_server.training.train``)
     without a Flower runtime, so that the aggregation alone can be timed and its
     memory traced at any number of cities.
     """
@@ -144,8 +144,8 @@ class _StreamedCities:
         return list(range(1, self.count + 1))
 
     def exchange(self, instruction: Any, nodes: Sequence[int]) -> Iterator[tuple[int, Any]]:
-        from cityfed.protocol import CityReply
-        from cityfed.stats import Moments
+        from cityfed.core.stats import Moments
+        from cityfed.federation.protocol import CityReply
 
         rng = np.random.default_rng(self.seed)
         p = self.d + 1
@@ -157,8 +157,9 @@ class _StreamedCities:
 
 def aggregation_alone(counts: Sequence[int], d: int) -> list[dict[str, Any]]:
     """Time and trace the memory of CityFed's coordinator over streamed replies."""
-    from cityfed.server.training import train
-    from cityfed.spec import parse_federation
+    from cityfed_server.training import train
+
+    from cityfed.config.spec import parse_federation
 
     fed = parse_federation(
         {
@@ -329,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print_table(title, COLUMNS, table_rows(rows), left=1)
     print_table(
-        f"CityFed's coordinator alone (cityfed.server.training.train, d = {args.features}) "
+        f"CityFed's coordinator alone (cityfed_server.training.train, d = {args.features}) "
         "over replies streamed one at a time, no Flower runtime",
         STREAM_COLUMNS,
         stream_rows(streamed),

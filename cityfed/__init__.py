@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from cityfed.errors import CityFedError, DataError, FederationError, SpecError
-from cityfed.estimator import CityFedClassifier, CityFedRegressor, load_model
-
-try:
-    __version__ = version("cityfed")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+source"
+from cityfed.model.estimator import CityFedClassifier, CityFedRegressor, load_model
+from cityfed.version import __version__
 
 __all__ = [
     "CityFedClassifier",

@@ -1,7 +1,7 @@
 """Regenerate the nginx config of the container and systemd fronts from the code.
 
 The coordinator's TLS front is rendered by
-:func:`cityfed.server.nginx.render_nginx_conf`, the same function
+:func:`cityfed_server.nginx.render_nginx_conf`, the same function
 ``cityfed coordinator start`` uses; this script only fixes the paths that the
 Docker, Kubernetes and systemd variants share, and writes:
 
@@ -22,10 +22,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from cityfed.certs import CA_CERT, COORDINATOR_CERT, COORDINATOR_KEY
-from cityfed.server.coordinator import DEFAULT_SUPERLINK_PORT
-from cityfed.server.nginx import FrontConfig, render_nginx_conf
-from cityfed.tls import Address
+from cityfed_server.layout import DEFAULT_SUPERLINK_PORT
+from cityfed_server.nginx import FrontConfig, render_nginx_conf
+
+from cityfed.ops.certs import CA_CERT, COORDINATOR_CERT, COORDINATOR_KEY
+from cityfed.ops.tls import Address
 
 __all__ = [
     "CERTS_DIR",

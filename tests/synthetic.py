@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from cityfed_client.handlers import responder
 from numpy.typing import NDArray
+
+from cityfed.data.cache import DataCache
+from cityfed.flower.exchange import LocalExchange
 
 FEATURES = (("dewpoint", "degC"), ("pressure", "hPa"), ("wind", "m/s"), ("humidity", "percent"))
 #: Conventional inch of mercury: 13595.1 kg/m³ × 9.80665 m/s² × 0.0254 m, in Pa.
@@ -173,3 +177,9 @@ def _write_city(
         encoding="utf-8",
     )
     return toml
+
+
+def local_exchange(city_configs: list[Path], cache_dir: Path | None = None) -> LocalExchange:
+    """Cities answered in this process by the city's own handlers, one node each."""
+    cache = DataCache(cache_dir, "test-run")
+    return LocalExchange([responder(path, cache) for path in city_configs])

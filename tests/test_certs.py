@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from cityfed.certs import issue_city, write_coordinator
-from cityfed.cli import main
+from cityfed.cli.main import main
 from cityfed.errors import CityFedError
+from cityfed.ops.certs import issue_city, write_coordinator
 
 
 def _cert(path: Path) -> x509.Certificate:
@@ -105,7 +105,7 @@ def test_cli_says_what_it_wrote_and_fails_cleanly(
     ],
 )
 def test_coordinator_checks_a_wildcard_front_through_localhost(public: str, local: str) -> None:
-    from cityfed.server.coordinator import CoordinatorConfig
+    from cityfed_server.layout import CoordinatorConfig
 
     config = CoordinatorConfig(federation="f.toml", certs="certs", public=public)
     assert str(config.local_address) == local

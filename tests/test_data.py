@@ -5,9 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cityfed.data import harmonise, holdout_mask, load_city_data
+from cityfed.config.spec import load_city, load_federation
+from cityfed.data.city_data import load_city_data
+from cityfed.data.harmonise import harmonise
+from cityfed.data.holdout import holdout_mask
 from cityfed.errors import DataError, SpecError
-from cityfed.spec import load_city, load_federation
 
 from .synthetic import write_federation
 

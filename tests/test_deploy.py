@@ -27,7 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cityfed import load_model
-from cityfed.daemon import flower_env
+from cityfed.ops.processes import flower_env
 
 from .synthetic import FEATURES, SyntheticFederation, write_federation
 

@@ -35,11 +35,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from cityfed_server.nginx import FrontConfig, render_nginx_conf
 
-from cityfed.certs import issue_city, write_coordinator
-from cityfed.deploy_demo import copy_demo_data
-from cityfed.server.nginx import FrontConfig, render_nginx_conf
-from cityfed.tls import Address
+from cityfed.cli.demo import copy_demo_data
+from cityfed.ops.certs import issue_city, write_coordinator
+from cityfed.ops.tls import Address
 
 # PyYAML comes with flwr (flwr 1.41 requires pyyaml>=6.0.2), so it is always there
 # in the project's environment; nothing is added to pyproject for it.
@@ -188,7 +188,7 @@ class _StartedError(Exception):
 
 
 def _capture_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cityfed.daemon import Daemon
+    from cityfed.ops.processes import Daemon
 
     def start(self: Daemon, argv: list[str], env: Any, cwd: Path | None = None) -> int:
         raise _StartedError(list(argv))
@@ -566,6 +566,7 @@ def test_systemd_city_runs_what_the_entrypoint_runs() -> None:
         Path(env["CITYFED_NODE_KEY"]),
         Path(env["CITYFED_CITY_CONFIG"]),
         int(env["CITYFED_RUNTIME_PORT"]),
+        Path(env["CITYFED_NODE_STATE"]) / "cache",
     )
     assert argv[1:] == expected[1:]
     assert _values(unit, "Service", "EnvironmentFile") == ["/etc/cityfed/cities/%i.env"]
@@ -677,7 +678,8 @@ def test_entrypoint_superlink_is_what_coordinator_start_runs(
     tmp_path: Path, certs: Path, demo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare: what `cityfed coordinator start` writes and runs (no process started)
-    from cityfed.server.coordinator import CoordinatorConfig, CoordinatorLayout, start_coordinator
+    from cityfed_server.coordinator import start_coordinator
+    from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
 
     _capture_start(monkeypatch)
     state = tmp_path / "state"
@@ -715,13 +717,15 @@ def test_entrypoint_city_is_what_city_start_runs(
     tmp_path: Path, certs: Path, demo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare
-    from cityfed.client import node
+    from cityfed_client import node
 
     keys = issue_city("EWR", certs, tmp_path / "keys")
     _capture_start(monkeypatch)
     probed: list[Address] = []
     monkeypatch.setattr(node, "probe_coordinator", lambda address, ca: probed.append(address))
-    monkeypatch.setattr("cityfed.tls.probe_coordinator", lambda address, ca: probed.append(address))
+    monkeypatch.setattr(
+        "cityfed.ops.tls.probe_coordinator", lambda address, ca: probed.append(address)
+    )
     with pytest.raises(_StartedError) as started:
         node.start_node(
             node.NodeLayout(tmp_path / "node"),
@@ -739,7 +743,7 @@ def test_entrypoint_city_is_what_city_start_runs(
             ca=keys["ca"],
             key=keys["node_key"],
             runtime_port=9094,
-            state=tmp_path / "node-state",
+            state=tmp_path / "node",
             wait=0,
         )
     )
@@ -836,7 +840,7 @@ def test_entrypoint_backup_copies_a_live_state(tmp_path: Path) -> None:
 
 
 def test_readme_names_every_asset_and_only_real_commands() -> None:
-    from cityfed.cli_deploy import certs_app, city_app, coordinator_app
+    from cityfed.cli.deploy import certs_app, city_app, coordinator_app
 
     readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
     for path in DEPLOY.rglob("*"):

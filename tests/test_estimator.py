@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cityfed_server.training import train
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import cross_val_score
@@ -12,18 +13,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cityfed import CityFedClassifier, CityFedError, CityFedRegressor, load_model
-from cityfed.model import read_model, write_model
-from cityfed.server.exchange import LocalExchange
-from cityfed.server.training import train
-from cityfed.spec import load_federation
+from cityfed.config.spec import load_federation
+from cityfed.model.proto import read_model, write_model
 
-from .synthetic import FEATURES, write_federation
+from .synthetic import FEATURES, local_exchange, write_federation
 
 
 def test_published_model_loads_as_sklearn_regressor(tmp_path: Path) -> None:
     # Prepare
     files = write_federation(tmp_path, sizes=(150, 80, 120))
-    result = train(load_federation(files.federation), LocalExchange(files.cities), run_id="r1")
+    result = train(load_federation(files.federation), local_exchange(files.cities), run_id="r1")
     write_model(result.model, tmp_path / "model.pb")
     # Execute
     est = load_model(tmp_path / "model.pb")
@@ -43,7 +42,7 @@ def test_published_model_loads_as_sklearn_regressor(tmp_path: Path) -> None:
 
 def test_missing_column_is_named(tmp_path: Path) -> None:
     files = write_federation(tmp_path, sizes=(150, 80, 120))
-    result = train(load_federation(files.federation), LocalExchange(files.cities), run_id="r1")
+    result = train(load_federation(files.federation), local_exchange(files.cities), run_id="r1")
     write_model(result.model, tmp_path / "model.pb")
     est = load_model(tmp_path / "model.pb")
     frame = pd.DataFrame(files.X_pooled[:, :3], columns=[n for n, _ in FEATURES][:3])
@@ -55,7 +54,7 @@ def test_classifier_round_trip_and_proba(tmp_path: Path) -> None:
     files = write_federation(
         tmp_path, task="classification", model="logistic", sizes=(200, 150, 100)
     )
-    result = train(load_federation(files.federation), LocalExchange(files.cities), run_id="r2")
+    result = train(load_federation(files.federation), local_exchange(files.cities), run_id="r2")
     write_model(result.model, tmp_path / "model.pb")
     est = load_model(tmp_path / "model.pb")
     assert isinstance(est, CityFedClassifier)

@@ -6,8 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from cityfed.errors import SpecError
-from cityfed.expr import (
+from cityfed.config.expr import (
     MAX_DEPTH,
     Binary,
     Column,
@@ -17,6 +16,7 @@ from cityfed.expr import (
     Unary,
     parse_expression,
 )
+from cityfed.errors import SpecError
 
 WHERE = "city.toml: [columns.temp] source"
 

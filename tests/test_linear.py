@@ -8,8 +8,8 @@ from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cityfed.linear import fit_linear
-from cityfed.stats import Moments, merge_all
+from cityfed.core.linear import fit_linear
+from cityfed.core.stats import Moments, merge_all
 
 
 def _reference(model: str, alpha: float, standardize: bool):  # type: ignore[no-untyped-def]

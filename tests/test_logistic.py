@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cityfed.logistic import (
+from cityfed.core.logistic import (
     LogisticTerms,
     NewtonSolver,
     fit_logistic_rows,
@@ -16,8 +16,8 @@ from cityfed.logistic import (
     starting_intercept,
     terms_at_intercept,
 )
-from cityfed.scaling import Scaler
-from cityfed.stats import Moments, merge_all
+from cityfed.core.scaling import Scaler
+from cityfed.core.stats import Moments, merge_all
 
 
 def _cities(seed: int, k: int, d: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

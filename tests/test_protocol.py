@@ -4,18 +4,18 @@ from pathlib import Path
 
 import numpy as np
 
-from cityfed.logistic import LogisticTerms
-from cityfed.protocol import (
-    CityReply,
-    Instruction,
+from cityfed.config.spec import load_federation
+from cityfed.core.logistic import LogisticTerms
+from cityfed.core.scaling import Scaler
+from cityfed.core.stats import Moments
+from cityfed.federation.outcome import CityOutcome
+from cityfed.federation.protocol import CityReply, Instruction
+from cityfed.flower.records import (
     decode_instruction,
     decode_reply,
     encode_instruction,
     encode_reply,
 )
-from cityfed.scaling import Scaler
-from cityfed.spec import load_federation
-from cityfed.stats import Moments
 
 from .synthetic import write_federation
 
@@ -36,12 +36,11 @@ def test_reply_round_trip_carries_only_statistics() -> None:
     rng = np.random.default_rng(0)
     m = Moments.of(rng.normal(size=(30, 3)))
     terms = LogisticTerms(1.5, rng.normal(size=3), np.eye(3))
-    reply = CityReply(
-        "oslo", "ok", n=30, rows_read=33, drop_reasons={"missing x": 3}, moments=m, terms=terms
-    )
+    outcome = CityOutcome("oslo", "ok", rows_read=33, rows_train=30, drop_reasons={"missing x": 3})
+    reply = CityReply(outcome, moments=m, terms=terms)
     content = encode_reply(reply)
     back = decode_reply(content)
-    assert back.city == "oslo" and back.n == 30 and back.drop_reasons == {"missing x": 3}
+    assert back.outcome == outcome
     assert back.moments is not None and back.terms is not None
     np.testing.assert_array_equal(back.moments.scatter, m.scatter)
     assert back.terms.loss == 1.5

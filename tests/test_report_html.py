@@ -1,4 +1,4 @@
-"""Tests for cityfed.report_html: the self-contained HTML report."""
+"""Tests for cityfed.report.html: the self-contained HTML report."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cityfed.report_html import render_html
+from cityfed.report.html import render_html
 
 EVIL = "<script>alert('x')</script>"
 SVG_XMLNS = 'xmlns="http://www.w3.org/2000/svg"'

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from cityfed.config.spec import federation_from_json, federation_to_json, load_city, load_federation
 from cityfed.errors import SpecError
-from cityfed.spec import federation_from_json, federation_to_json, load_city, load_federation
 
 GOOD = """
 [federation]

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cityfed.stats import Moments, merge_all
+from cityfed.core.stats import Moments, merge_all
 
 
 @st.composite

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cityfed_server.training import train
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cityfed.config.spec import load_federation
+from cityfed.core.metrics import RegressionScores
 from cityfed.errors import FederationError
-from cityfed.server.exchange import LocalExchange
-from cityfed.server.training import train
-from cityfed.spec import load_federation
 
-from .synthetic import write_federation
+from .synthetic import local_exchange, write_federation
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_linear_models_need_one_round_and_equal_pooled_sklearn(
     )
     fed = load_federation(fed_files.federation)
     # Execute
-    result = train(fed, LocalExchange(fed_files.cities), run_id="t")
+    result = train(fed, local_exchange(fed_files.cities), run_id="t")
     # Assert
     X, y = fed_files.X_pooled, fed_files.y_pooled
     est = Ridge(alpha=3.0) if model == "ridge" else LinearRegression()
@@ -47,7 +47,7 @@ def test_logistic_converges_to_pooled_sklearn_in_few_rounds(tmp_path: Path) -> N
         tmp_path, task="classification", model="logistic", C=0.7, sizes=(300, 150, 400)
     )
     fed = load_federation(fed_files.federation)
-    result = train(fed, LocalExchange(fed_files.cities), run_id="t")
+    result = train(fed, local_exchange(fed_files.cities), run_id="t")
     X, y = fed_files.X_pooled, fed_files.y_pooled
     reference = make_pipeline(
         StandardScaler(), LogisticRegression(C=0.7, tol=1e-12, max_iter=10_000)
@@ -61,7 +61,7 @@ def test_logistic_converges_to_pooled_sklearn_in_few_rounds(tmp_path: Path) -> N
 def test_a_small_city_refuses_and_the_run_goes_on(tmp_path: Path) -> None:
     fed_files = write_federation(tmp_path, sizes=(200, 10, 300), min_rows_per_city=50)
     result = train(
-        load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t"
+        load_federation(fed_files.federation), local_exchange(fed_files.cities), run_id="t"
     )
     assert result.cities["city1"].status == "refused"
     assert "only 10 usable training rows" in result.cities["city1"].reason
@@ -80,7 +80,7 @@ def test_a_broken_city_fails_alone(tmp_path: Path) -> None:
     lines[5] = lines[5].replace(lines[5].split(",")[0], "oops", 1)
     csv.write_text("\n".join(lines) + "\n")
     result = train(
-        load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t"
+        load_federation(fed_files.federation), local_exchange(fed_files.cities), run_id="t"
     )
     assert result.cities["city1"].status == "failed"
     assert (
@@ -92,7 +92,7 @@ def test_a_broken_city_fails_alone(tmp_path: Path) -> None:
 def test_too_few_cities_stops_with_the_reasons(tmp_path: Path) -> None:
     fed_files = write_federation(tmp_path, sizes=(200, 10, 12), min_rows_per_city=50)
     with pytest.raises(FederationError) as info:
-        train(load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t")
+        train(load_federation(fed_files.federation), local_exchange(fed_files.cities), run_id="t")
     message = str(info.value)
     assert "min_cities = 2" in message
     assert "city1: only 10" in message and "city2: only 12" in message
@@ -101,15 +101,16 @@ def test_too_few_cities_stops_with_the_reasons(tmp_path: Path) -> None:
 def test_holdout_scores_for_every_city(tmp_path: Path) -> None:
     fed_files = write_federation(tmp_path, sizes=(200, 150, 300), holdout_fraction=0.25)
     result = train(
-        load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t"
+        load_federation(fed_files.federation), local_exchange(fed_files.cities), run_id="t"
     )
     for outcome in result.cities.values():
         assert outcome.evaluation is not None
-        holdout = outcome.evaluation["holdout"]
-        for key in ("local_only", "federated", "personalized"):
-            assert set(holdout[key]) == {"r2", "rmse", "mae"}
-            assert holdout[key]["r2"] > 0.5
-        assert outcome.evaluation["calibration"]
+        holdout = outcome.evaluation.holdout
+        assert holdout is not None
+        for scores in (holdout.local_only, holdout.federated, holdout.personalized):
+            assert isinstance(scores, RegressionScores)
+            assert scores.r2 is not None and scores.r2 > 0.5
+        assert outcome.evaluation.calibration
         assert outcome.rows_used - outcome.rows_train == round(0.25 * outcome.rows_used)
 
 
@@ -118,7 +119,7 @@ def test_fedavg_baseline_runs_its_rounds(tmp_path: Path) -> None:
         tmp_path, sizes=(200, 150, 300), extra='algorithm = "fedavg"\nrounds = 5'
     )
     result = train(
-        load_federation(fed_files.federation), LocalExchange(fed_files.cities), run_id="t"
+        load_federation(fed_files.federation), local_exchange(fed_files.cities), run_id="t"
     )
     assert result.model.rounds == 6  # statistics for the scaler, then five FedAvg rounds
     assert result.model.algorithm == "fedavg"

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
+from cityfed.config.units import check_convertible, convert, is_dimensionless, validate_unit
 from cityfed.errors import SpecError
-from cityfed.units import check_convertible, convert, is_dimensionless, validate_unit
 
 WHERE = "city.toml: [columns.temp] unit"
 

@@ -19,11 +19,9 @@ COPY pyproject.toml README.md ./
 COPY cityfed ./cityfed
 COPY server ./server
 COPY client ./client
-# cityfed/server and cityfed/client are symlinks to ../server and ../client.
-RUN rm -rf cityfed/server cityfed/client \
- && ln -s ../server cityfed/server \
- && ln -s ../client cityfed/client \
- && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+# server/cityfed_server and client/cityfed_client are packages of their own
+# (see pyproject.toml); the wheel ships them beside cityfed.
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---- 2. the runtime image -------------------------------------------------------
 FROM ${PYTHON_IMAGE}

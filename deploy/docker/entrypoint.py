@@ -128,10 +128,11 @@ def prepare_superlink(settings: SuperlinkSettings) -> list[str]:
     cityfed.errors.CityFedError
         If the federation spec or the certificates are not usable.
     """
-    from cityfed.server import coordinator
+    from cityfed_server import coordinator
+    from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
 
-    layout = coordinator.CoordinatorLayout(settings.state.absolute())
-    config = coordinator.CoordinatorConfig(
+    layout = CoordinatorLayout(settings.state.absolute())
+    config = CoordinatorConfig(
         federation=str(settings.federation.absolute()),
         certs=str(settings.certs.absolute()),
         public=settings.front,
@@ -159,8 +160,8 @@ def superlink_argv(state: Path, certs: Path, port: int) -> list[str]:
     list of str
         Executable and arguments.
     """
-    from cityfed.server.coordinator import CoordinatorConfig, CoordinatorLayout
-    from cityfed.server.coordinator import superlink_argv as argv_of
+    from cityfed_server.coordinator import superlink_argv as argv_of
+    from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
 
     config = CoordinatorConfig(
         federation="", certs=str(certs), public="localhost:9443", superlink_port=port
@@ -233,10 +234,11 @@ def check_city(settings: CitySettings, *, say: bool = True) -> list[str]:
     cityfed.errors.CityFedError
         With the reason, as ``cityfed city start`` words it.
     """
-    from cityfed.client.node import check_node_key
+    from cityfed_client.node import check_node_key
+
+    from cityfed.config.spec import load_city
     from cityfed.errors import CityFedError
-    from cityfed.spec import load_city
-    from cityfed.tls import parse_address, probe_coordinator
+    from cityfed.ops.tls import parse_address, probe_coordinator
 
     if not settings.coordinator:
         raise EntrypointError("CITYFED_COORDINATOR: set it to HOST:PORT of the coordinator front")
@@ -259,11 +261,18 @@ def check_city(settings: CitySettings, *, say: bool = True) -> list[str]:
             last = str(exc)
             time.sleep(3.0)
     return supernode_argv(
-        str(address), settings.ca, settings.key, settings.config, settings.runtime_port
+        str(address),
+        settings.ca,
+        settings.key,
+        settings.config,
+        settings.runtime_port,
+        settings.state / "cache",
     )
 
 
-def supernode_argv(coordinator: str, ca: Path, key: Path, config: Path, port: int) -> list[str]:
+def supernode_argv(
+    coordinator: str, ca: Path, key: Path, config: Path, port: int, cache: Path | None = None
+) -> list[str]:
     """The SuperNode's command line: the one of ``client/node.py``.
 
     Paths are made absolute but symlinks are kept, so that a Kubernetes Secret
@@ -281,14 +290,16 @@ def supernode_argv(coordinator: str, ca: Path, key: Path, config: Path, port: in
         The city's ``city.toml``; its path goes into the node config.
     port : int
         Local port of the SuperNode's runtime API (127.0.0.1).
+    cache : Path, optional
+        The node's private folder for a run's harmonised data.
 
     Returns
     -------
     list of str
         Executable and arguments.
     """
-    from cityfed.client.node import NodeConfig
-    from cityfed.client.node import supernode_argv as argv_of
+    from cityfed_client.node import NodeConfig
+    from cityfed_client.node import supernode_argv as argv_of
 
     node = NodeConfig(
         city="",
@@ -297,6 +308,7 @@ def supernode_argv(coordinator: str, ca: Path, key: Path, config: Path, port: in
         ca=str(ca.absolute()),
         key=str(key.absolute()),
         runtime_port=port,
+        cache_dir=str(cache.absolute()) if cache is not None else "",
     )
     return argv_of(node)
 
@@ -501,8 +513,9 @@ def _front(args: argparse.Namespace) -> int:
 
 
 def _superlink(args: argparse.Namespace) -> int:
-    from cityfed.daemon import flower_env
-    from cityfed.server.coordinator import CoordinatorLayout
+    from cityfed_server.layout import CoordinatorLayout
+
+    from cityfed.ops.processes import flower_env
 
     settings = _superlink_settings(args)
     argv = prepare_superlink(settings)
@@ -514,7 +527,7 @@ def _superlink(args: argparse.Namespace) -> int:
 
 
 def _city(args: argparse.Namespace) -> int:
-    from cityfed.daemon import flower_env
+    from cityfed.ops.processes import flower_env
 
     settings = _city_settings(args)
     argv = check_city(settings)

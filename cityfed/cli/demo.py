@@ -1,0 +1,110 @@
+"""``cityfed demo --deploy``: the real deployment, all on loopback, then a clean stop.
+
+Certificates, a coordinator (SuperLink + nginx TLS front), three enrolled city
+nodes, one training run through the Control API, the report, and every process
+stopped again — the same functions the ``certs``, ``coordinator``, ``city`` and
+``run`` commands call.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cityfed_client.node import NodeLayout, start_node, stop_node
+from cityfed_server.coordinator import start_coordinator, stop_coordinator
+from cityfed_server.enrolment import enrol
+from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
+from cityfed_server.runs import run_federation
+
+from cityfed.files import write_atomic
+from cityfed.ops.certs import COORDINATOR_CERT, issue_city, write_coordinator
+from cityfed.ops.progress import ProgressEvent
+from cityfed.sim.simulate import ARTIFACTS
+
+__all__ = ["DEMO_CITIES", "copy_demo_data", "deploy_demo"]
+
+#: The demo's cities and their ``city.toml``.
+DEMO_CITIES = {"EWR": "ewr.toml", "JFK": "jfk.toml", "LGA": "lga.toml"}
+
+
+def copy_demo_data(target: Path) -> Path:
+    """Copy the bundled sample (CSVs and TOMLs) into ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in resources.files("cityfed.demo_data").iterdir():
+        if entry.name.endswith((".csv", ".toml")):
+            (target / entry.name).write_bytes(entry.read_bytes())
+    return target
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def deploy_demo(
+    out: Path,
+    *,
+    federation: str = "federation.toml",
+    say: Callable[[str], None] = lambda text: None,
+    on_event: Callable[[ProgressEvent], None] = lambda event: None,
+) -> dict[str, Any]:
+    """Run the demo federation as a real deployment on 127.0.0.1.
+
+    Returns
+    -------
+    dict
+        The run's report; its artifacts are copied into ``out``.
+    """
+    work = Path(tempfile.mkdtemp(prefix="cityfed-deploy-demo-"))
+    layout = CoordinatorLayout(work / "coordinator")
+    nodes: list[NodeLayout] = []
+    try:
+        data = copy_demo_data(work / "data")
+        certs = work / "certs"
+        write_coordinator(certs, ["localhost"], name="cityfed-demo")
+        say(f"certificates: federation CA and coordinator certificate in {certs}")
+        public = f"127.0.0.1:{_free_port()}"
+        config = CoordinatorConfig(
+            federation=str(data / federation),
+            certs=str(certs),
+            public=public,
+            superlink_port=_free_port(),
+        )
+        start_coordinator(layout, config)
+        say(f"coordinator: SuperLink on 127.0.0.1:{config.superlink_port}, TLS front on {public}")
+        for name, toml in DEMO_CITIES.items():
+            keys = issue_city(name, certs, work / "cities" / name)
+            entry = enrol(layout, name, keys["node_pub"])
+            node = NodeLayout(work / "cities" / name / "node")
+            nodes.append(node)
+            start_node(
+                node,
+                city_config=data / toml,
+                coordinator=f"localhost:{config.public_address.port}",
+                ca=keys["ca"],
+                key=keys["node_key"],
+            )
+            say(f"city {name}: node key enrolled (node {entry['node_id']}), SuperNode admitted")
+        run_dir = run_federation(layout, expected_cities=len(DEMO_CITIES), on_event=on_event)
+        out.mkdir(parents=True, exist_ok=True)
+        for artifact in ARTIFACTS:
+            write_atomic(out / artifact, (run_dir / artifact).read_bytes())
+        report: dict[str, Any] = json.loads((run_dir / "report.json").read_text())
+        report.setdefault("deployment", {})["coordinator_certificate"] = str(
+            Path(config.certs) / COORDINATOR_CERT
+        )
+        return report
+    finally:
+        for node in nodes:
+            stop_node(node)
+        stop_coordinator(layout)
+        say("stopped the city nodes, the TLS front and the SuperLink")
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,308 @@
+"""``cityfed certs``, ``coordinator``, ``city`` and ``run``: the real deployment."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+__all__ = ["certs_app", "city_app", "coordinator_app", "register"]
+
+certs_app = typer.Typer(help="Certificates and keys of a federation.", no_args_is_help=True)
+coordinator_app = typer.Typer(
+    help="The coordinator host: SuperLink, TLS front, model store.", no_args_is_help=True
+)
+city_app = typer.Typer(help="A city node: the city's Flower SuperNode.", no_args_is_help=True)
+
+StateOption = Annotated[
+    Path,
+    typer.Option("--state", envvar="CITYFED_STATE", help="the coordinator's state folder"),
+]
+_DEFAULT_STATE = Path("cityfed-coordinator")
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _console() -> Console:
+    return Console(soft_wrap=True)
+
+
+@certs_app.command("init")
+def certs_init(
+    out: Annotated[
+        Path, typer.Option("--out", help="folder for ca.pem/.key and coordinator.pem/.key")
+    ],
+    coordinator_host: Annotated[
+        list[str],
+        typer.Option("--coordinator-host", help="DNS name or IP cities dial (repeatable)"),
+    ],
+    name: Annotated[
+        str, typer.Option("--name", help="federation name in the CA's subject")
+    ] = "cityfed",
+    force: Annotated[bool, typer.Option("--force", help="replace existing files")] = False,
+) -> None:
+    """Create the federation CA and the coordinator's TLS certificate."""
+    from cityfed.ops.certs import write_coordinator
+
+    for path in write_coordinator(out, coordinator_host, name=name, force=force):
+        mode = oct(path.stat().st_mode & 0o777)
+        _console().print(f"wrote {escape(str(path))} ({mode})")
+
+
+@certs_app.command("city")
+def certs_city(
+    name: Annotated[str, typer.Argument(help="the city's name, as in its city.toml")],
+    ca: Annotated[Path, typer.Option("--ca", help="the folder of `certs init`")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the city's keys")],
+    force: Annotated[bool, typer.Option("--force", help="replace existing files")] = False,
+) -> None:
+    """Create a city's node key pair and its client certificate."""
+    from cityfed.ops.certs import issue_city
+
+    files = issue_city(name, ca, out, force=force)
+    roles = {
+        "node_key": "node private key for the SuperNode (keep it on the city host)",
+        "node_pub": "node public key (send it to the coordinator for `cityfed coordinator enrol`)",
+        "client_cert": "client certificate for CityFed's gRPC service (mutual TLS)",
+        "client_key": "its private key",
+        "ca": "the federation CA the city trusts",
+    }
+    for role, path in files.items():
+        _console().print(f"wrote {escape(str(path))}: {roles[role]}")
+
+
+@coordinator_app.command("start")
+def coordinator_start(
+    federation: Annotated[
+        Path, typer.Option("--federation", help="federation.toml to train by default")
+    ],
+    certs: Annotated[Path, typer.Option("--certs", help="the folder of `certs init`")],
+    public: Annotated[str, typer.Option("--public", help="HOST:PORT where cities connect (TLS)")],
+    state: StateOption = _DEFAULT_STATE,
+    superlink_port: Annotated[
+        int, typer.Option("--superlink-port", help="the SuperLink's loopback port")
+    ] = 9092,
+) -> None:
+    """Start the SuperLink (loopback) and the TLS front; idempotent."""
+    from cityfed_server.coordinator import start_coordinator
+    from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
+
+    config = CoordinatorConfig(
+        federation=str(federation.resolve()),
+        certs=str(certs.resolve()),
+        public=public,
+        superlink_port=superlink_port,
+    )
+    status = start_coordinator(CoordinatorLayout(state.resolve()), config)
+    _console().print(
+        f"coordinator running: cities connect to [bold]{escape(public)}[/] "
+        f"(SuperLink on 127.0.0.1:{superlink_port}, state in {escape(str(state))})"
+    )
+    _print_status(status)
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    console = _console()
+    for name in ("superlink", "nginx"):
+        info = status[name]
+        console.print(
+            f"  {name}: {'running, pid ' + str(info['pid']) if info['running'] else 'stopped'}"
+        )
+    console.print(f"  public front healthy: {status['healthy']}")
+    for city, entry in status["cities"].items():
+        state = "revoked " + entry["revoked_at"] if entry.get("revoked_at") else "enrolled"
+        console.print(f"  city {escape(city)}: {state} (node {entry['node_id']})")
+    console.print(f"  models: {len(status['models'])}")
+
+
+@coordinator_app.command("stop")
+def coordinator_stop(state: StateOption = _DEFAULT_STATE) -> None:
+    """Stop the TLS front and the SuperLink."""
+    from cityfed_server.coordinator import stop_coordinator
+    from cityfed_server.layout import CoordinatorLayout
+
+    stopped = stop_coordinator(CoordinatorLayout(state.resolve()))
+    _console().print(
+        ", ".join(f"{k}: {'stopped' if v else 'was not running'}" for k, v in stopped.items())
+    )
+
+
+@coordinator_app.command("status")
+def coordinator_status(
+    state: StateOption = _DEFAULT_STATE,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Processes, health, enrolled cities and published models."""
+    from cityfed_server.coordinator import coordinator_status as status_of
+    from cityfed_server.layout import CoordinatorLayout
+
+    status = status_of(CoordinatorLayout(state.resolve()))
+    if as_json:
+        _print_json(status)
+    else:
+        _print_status(status)
+    if not (status["superlink"]["running"] and status["nginx"]["running"]):
+        raise typer.Exit(1)
+
+
+@coordinator_app.command("enrol")
+def coordinator_enrol(
+    name: Annotated[str, typer.Argument(help="the city's name")],
+    key: Annotated[Path, typer.Argument(help="the city's NAME.node.pub")],
+    state: StateOption = _DEFAULT_STATE,
+) -> None:
+    """Admit a city's node key."""
+    from cityfed_server.enrolment import enrol
+    from cityfed_server.layout import CoordinatorLayout
+
+    entry = enrol(CoordinatorLayout(state.resolve()), name, key)
+    _console().print(f"enrolled {escape(name)} (node {entry['node_id']})")
+
+
+@coordinator_app.command("revoke")
+def coordinator_revoke(
+    name: Annotated[str, typer.Argument(help="the city's name")],
+    state: StateOption = _DEFAULT_STATE,
+) -> None:
+    """Remove a city's node key; its node is refused from then on."""
+    from cityfed_server.enrolment import revoke
+    from cityfed_server.layout import CoordinatorLayout
+
+    entry = revoke(CoordinatorLayout(state.resolve()), name)
+    _console().print(f"revoked {escape(name)} (node {entry['node_id']})")
+
+
+def _node_layout(config: Path | None, state: Path | None) -> Any:
+    from cityfed_client.node import NodeLayout, default_state
+
+    if state is None and config is None:
+        raise typer.BadParameter("give --config or --state")
+    return NodeLayout((state or default_state(config)).resolve())  # type: ignore[arg-type]
+
+
+@city_app.command("start")
+def city_start(
+    config: Annotated[Path, typer.Option("--config", help="the city's city.toml")],
+    coordinator: Annotated[
+        str, typer.Option("--coordinator", help="HOST:PORT of the coordinator's front")
+    ],
+    ca: Annotated[Path, typer.Option("--ca", help="the federation's ca.pem")],
+    key: Annotated[Path, typer.Option("--key", help="the city's NAME.node.key")],
+    state: Annotated[Path | None, typer.Option("--state", help="node state folder")] = None,
+    runtime_port: Annotated[
+        int | None, typer.Option("--runtime-port", help="local port of the SuperNode's runtime API")
+    ] = None,
+) -> None:
+    """Start the city's SuperNode and wait until the coordinator admits it."""
+    from cityfed_client.node import start_node
+
+    status = start_node(
+        _node_layout(config, state),
+        city_config=config,
+        coordinator=coordinator,
+        ca=ca,
+        key=key,
+        runtime_port=runtime_port,
+    )
+    _console().print(
+        f"city {escape(status['city'])} connected to {escape(coordinator)} (pid {status['pid']})"
+    )
+
+
+@city_app.command("stop")
+def city_stop(
+    config: Annotated[Path | None, typer.Option("--config")] = None,
+    state: Annotated[Path | None, typer.Option("--state")] = None,
+) -> None:
+    """Stop the city's SuperNode."""
+    from cityfed_client.node import stop_node
+
+    stopped = stop_node(_node_layout(config, state))
+    _console().print("stopped" if stopped else "was not running")
+
+
+@city_app.command("status")
+def city_status(
+    config: Annotated[Path | None, typer.Option("--config")] = None,
+    state: Annotated[Path | None, typer.Option("--state")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Whether the city's SuperNode runs and was admitted."""
+    from cityfed_client.node import node_status
+
+    status = node_status(_node_layout(config, state))
+    if as_json:
+        _print_json(status)
+    else:
+        _console().print(
+            f"city {escape(status['city'])}: {'running' if status['running'] else 'stopped'}"
+            f"{', admitted by ' + escape(status['coordinator']) if status['admitted'] else ''}"
+        )
+    if not status["running"]:
+        raise typer.Exit(1)
+
+
+def run_command(
+    federation: Annotated[
+        Path | None, typer.Argument(help="federation.toml (default: the coordinator's)")
+    ] = None,
+    coordinator: Annotated[
+        Path,
+        typer.Option(
+            "--coordinator",
+            envvar="CITYFED_STATE",
+            help="the coordinator's state folder (run this on the coordinator host)",
+        ),
+    ] = _DEFAULT_STATE,
+    expected_cities: Annotated[
+        int | None,
+        typer.Option("--expected-cities", help="cities to wait for (default: all enrolled)"),
+    ] = None,
+    wait: Annotated[float, typer.Option("--wait", help="seconds to wait for them")] = 120.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print report.json instead of tables")
+    ] = False,
+) -> None:
+    """Submit a training run to the coordinator and wait for the model."""
+    from cityfed_server.layout import CoordinatorLayout
+    from cityfed_server.runs import run_federation
+
+    from cityfed.ops.progress import ProgressEvent
+    from cityfed.report.terminal import print_summary
+
+    console = Console(stderr=True) if as_json else Console()
+    with console.status("Submitting the run...") as status:
+
+        def on_event(event: ProgressEvent) -> None:
+            console.log(escape(event.message))
+            status.update(escape(event.message))
+
+        out = run_federation(
+            CoordinatorLayout(coordinator.resolve()),
+            federation,
+            expected_cities=expected_cities,
+            wait_seconds=wait,
+            on_event=on_event,
+        )
+    report = json.loads((out / "report.json").read_text())
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    print_summary(report, console)
+    console.print(f"Model store: [bold]{escape(str(out))}[/] (model.pb, report.json, report.html)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the deployment commands to the main app."""
+    app.add_typer(certs_app, name="certs")
+    app.add_typer(coordinator_app, name="coordinator")
+    app.add_typer(city_app, name="city")
+    app.command("run")(run_command)
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")

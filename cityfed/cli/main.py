@@ -1,0 +1,184 @@
+"""The ``cityfed`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from cityfed.cli.deploy import register as register_deploy
+from cityfed.errors import CityFedError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="cityfed",
+    help="Exact federated regression across partner cities, on Flower.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+register_deploy(app)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
+    return typer.Exit(code)
+
+
+def _run_simulation(
+    federation: Path, cities: list[Path], out: Path, as_json: bool
+) -> dict[str, Any]:
+    from cityfed.ops.progress import ProgressEvent
+    from cityfed.sim.simulate import prepare, simulate
+
+    console = Console(stderr=True) if as_json else Console()
+    started = time.monotonic()
+    with console.status("Checking the federation spec and every city's data...") as status:
+        plan = prepare(federation, cities)
+        for data in plan.data:
+            console.log(
+                escape(f"{data.city}: {data.rows_used} usable rows ({data.rows_dropped} dropped)")
+            )
+        status.update(f"Starting Flower's simulation engine with {len(plan.cities)} cities...")
+
+        def on_event(event: ProgressEvent) -> None:
+            console.log(escape(event.message))
+            status.update(escape(event.message))
+
+        report = simulate(plan, out, on_event=on_event)
+    report.setdefault("timing", {})["command_seconds"] = round(time.monotonic() - started, 3)
+    return report
+
+
+@app.command()
+def simulate(
+    federation: Annotated[Path, typer.Argument(help="federation.toml")],
+    cities: Annotated[list[Path], typer.Argument(help="one city.toml per city")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for model.pb and the reports")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print report.json instead of tables")
+    ] = False,
+) -> None:
+    """Run the federation on this machine, one Flower node per city."""
+    from cityfed.report.terminal import print_summary
+
+    try:
+        report = _run_simulation(federation, cities, out, as_json)
+    except CityFedError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    console = Console()
+    print_summary(report, console)
+    console.print(f"Wrote {out / 'model.pb'}, {out / 'report.json'}, {out / 'report.html'}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="where the demo's artifacts go")] = Path(
+        "cityfed-demo"
+    ),
+    deploy: Annotated[
+        bool,
+        typer.Option(
+            "--deploy",
+            help="run it as a real deployment on loopback: certificates, coordinator, "
+            "TLS front, three city nodes, a run, then a clean stop",
+        ),
+    ] = False,
+    rain: Annotated[
+        bool, typer.Option("--rain", help="the classification federation: will it rain?")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print report.json instead of tables")
+    ] = False,
+) -> None:
+    """Three New York airports as three partner cities, on the bundled real data."""
+    from cityfed.cli.demo import DEMO_CITIES, copy_demo_data, deploy_demo
+    from cityfed.ops.progress import ProgressEvent
+    from cityfed.report.terminal import print_summary
+
+    federation = "rain.toml" if rain else "federation.toml"
+    console = Console(stderr=True) if as_json else Console()
+    try:
+        if deploy:
+            with console.status("Deploying on loopback...") as status:
+
+                def on_event(event: ProgressEvent) -> None:
+                    console.log(escape(event.message))
+                    status.update(escape(event.message))
+
+                def say(text: str) -> None:
+                    console.log(escape(text))
+
+                report = deploy_demo(out, federation=federation, say=say, on_event=on_event)
+        else:
+            with tempfile.TemporaryDirectory(prefix="cityfed-demo-") as tmp:
+                work = copy_demo_data(Path(tmp))
+                report = _run_simulation(
+                    work / federation, [work / c for c in DEMO_CITIES.values()], out, as_json
+                )
+    except CityFedError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    console.print(
+        "\n[bold]CityFed demo[/]: EWR and JFK share US-unit CSVs (JFK derives °C with a "
+        "formula); LGA exports metric units under German column names with decimal commas. "
+        "Each city maps its columns onto the federation's; only statistics leave a city.\n"
+    )
+    print_summary(report, console)
+    console.print(
+        f"\nReport: [bold]{(out / 'report.html').resolve()}[/] (and report.json, model.pb)"
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the CityFed and Flower versions."""
+    from importlib.metadata import version as dist_version
+
+    from cityfed.version import __version__
+
+    typer.echo(f"cityfed {__version__} (flwr {dist_version('flwr')})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except CityFedError as exc:
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
+        return 2
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return code if isinstance(code, int) else 0
+
+
+def run() -> None:
+    """Console-script wrapper: exit with :func:`main`'s code."""
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Configuration: federation and city specs, derived-column expressions, units."""

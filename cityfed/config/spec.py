@@ -1,0 +1,498 @@
+"""Federation and city specs: TOML parsed once into frozen, validated dataclasses.
+
+Every error is a :class:`~cityfed.errors.SpecError` whose message names the file
+and the key, e.g. ``federation.toml: [federation] alpha: expected a number >= 0,
+got 'strong'``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cityfed.errors import SpecError
+
+__all__ = [
+    "MODELS_FOR_TASK",
+    "CitySpec",
+    "ColumnSpec",
+    "FederationSpec",
+    "VariableSpec",
+    "federation_from_json",
+    "federation_to_json",
+    "load_city",
+    "load_federation",
+    "parse_city",
+    "parse_federation",
+]
+
+Task = Literal["regression", "classification"]
+ModelKind = Literal["linear", "ridge", "logistic"]
+Algorithm = Literal["exact", "fedavg"]
+MissingPolicy = Literal["drop", "error"]
+
+MODELS_FOR_TASK: Mapping[str, tuple[str, ...]] = {
+    "regression": ("linear", "ridge"),
+    "classification": ("logistic",),
+}
+
+_TASKS: Mapping[str, Task] = {"regression": "regression", "classification": "classification"}
+_MODELS: Mapping[str, ModelKind] = {"linear": "linear", "ridge": "ridge", "logistic": "logistic"}
+
+DEFAULT_MISSING_VALUES: tuple[str, ...] = (
+    "",
+    "NA",
+    "N/A",
+    "n/a",
+    "NaN",
+    "nan",
+    "NULL",
+    "null",
+    "None",
+    "-",
+    "?",
+)
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """A federation column (feature or target): its name and federation unit."""
+
+    name: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class FederationSpec:
+    """What every city trains, in federation names and units (``federation.toml``)."""
+
+    name: str
+    task: Task
+    model: ModelKind
+    target: VariableSpec
+    features: tuple[VariableSpec, ...]
+    alpha: float = 1.0
+    C: float = 1.0
+    standardize: bool = True
+    holdout_fraction: float = 0.2
+    seed: int = 0
+    min_cities: int = 2
+    min_rows_per_city: int = 50
+    missing: MissingPolicy = "drop"
+    algorithm: Algorithm = "exact"
+    rounds: int = 20
+    local_epochs: int = 1
+    max_rounds: int = 25
+    tolerance: float = 1e-6
+    source: str = field(default="federation spec", compare=False)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Federation names of the features, in model order."""
+        return tuple(f.name for f in self.features)
+
+    @property
+    def variables(self) -> tuple[VariableSpec, ...]:
+        """Features then target: every column a city must provide."""
+        return (*self.features, self.target)
+
+    @property
+    def penalty(self) -> float:
+        """The L2 strength on the (standardised) slopes: alpha, 0 for linear, 1/C."""
+        if self.model == "ridge":
+            return self.alpha
+        if self.model == "logistic":
+            return 1.0 / self.C
+        return 0.0
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """Where a city finds one federation column: a local column or expression."""
+
+    name: str
+    source: str
+    unit: str | None
+
+
+@dataclass(frozen=True)
+class CitySpec:
+    """A city's private description of its data (``city.toml``)."""
+
+    name: str
+    data: Path
+    columns: tuple[ColumnSpec, ...]
+    delimiter: str = ","
+    decimal: str = "."
+    encoding: str = "utf-8-sig"
+    missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
+    personalize_tau: float | None = None
+    source: str = field(default="city spec", compare=False)
+
+    def column(self, name: str) -> ColumnSpec | None:
+        """The mapping for federation column ``name``, if the city gives one."""
+        for col in self.columns:
+            if col.name == name:
+                return col
+        return None
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    label = path.name
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, expected a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{label}: not UTF-8 text ({exc.reason})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{label}: invalid TOML: {exc}") from None
+
+
+class _Table:
+    """A TOML table read key by key; reports unknown keys and wrong types."""
+
+    def __init__(self, data: Mapping[str, Any], source: str, section: str) -> None:
+        self._data = data
+        self._source = source
+        self._section = section
+        self._seen: set[str] = set()
+
+    def where(self, key: str) -> str:
+        """The ``file: [section] key`` prefix of an error message."""
+        prefix = f"[{self._section}] " if self._section else ""
+        return f"{self._source}: {prefix}{key}"
+
+    def fail(self, key: str, expected: str, value: object) -> SpecError:
+        """An error saying what ``key`` should have been."""
+        return SpecError(f"{self.where(key)}: expected {expected}, got {value!r}")
+
+    def _get(self, key: str, default: object) -> object:
+        self._seen.add(key)
+        if key not in self._data:
+            if default is _REQUIRED:
+                raise SpecError(f"{self.where(key)}: missing required key")
+            return default
+        return self._data[key]
+
+    def string(self, key: str, default: object = None, *, choices: tuple[str, ...] = ()) -> str:
+        """A non-empty string, optionally one of ``choices``."""
+        value = self._get(key, default)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, "a non-empty string", value)
+        if choices and value not in choices:
+            raise self.fail(key, "one of " + ", ".join(repr(c) for c in choices), value)
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        """A string or nothing."""
+        value = self._get(key, None)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(key, "a string", value)
+        return value
+
+    def number(
+        self,
+        key: str,
+        default: object,
+        *,
+        minimum: float,
+        strict: bool = False,
+        maximum: float | None = None,
+    ) -> float:
+        """A finite number in a range (``strict`` excludes the minimum)."""
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, "a number", value)
+        number = float(value)
+        low_ok = number > minimum if strict else number >= minimum
+        high_ok = maximum is None or number <= maximum
+        if not math.isfinite(number) or not low_ok or not high_ok:
+            rng = f"{'>' if strict else '>='} {minimum:g}"
+            if maximum is not None:
+                rng += f" and <= {maximum:g}"
+            raise self.fail(key, f"a number {rng}", value)
+        return number
+
+    def integer(self, key: str, default: object, *, minimum: int) -> int:
+        """An integer at least ``minimum``."""
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(key, f"an integer >= {minimum}", value)
+        return value
+
+    def boolean(self, key: str, default: object) -> bool:
+        """``true`` or ``false``."""
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, "true or false", value)
+        return value
+
+    def table(self, key: str, *, required: bool = False) -> Mapping[str, Any]:
+        """A sub-table (``{}`` when absent and not required)."""
+        value = self._get(key, _REQUIRED if required else {})
+        if not isinstance(value, Mapping):
+            raise self.fail(key, "a table", value)
+        return value
+
+    def string_list(self, key: str, default: object) -> tuple[str, ...]:
+        """A list of strings."""
+        value = self._get(key, default)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, "a list of strings", value)
+        return tuple(value)
+
+    def raw(self, key: str) -> object:
+        """The value as it is (the caller validates it)."""
+        return self._get(key, _REQUIRED)
+
+    def finish(self) -> None:
+        """Fail on the first key that was never read."""
+        for key in self._data:
+            if key not in self._seen:
+                raise SpecError(f"{self.where(key)}: unknown key (check the spelling)")
+
+
+_REQUIRED = object()
+
+
+def _variable(data: object, source: str, section: str) -> VariableSpec:
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{source}: [{section}]: expected a table with name and unit")
+    table = _Table(data, source, section)
+    name = table.string("name", _REQUIRED)
+    unit = table.optional_string("unit") or "dimensionless"
+    table.finish()
+    return VariableSpec(name=name, unit=unit)
+
+
+# ---------------------------------------------------------------- federation.toml
+
+
+def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
+    """Validate a parsed ``federation.toml`` document.
+
+    Parameters
+    ----------
+    data : Mapping[str, Any]
+        The TOML document (or the same structure received from the coordinator).
+    source : str
+        How to name the document in error messages (usually the file name).
+
+    Returns
+    -------
+    FederationSpec
+        The validated spec.
+
+    Raises
+    ------
+    SpecError
+        On an unknown key, a wrong type, a model that does not fit the task, or a
+        feature listed twice.
+    """
+    from cityfed.config.units import check_convertible, validate_unit
+
+    top = _Table(data, source, "")
+    fed = _Table(top.table("federation", required=True), source, "federation")
+    name = fed.string("name", _REQUIRED)
+    task = fed.string("task", "regression", choices=("regression", "classification"))
+    model_default = "ridge" if task == "regression" else "logistic"
+    model = fed.string("model", model_default, choices=("linear", "ridge", "logistic"))
+    if model not in MODELS_FOR_TASK[task]:
+        allowed = " or ".join(repr(m) for m in MODELS_FOR_TASK[task])
+        raise SpecError(
+            f"{fed.where('model')}: {model!r} does not fit task {task!r}; use {allowed}"
+        )
+    spec_kwargs: dict[str, Any] = {
+        "alpha": fed.number("alpha", 1.0, minimum=0.0),
+        "C": fed.number("C", 1.0, minimum=0.0, strict=True),
+        "standardize": fed.boolean("standardize", True),
+        "holdout_fraction": fed.number("holdout_fraction", 0.2, minimum=0.0, maximum=0.9),
+        "seed": fed.integer("seed", 0, minimum=0),
+        "min_cities": fed.integer("min_cities", 2, minimum=1),
+        "min_rows_per_city": fed.integer("min_rows_per_city", 50, minimum=1),
+        "missing": fed.string("missing", "drop", choices=("drop", "error")),
+        "algorithm": fed.string("algorithm", "exact", choices=("exact", "fedavg")),
+        "rounds": fed.integer("rounds", 20, minimum=1),
+        "local_epochs": fed.integer("local_epochs", 1, minimum=1),
+        "max_rounds": fed.integer("max_rounds", 25, minimum=2),
+        "tolerance": fed.number("tolerance", 1e-6, minimum=0.0, strict=True),
+    }
+    if model == "linear" and "alpha" in fed._data:
+        raise SpecError(f"{fed.where('alpha')}: model 'linear' has no alpha; use 'ridge'")
+    fed.finish()
+
+    target = _variable(top.raw("target"), source, "target")
+    raw_features = top.raw("features")
+    if not isinstance(raw_features, list) or not raw_features:
+        raise SpecError(f"{source}: [[features]]: expected at least one [[features]] table")
+    features = tuple(
+        _variable(item, source, f"features {i + 1}") for i, item in enumerate(raw_features)
+    )
+    top.finish()
+
+    seen: set[str] = set()
+    for i, feat in enumerate(features):
+        if feat.name in seen:
+            raise SpecError(
+                f"{source}: [[features]] {i + 1} name: feature {feat.name!r} is listed twice"
+            )
+        seen.add(feat.name)
+    if target.name in seen:
+        raise SpecError(
+            f"{source}: [target] name: {target.name!r} is also a feature; "
+            "a model cannot predict its own input"
+        )
+    for i, feat in enumerate(features):
+        validate_unit(feat.unit, where=f"{source}: [[features]] {i + 1} unit")
+    validate_unit(target.unit, where=f"{source}: [target] unit")
+    if task == "classification":
+        check_convertible(target.unit, None, where=f"{source}: [target] unit (a 0/1 class label)")
+    return FederationSpec(
+        name=name,
+        task=_TASKS[task],
+        model=_MODELS[model],
+        target=target,
+        features=features,
+        source=source,
+        **spec_kwargs,
+    )
+
+
+def load_federation(path: str | Path) -> FederationSpec:
+    """Read and validate a ``federation.toml`` file."""
+    path = Path(path)
+    return parse_federation(_read_toml(path), path.name)
+
+
+def federation_to_json(spec: FederationSpec) -> str:
+    """Serialise a spec so the coordinator can send it to the cities."""
+    data = asdict(spec)
+    data.pop("source")
+    target = data.pop("target")
+    features = data.pop("features")
+    return json.dumps({"federation": data, "target": target, "features": features})
+
+
+def federation_from_json(
+    text: str, source: str = "federation spec from coordinator"
+) -> FederationSpec:
+    """Parse what :func:`federation_to_json` wrote, with the same validation."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{source}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a JSON object")
+    fed = data.get("federation")
+    if isinstance(fed, dict) and fed.get("model") == "linear":
+        fed.pop("alpha", None)
+    return parse_federation(data, source)
+
+
+# ---------------------------------------------------------------------- city.toml
+
+
+def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec:
+    """Validate a parsed ``city.toml`` document.
+
+    Parameters
+    ----------
+    data : Mapping[str, Any]
+        The TOML document.
+    source : str
+        How to name the document in error messages.
+    base_dir : Path
+        The folder that a relative ``data`` path is relative to.
+
+    Returns
+    -------
+    CitySpec
+        The validated spec.
+    """
+    from cityfed.config.units import validate_unit
+
+    top = _Table(data, source, "")
+    city = _Table(top.table("city", required=True), source, "city")
+    name = city.string("name", _REQUIRED)
+    data_path = Path(city.string("data", _REQUIRED))
+    delimiter = city.string("delimiter", ",")
+    decimal = city.string("decimal", ".")
+    encoding = city.string("encoding", "utf-8-sig")
+    missing_values = city.string_list("missing_values", list(DEFAULT_MISSING_VALUES))
+    city.finish()
+    if len(delimiter) != 1 and delimiter != "\\t":
+        raise city.fail("delimiter", "a single character", delimiter)
+    delimiter = "\t" if delimiter == "\\t" else delimiter
+    if decimal not in (".", ","):
+        raise city.fail("decimal", "'.' or ','", decimal)
+    if decimal == delimiter:
+        raise SpecError(f"{city.where('decimal')}: must differ from the delimiter {delimiter!r}")
+    try:
+        "".encode(encoding)
+    except LookupError:
+        raise city.fail("encoding", "a known text encoding such as 'utf-8'", encoding) from None
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"  # a UTF-8 byte-order mark is accepted either way
+
+    columns: list[ColumnSpec] = []
+    col_table = _Table(top.table("columns"), source, "columns")
+    for col_name, value in col_table._data.items():
+        col_table._seen.add(col_name)
+        where = col_table.where(col_name)
+        if isinstance(value, str):
+            value = {"source": value}
+        if not isinstance(value, Mapping):
+            raise SpecError(f'{where}: expected {{ source = "...", unit = "..." }}, got {value!r}')
+        entry = _Table(value, source, f"columns.{col_name}")
+        col_source = entry.string("source", col_name)
+        unit = entry.optional_string("unit")
+        entry.finish()
+        if unit is not None:
+            validate_unit(unit, where=f"{where} unit")
+        columns.append(ColumnSpec(name=col_name, source=col_source, unit=unit))
+
+    personalize = _Table(top.table("personalize"), source, "personalize")
+    tau_raw = personalize._get("tau", "auto")
+    tau: float | None
+    if tau_raw == "auto":
+        tau = None
+    elif isinstance(tau_raw, int | float) and not isinstance(tau_raw, bool) and tau_raw >= 0:
+        tau = float(tau_raw)
+    else:
+        raise personalize.fail("tau", '"auto" or a number >= 0', tau_raw)
+    personalize.finish()
+    top.finish()
+
+    resolved = data_path if data_path.is_absolute() else (base_dir / data_path)
+    return CitySpec(
+        name=name,
+        data=resolved,
+        columns=tuple(columns),
+        delimiter=delimiter,
+        decimal=decimal,
+        encoding=encoding,
+        missing_values=missing_values,
+        personalize_tau=tau,
+        source=source,
+    )
+
+
+def load_city(path: str | Path) -> CitySpec:
+    """Read and validate a ``city.toml`` file (``data`` is relative to it)."""
+    path = Path(path)
+    return parse_city(_read_toml(path), path.name, path.resolve().parent)

@@ -1,0 +1,1 @@
+"""Pure numerics: sufficient statistics, scaling, exact solvers, metrics (numpy and scipy only)."""

@@ -1,0 +1,116 @@
+"""Holdout scores: R², RMSE and MAE for regression; accuracy, log-loss, ROC AUC.
+
+Pure numpy/scipy, checked against scikit-learn's metrics in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+from cityfed.typing import FloatArray
+
+__all__ = [
+    "CalibrationBin",
+    "ClassificationScores",
+    "RegressionScores",
+    "Scores",
+    "calibration_bins",
+    "classification_scores",
+    "regression_scores",
+]
+
+#: Probabilities are clipped to [EPS, 1 - EPS] before the log-loss.
+_EPS = 1e-15
+
+
+@dataclass(frozen=True)
+class RegressionScores:
+    """R² (None when y is constant or has fewer than 2 rows), RMSE and MAE."""
+
+    r2: float | None
+    rmse: float | None
+    mae: float | None
+
+
+@dataclass(frozen=True)
+class ClassificationScores:
+    """Accuracy, mean log-loss and ROC AUC (None with a single class) of P(class 1)."""
+
+    accuracy: float | None
+    log_loss: float | None
+    roc_auc: float | None
+
+
+Scores = RegressionScores | ClassificationScores
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """A group of rows sorted by prediction: mean prediction, mean observation, count."""
+
+    predicted: float
+    observed: float
+    count: int
+
+
+def regression_scores(y: FloatArray, predicted: FloatArray) -> RegressionScores:
+    """R², RMSE and MAE of predictions (all None without rows)."""
+    if y.size == 0:
+        return RegressionScores(None, None, None)
+    residual = y - predicted
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(residual**2)) / ss_tot if y.size >= 2 and ss_tot > 0 else None
+    return RegressionScores(
+        r2=r2,
+        rmse=float(np.sqrt(np.mean(residual**2))),
+        mae=float(np.mean(np.abs(residual))),
+    )
+
+
+def _roc_auc(y: FloatArray, score: FloatArray) -> float:
+    """Mann-Whitney form of the ROC AUC, ties counted half (as scikit-learn)."""
+    positive = y == 1.0
+    n_pos = int(positive.sum())
+    n_neg = int(y.size - n_pos)
+    ranks = rankdata(score)  # average ranks for ties
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def classification_scores(y: FloatArray, proba: FloatArray) -> ClassificationScores:
+    """Scores of predicted probabilities of class 1 against 0/1 labels."""
+    if y.size == 0:
+        return ClassificationScores(None, None, None)
+    p = np.clip(proba, _EPS, 1.0 - _EPS)
+    positive = y == 1.0
+    both = bool(positive.any() and (~positive).any())
+    return ClassificationScores(
+        accuracy=float(np.mean((p > 0.5) == positive)),
+        log_loss=float(-np.mean(np.where(positive, np.log(p), np.log1p(-p)))),
+        roc_auc=_roc_auc(y, p) if both else None,
+    )
+
+
+def calibration_bins(
+    observed: FloatArray, predicted: FloatArray, *, bins: int = 10, min_count: int = 5
+) -> tuple[CalibrationBin, ...]:
+    """Predicted-vs-observed as bin means: an aggregate a city may share.
+
+    Rows are sorted by prediction and cut into at most ``bins`` groups of equal
+    size, each of at least ``min_count`` rows, so no single row is revealed.
+    """
+    n = observed.size
+    if n < min_count:
+        return ()
+    order = np.argsort(predicted, kind="stable")
+    return tuple(
+        CalibrationBin(
+            predicted=float(predicted[chunk].mean()),
+            observed=float(observed[chunk].mean()),
+            count=int(chunk.size),
+        )
+        for chunk in np.array_split(order, min(bins, n // min_count))
+        if chunk.size >= min_count
+    )

@@ -1,0 +1,80 @@
+"""The federated standard scaler: StandardScaler's statistics from pooled moments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cityfed.core.stats import Moments
+from cityfed.typing import FloatArray
+
+__all__ = ["Scaler"]
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """``z = (x - mean) / scale``; the identity when the model is not standardised."""
+
+    mean: FloatArray
+    scale: FloatArray
+
+    @classmethod
+    def identity(cls, dim: int) -> Scaler:
+        """No scaling: the model works on federation units directly."""
+        return cls(np.zeros(dim), np.ones(dim))
+
+    @classmethod
+    def from_moments(cls, moments: Moments, n_features: int, standardize: bool) -> Scaler:
+        """The scaler sklearn's ``StandardScaler`` would fit on the pooled rows.
+
+        Parameters
+        ----------
+        moments : Moments
+            Pooled statistics of ``[x_1 .. x_d, y]`` (or of the features only).
+        n_features : int
+            ``d``: the first ``d`` columns of ``moments`` are features.
+        standardize : bool
+            ``False`` gives the identity scaler.
+
+        Returns
+        -------
+        Scaler
+            Population mean and standard deviation (``ddof = 0``); a constant
+            feature gets scale 1, as in scikit-learn.
+        """
+        if not standardize:
+            return cls.identity(n_features)
+        mean = moments.mean[:n_features].copy()
+        var = moments.variance[:n_features]
+        eps = np.finfo(np.float64).eps
+        n = moments.n
+        constant = var <= n * eps * var + (n * mean * eps) ** 2
+        scale = np.sqrt(var)
+        scale[constant | (scale == 0.0)] = 1.0
+        return cls(mean, scale)
+
+    def transform(self, X: FloatArray) -> FloatArray:
+        """Scale rows of federation-unit features."""
+        return (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+
+    def design(self, X: FloatArray) -> FloatArray:
+        """Scaled rows with a leading column of ones (for the intercept)."""
+        Z = self.transform(X)
+        return np.hstack([np.ones((Z.shape[0], 1)), Z])
+
+    def unscale(self, coef_scaled: FloatArray, intercept_scaled: float) -> tuple[FloatArray, float]:
+        """Coefficients in federation units from coefficients on scaled features."""
+        coef = np.asarray(coef_scaled, dtype=np.float64) / self.scale
+        return coef, float(intercept_scaled - coef @ self.mean)
+
+    def scaled_moments(self, moments: Moments) -> tuple[FloatArray, FloatArray]:
+        """Mean and scatter of ``[z_1 .. z_d, y]`` from moments of ``[x, y]``."""
+        d = self.mean.shape[0]
+        factor = np.ones(moments.dim)
+        factor[:d] = 1.0 / self.scale
+        shift = np.zeros(moments.dim)
+        shift[:d] = self.mean
+        mean = (moments.mean - shift) * factor
+        scatter = moments.scatter * np.outer(factor, factor)
+        return mean, scatter

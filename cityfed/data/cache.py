@@ -1,0 +1,157 @@
+"""A city's harmonised arrays, read once per run and kept on the city host.
+
+Every message of a run (the moments, each Newton round, the evaluation) needs the
+same harmonised rows. Flower starts a fresh ClientApp process for each message
+on a deployed node, so a cache in memory would not survive between them: the
+arrays are kept as ``.npy`` files (no pickle) in a private folder of the city
+node (0700, files 0600), keyed by the run, the federation spec, the city spec
+and the identity (device, inode, size, modification time) of the data file. A
+changed file or a new run is a miss; a run's entry is dropped after its
+evaluation, and entries older than :data:`MAX_AGE_SECONDS` whenever one is
+written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cityfed.config.spec import CitySpec, FederationSpec, federation_to_json
+from cityfed.data.city_data import CityData, load_city_data
+
+__all__ = ["MAX_AGE_SECONDS", "DataCache"]
+
+logger = logging.getLogger(__name__)
+
+#: Entries not used for this long are removed when a new one is written.
+MAX_AGE_SECONDS = 24 * 3600.0
+
+_ARRAYS = ("X_train", "y_train", "X_holdout", "y_holdout")
+_META = "meta.json"
+
+
+def _identity(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+
+@dataclass(frozen=True)
+class DataCache:
+    """Harmonised data of the cities of one run on this host.
+
+    Parameters
+    ----------
+    folder : Path or None
+        Where entries live; ``None`` reads the data anew every time.
+    run : str
+        The run the entries belong to (Flower's run id).
+    """
+
+    folder: Path | None
+    run: str
+
+    def _key(self, city: CitySpec, fed: FederationSpec) -> str | None:
+        try:
+            identity = {
+                "run": self.run,
+                "federation": federation_to_json(fed),
+                "city": asdict(city),
+                "data": [str(city.data), *_identity(city.data)],
+            }
+        except OSError:
+            return None  # a missing file: load_city_data says which, with its message
+        text = json.dumps(identity, sort_keys=True, default=str)
+        run_part = hashlib.sha256(self.run.encode()).hexdigest()[:16]
+        return f"{run_part}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+    def load(self, city: CitySpec, fed: FederationSpec) -> CityData:
+        """The city's data: from the cache when this run already read it.
+
+        Raises
+        ------
+        DataError, SpecError
+            As :func:`~cityfed.data.city_data.load_city_data` on a miss.
+        """
+        key = self._key(city, fed) if self.folder is not None else None
+        if self.folder is None or key is None:
+            return load_city_data(city, fed)
+        entry = self.folder / key
+        cached = _read(entry)
+        if cached is not None:
+            return cached
+        data = load_city_data(city, fed)
+        try:
+            self._write(entry, data)
+        except OSError as exc:  # a full or read-only disk costs speed, not the run
+            logger.warning("city %s: harmonised data not cached (%s)", city.name, exc)
+        return data
+
+    def forget_run(self) -> None:
+        """Remove this run's entries (after its last message)."""
+        if self.folder is None or not self.folder.is_dir():
+            return
+        prefix = hashlib.sha256(self.run.encode()).hexdigest()[:16] + "-"
+        for entry in self.folder.iterdir():
+            if entry.name.startswith(prefix):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _write(self, entry: Path, data: CityData) -> None:
+        assert self.folder is not None
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        _expire(self.folder, time.time() - MAX_AGE_SECONDS)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.folder))
+        try:
+            for name in _ARRAYS:
+                path = staging / f"{name}.npy"
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                    np.save(f, getattr(data, name), allow_pickle=False)
+            meta = {
+                "city": data.city,
+                "features": list(data.features),
+                "rows_read": data.rows_read,
+                "drop_reasons": dict(data.drop_reasons),
+            }
+            fd = os.open(staging / _META, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(fd, "w", encoding="utf-8") as handle:
+                json.dump(meta, handle)
+            os.rename(staging, entry)  # atomic: readers see a whole entry or none
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not entry.is_dir():
+                raise
+
+
+def _read(entry: Path) -> CityData | None:
+    try:
+        meta = json.loads((entry / _META).read_text(encoding="utf-8"))
+        arrays = {name: np.load(entry / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
+        os.utime(entry)  # still in use: not expired
+    except (OSError, ValueError):
+        return None
+    return CityData(
+        city=str(meta["city"]),
+        features=tuple(str(f) for f in meta["features"]),
+        rows_read=int(meta["rows_read"]),
+        drop_reasons={str(k): int(v) for k, v in meta["drop_reasons"].items()},
+        **arrays,
+    )
+
+
+def _expire(folder: Path, before: float) -> None:
+    for entry in folder.iterdir():
+        try:
+            stale = entry.stat().st_mtime < before
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,56 @@
+"""A city's usable rows in federation units, split into training and holdout rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cityfed.config.spec import CitySpec, FederationSpec
+from cityfed.data.harmonise import harmonise
+from cityfed.data.holdout import holdout_mask
+from cityfed.typing import FloatArray
+
+__all__ = ["CityData", "load_city_data"]
+
+
+@dataclass(frozen=True)
+class CityData:
+    """A city's usable rows in federation columns and units, split for holdout."""
+
+    city: str
+    features: tuple[str, ...]
+    X_train: FloatArray
+    y_train: FloatArray
+    X_holdout: FloatArray
+    y_holdout: FloatArray
+    rows_read: int
+    drop_reasons: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_used(self) -> int:
+        """Usable rows, training and holdout together."""
+        return int(self.y_train.shape[0] + self.y_holdout.shape[0])
+
+    @property
+    def rows_dropped(self) -> int:
+        """Rows dropped under ``missing = "drop"``."""
+        return self.rows_read - self.rows_used
+
+
+def load_city_data(city: CitySpec, fed: FederationSpec) -> CityData:
+    """Harmonise a city's CSV and split it into training and holdout rows."""
+    table, rows_read, reasons = harmonise(city, fed)
+    holdout = holdout_mask(table.shape[0], fed.holdout_fraction, fed.seed, city.name)
+    X, y = table[:, :-1], table[:, -1]
+    return CityData(
+        city=city.name,
+        features=fed.feature_names,
+        X_train=np.ascontiguousarray(X[~holdout]),
+        y_train=np.ascontiguousarray(y[~holdout]),
+        X_holdout=np.ascontiguousarray(X[holdout]),
+        y_holdout=np.ascontiguousarray(y[holdout]),
+        rows_read=rows_read,
+        drop_reasons=reasons,
+    )

@@ -1,0 +1,251 @@
+"""Harmonise a city's CSV into federation columns and units.
+
+Reading, mapping, derived columns, unit conversion and the missing-value policy
+happen here, once, before any statistic is computed. Every error names the file,
+the column and the 1-based data row.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cityfed.config.expr import Expression, parse_expression
+from cityfed.config.spec import CitySpec, FederationSpec, VariableSpec
+from cityfed.config.units import check_convertible, convert
+from cityfed.errors import DataError
+from cityfed.typing import FloatArray
+
+__all__ = ["check_city_units", "harmonise"]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one federation column is computed from the CSV."""
+
+    variable: VariableSpec
+    source: str
+    unit: str | None
+    where: str
+
+    def expression(self, header: set[str]) -> Expression:
+        """The source as an expression; a source that is a header name is a column."""
+        name = self.source.strip()
+        if name in header and "`" not in name:
+            return parse_expression(f"`{name}`", where=self.where)
+        return parse_expression(self.source, where=self.where)
+
+
+def _plan(city: CitySpec, fed: FederationSpec) -> list[_Plan]:
+    plans = []
+    for var in fed.variables:
+        col = city.column(var.name)
+        if col is None:
+            where = f"{city.source}: column {var.name!r} (no [columns] entry)"
+            plans.append(_Plan(var, f"`{var.name}`", var.unit, where))
+        else:
+            where = f"{city.source}: [columns] {var.name}"
+            unit = col.unit if col.unit is not None else var.unit
+            plans.append(_Plan(var, col.source, unit, where))
+    return plans
+
+
+def check_city_units(city: CitySpec, fed: FederationSpec) -> None:
+    """Fail before any data is read if a city unit cannot become the federation unit.
+
+    Raises
+    ------
+    SpecError
+        On a dimension mismatch (``kg`` for a temperature), naming the key.
+    """
+    for plan in _plan(city, fed):
+        check_convertible(plan.unit, plan.variable.unit, where=f"{plan.where} unit")
+        if fed.task == "classification" and plan.variable is fed.target:
+            check_convertible(plan.unit, None, where=f"{plan.where} unit")
+
+
+def _read_header(city: CitySpec) -> set[str]:
+    path = city.data
+    if not path.is_file():
+        raise DataError(
+            f"{path.name}: data file not found at {path} (set [city] data in {city.source})"
+        )
+    try:
+        with path.open(encoding=city.encoding, newline="") as handle:
+            first = handle.readline()
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path.name}: not valid {city.encoding} text at byte {exc.start}; "
+            f"set [city] encoding in {city.source}"
+        ) from None
+    if not first.strip():
+        raise DataError(f"{path.name}: the file is empty (expected a header row and data rows)")
+    return {c.strip() for c in next(csv.reader([first], delimiter=city.delimiter))}
+
+
+def _read_csv(city: CitySpec, needed: set[str]) -> pd.DataFrame:
+    path = city.data
+    label = path.name
+    if not path.is_file():
+        raise DataError(
+            f"{label}: data file not found at {path} (set [city] data in {city.source})"
+        )
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=city.delimiter,
+            encoding=city.encoding,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skipinitialspace=True,
+            engine="c",
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"{label}: the file is empty (expected a header row and data rows)"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{label}: not valid {city.encoding} text at byte {exc.start}; "
+            f"set [city] encoding in {city.source}"
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{label}: malformed CSV: {str(exc).strip().splitlines()[-1]}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = sorted(needed - set(frame.columns))
+    if missing:
+        available = ", ".join(repr(c) for c in frame.columns[:12])
+        more = ", ..." if len(frame.columns) > 12 else ""
+        raise DataError(
+            f"{label}: column {missing[0]!r} not found (columns are {available}{more}); "
+            f"fix [columns] in {city.source}"
+        )
+    if frame.shape[0] == 0:
+        raise DataError(f"{label}: no data rows below the header")
+    return frame
+
+
+def _plain_numbers_possible(city: CitySpec) -> bool:
+    """True when a column of finite numbers can skip the cell-by-cell checks.
+
+    That holds with a decimal point and no missing-value token that reads as a
+    finite number (such as ``-999``): a column that then parses entirely into
+    finite numbers has no missing cell and no bad cell.
+    """
+    if city.decimal != ".":
+        return False
+    tokens = pd.to_numeric(pd.Series(list(city.missing_values), dtype=object), errors="coerce")
+    return not np.isfinite(tokens.to_numpy(dtype=np.float64, na_value=np.nan)).any()
+
+
+def _to_numbers(
+    frame: pd.DataFrame, column: str, city: CitySpec, *, plain: bool = False
+) -> FloatArray:
+    if plain:
+        # Fast path (most columns of most files): parse the whole column at once.
+        numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
+        if np.isfinite(numbers).all():
+            return numbers
+    raw = frame[column].astype(str).str.strip()
+    is_missing = raw.isin(set(city.missing_values)).to_numpy()
+    text = raw.str.replace(",", ".", regex=False) if city.decimal == "," else raw
+    numbers = pd.to_numeric(text.where(~is_missing, None), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    bad = np.isnan(numbers) & ~is_missing
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(
+            f"{city.data.name}: column {column!r}, row {row + 1} (line {row + 2}): "
+            f"{raw.iloc[row]!r} is not a number"
+        )
+    infinite = np.isinf(numbers)
+    if infinite.any():
+        row = int(np.argmax(infinite))
+        raise DataError(
+            f"{city.data.name}: column {column!r}, row {row + 1} (line {row + 2}): "
+            f"{raw.iloc[row]!r} is infinite"
+        )
+    return numbers
+
+
+def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dict[str, int]]:
+    """Read the city's CSV and return its usable rows in federation units.
+
+    Returns
+    -------
+    tuple
+        ``(table, rows_read, drop_reasons)`` where ``table`` has one column per
+        feature then the target, in federation order and units.
+
+    Raises
+    ------
+    DataError
+        A missing column, a non-numeric or infinite cell, a derived value that is
+        not finite, a class label that is not 0 or 1, or (with ``missing = "error"``)
+        a missing value: each named with file, column and 1-based row.
+    """
+    plans = _plan(city, fed)
+    check_city_units(city, fed)
+    header = _read_header(city)
+    expressions = [plan.expression(header) for plan in plans]
+    needed: set[str] = set().union(*(e.columns for e in expressions))
+    frame = _read_csv(city, needed)
+    n_rows = int(frame.shape[0])
+    plain = _plain_numbers_possible(city)
+    raw = {name: _to_numbers(frame, name, city, plain=plain) for name in sorted(needed)}
+
+    label = city.data.name
+    table = np.empty((n_rows, len(plans)), dtype=np.float64)
+    missing = np.zeros((n_rows, len(plans)), dtype=bool)
+    for j, (plan, expression) in enumerate(zip(plans, expressions, strict=True)):
+        inputs_missing = np.zeros(n_rows, dtype=bool)
+        for name in expression.columns:
+            inputs_missing |= np.isnan(raw[name])
+        values = expression.evaluate(raw, n_rows)
+        broken = ~np.isfinite(values) & ~inputs_missing
+        if broken.any():
+            row = int(np.argmax(broken))
+            raise DataError(
+                f"{label}: column {plan.variable.name!r} = {expression.text!r}, "
+                f"row {row + 1} (line {row + 2}): the result is not finite "
+                "(division by zero?)"
+            )
+        values = convert(values, plan.unit, plan.variable.unit)
+        table[:, j] = values
+        missing[:, j] = inputs_missing
+
+    if missing.any():
+        if fed.missing == "error":
+            row, j = (int(v) for v in np.argwhere(missing)[0])
+            raise DataError(
+                f"{label}: column {plans[j].variable.name!r}, row {row + 1} (line {row + 2}): "
+                'missing value (the federation sets missing = "error")'
+            )
+        first_missing = np.argmax(missing, axis=1)
+        reasons: Counter[str] = Counter()
+        for j in first_missing[missing.any(axis=1)]:
+            reasons[f"missing {plans[int(j)].variable.name}"] += 1
+        keep = ~missing.any(axis=1)
+        table = table[keep]
+        drop_reasons = dict(sorted(reasons.items()))
+    else:
+        drop_reasons = {}
+
+    if fed.task == "classification":
+        labels = table[:, -1]
+        bad = (labels != 0.0) & (labels != 1.0)
+        if bad.any():
+            row = int(np.flatnonzero(~missing.any(axis=1))[int(np.argmax(bad))])
+            raise DataError(
+                f"{label}: column {fed.target.name!r}, row {row + 1} (line {row + 2}): "
+                f"class label {labels[int(np.argmax(bad))]:g} is not 0 or 1"
+            )
+    return table, n_rows, drop_reasons

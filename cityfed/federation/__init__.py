@@ -1,0 +1,1 @@
+"""The federation protocol and the outcome of a run: typed messages, no Flower import."""

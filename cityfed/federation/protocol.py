@@ -1,0 +1,77 @@
+"""What travels between coordinator and cities: typed instructions and replies.
+
+A reply carries statistics of rows (counts, means, scatter, gradients, Hessians,
+holdout scores), never rows. The wire form of these types is in
+:mod:`cityfed.flower.records`; nothing here imports Flower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cityfed.config.spec import FederationSpec
+from cityfed.core.logistic import LogisticTerms
+from cityfed.core.scaling import Scaler
+from cityfed.core.stats import Moments
+from cityfed.federation.outcome import CityOutcome, Status
+from cityfed.typing import FloatArray
+
+__all__ = ["PHASES", "CityReply", "Instruction", "MessageType", "Phase", "message_type_of"]
+
+#: What an instruction asks for.
+Phase = Literal["moments", "newton", "fedavg", "evaluate"]
+PHASES: tuple[Phase, ...] = ("moments", "newton", "fedavg", "evaluate")
+#: Flower's message types: fitting is ``train``, scoring ``evaluate``.
+MessageType = Literal["train", "evaluate"]
+
+
+def message_type_of(phase: Phase) -> MessageType:
+    """Flower message type for a phase."""
+    return "evaluate" if phase == "evaluate" else "train"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """What the coordinator asks of every city in one exchange."""
+
+    phase: Phase
+    federation: FederationSpec
+    round: int = 0
+    scaler: Scaler | None = None
+    weights: FloatArray | None = None  # intercept first, on scaled features
+
+
+@dataclass(frozen=True)
+class CityReply:
+    """One city's answer: its outcome so far, and the statistics of the phase."""
+
+    outcome: CityOutcome
+    moments: Moments | None = None
+    terms: LogisticTerms | None = None
+    weights: FloatArray | None = None
+
+    @classmethod
+    def failed(cls, city: str, reason: str) -> CityReply:
+        """A reply for a city that could not answer."""
+        return cls(CityOutcome(city=city, status="failed", reason=reason))
+
+    @property
+    def city(self) -> str:
+        """The name the city answers as."""
+        return self.outcome.city
+
+    @property
+    def status(self) -> Status:
+        """Whether it took part."""
+        return self.outcome.status
+
+    @property
+    def reason(self) -> str:
+        """Why not, if it did not."""
+        return self.outcome.reason
+
+    @property
+    def n(self) -> int:
+        """Training rows the statistics summarise."""
+        return self.outcome.rows_train

@@ -1,0 +1,185 @@
+"""The wire form of the protocol: Flower ``RecordDict`` content of instructions and replies.
+
+Record names and keys are defined once here; the Flower apps only call
+:func:`encode_*` and :func:`decode_*`. Decoding checks types and value sets, so a
+malformed message becomes a ``ValueError`` (or ``KeyError``) the caller turns into a
+failed reply.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from cityfed.config.spec import federation_from_json, federation_to_json
+from cityfed.core.logistic import LogisticTerms
+from cityfed.core.scaling import Scaler
+from cityfed.core.stats import Moments
+from cityfed.federation.evaluation import evaluation_from_json, evaluation_to_json
+from cityfed.federation.outcome import CityOutcome, Status
+from cityfed.federation.protocol import PHASES, CityReply, Instruction, Phase
+from cityfed.typing import FloatArray
+
+__all__ = ["decode_instruction", "decode_reply", "encode_instruction", "encode_reply"]
+
+# Record names and keys, defined once.
+_CONFIG = "config"
+_MODEL = "model"
+_STATUS = "status"
+_STATS = "stats"
+_COUNTS = "counts"
+_KEY_PHASE = "phase"
+_KEY_FEDERATION = "federation"
+_KEY_ROUND = "round"
+_KEY_MEAN = "mean"
+_KEY_SCALE = "scale"
+_KEY_WEIGHTS = "weights"
+_KEY_SCATTER = "scatter"
+_KEY_GRAD = "grad"
+_KEY_HESS = "hess"
+_KEY_LOSS = "loss"
+_KEY_N = "n"
+_KEY_ROWS_READ = "rows_read"
+_KEY_CITY = "city"
+_KEY_REASON = "reason"
+_KEY_DROPS = "drop_reasons"
+_KEY_EVALUATION = "evaluation"
+
+_STATUSES: dict[str, Status] = {"ok": "ok", "refused": "refused", "failed": "failed"}
+_PHASES: dict[str, Phase] = {phase: phase for phase in PHASES}
+
+
+def _array(values: FloatArray) -> Array:
+    return Array(np.ascontiguousarray(values, dtype=np.float64))
+
+
+def _numpy(record: ArrayRecord, key: str) -> FloatArray:
+    """A float64 array from a record, whatever dtype it travelled in."""
+    return np.asarray(record[key].numpy(), dtype=np.float64)
+
+
+def _number(record: MetricRecord | ConfigRecord, key: str) -> float:
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"record key {key!r} is not a number: {value!r}")
+    return float(value)
+
+
+def _text(record: ConfigRecord, key: str) -> str:
+    value = record[key]
+    if not isinstance(value, str):
+        raise ValueError(f"record key {key!r} is not text: {value!r}")
+    return value
+
+
+def encode_instruction(ins: Instruction) -> RecordDict:
+    """The Flower content of an instruction."""
+    content = RecordDict(
+        {
+            _CONFIG: ConfigRecord(
+                {
+                    _KEY_PHASE: ins.phase,
+                    _KEY_FEDERATION: federation_to_json(ins.federation),
+                    _KEY_ROUND: ins.round,
+                }
+            )
+        }
+    )
+    if ins.scaler is not None and ins.weights is not None:
+        content[_MODEL] = ArrayRecord(
+            {
+                _KEY_MEAN: _array(ins.scaler.mean),
+                _KEY_SCALE: _array(ins.scaler.scale),
+                _KEY_WEIGHTS: _array(ins.weights),
+            }
+        )
+    return content
+
+
+def decode_instruction(content: RecordDict) -> Instruction:
+    """Parse an instruction (the federation spec is validated again on arrival)."""
+    config = content.config_records[_CONFIG]
+    phase = _PHASES.get(_text(config, _KEY_PHASE))
+    if phase is None:
+        raise ValueError(f"unknown phase {config[_KEY_PHASE]!r}")
+    fed = federation_from_json(_text(config, _KEY_FEDERATION))
+    scaler = weights = None
+    if _MODEL in content.array_records:
+        model = content.array_records[_MODEL]
+        scaler = Scaler(_numpy(model, _KEY_MEAN), _numpy(model, _KEY_SCALE))
+        weights = _numpy(model, _KEY_WEIGHTS)
+    return Instruction(phase, fed, int(_number(config, _KEY_ROUND)), scaler, weights)
+
+
+def encode_reply(reply: CityReply) -> RecordDict:
+    """The Flower content of a reply."""
+    outcome = reply.outcome
+    status = ConfigRecord(
+        {
+            _KEY_CITY: outcome.city,
+            _STATUS: outcome.status,
+            _KEY_REASON: outcome.reason,
+            _KEY_DROPS: json.dumps(dict(outcome.drop_reasons)),
+        }
+    )
+    if outcome.evaluation is not None:
+        status[_KEY_EVALUATION] = json.dumps(evaluation_to_json(outcome.evaluation))
+    content = RecordDict(
+        {
+            _STATUS: status,
+            _COUNTS: MetricRecord({_KEY_N: outcome.rows_train, _KEY_ROWS_READ: outcome.rows_read}),
+        }
+    )
+    arrays: dict[str, Array] = {}
+    if reply.moments is not None:
+        arrays[_KEY_MEAN] = _array(reply.moments.mean)
+        arrays[_KEY_SCATTER] = _array(reply.moments.scatter)
+    if reply.terms is not None:
+        arrays[_KEY_GRAD] = _array(reply.terms.grad)
+        arrays[_KEY_HESS] = _array(reply.terms.hess)
+        content.metric_records[_COUNTS][_KEY_LOSS] = reply.terms.loss
+    if reply.weights is not None:
+        arrays[_KEY_WEIGHTS] = _array(reply.weights)
+    if arrays:
+        content[_STATS] = ArrayRecord(arrays)
+    return content
+
+
+def decode_reply(content: RecordDict) -> CityReply:
+    """Parse a city's reply."""
+    status = content.config_records[_STATUS]
+    counts = content.metric_records[_COUNTS]
+    n = int(_number(counts, _KEY_N))
+    stats = content.array_records.get(_STATS)
+    moments = terms = weights = None
+    if stats is not None and _KEY_SCATTER in stats:
+        moments = Moments(n, _numpy(stats, _KEY_MEAN), _numpy(stats, _KEY_SCATTER))
+    if stats is not None and _KEY_GRAD in stats:
+        terms = LogisticTerms(
+            _number(counts, _KEY_LOSS), _numpy(stats, _KEY_GRAD), _numpy(stats, _KEY_HESS)
+        )
+    if stats is not None and _KEY_WEIGHTS in stats:
+        weights = _numpy(stats, _KEY_WEIGHTS)
+    evaluation = (
+        evaluation_from_json(json.loads(_text(status, _KEY_EVALUATION)))
+        if _KEY_EVALUATION in status
+        else None
+    )
+    state = _STATUSES.get(_text(status, _STATUS))
+    if state is None:
+        raise ValueError(f"unknown status {status[_STATUS]!r}")
+    drops = json.loads(_text(status, _KEY_DROPS))
+    if not isinstance(drops, dict):
+        raise ValueError("drop_reasons is not an object")
+    outcome = CityOutcome(
+        city=_text(status, _KEY_CITY),
+        status=state,
+        reason=_text(status, _KEY_REASON),
+        rows_read=int(_number(counts, _KEY_ROWS_READ)),
+        rows_train=n,
+        drop_reasons={str(k): int(v) for k, v in drops.items()},
+        evaluation=evaluation,
+    )
+    return CityReply(outcome, moments=moments, terms=terms, weights=weights)

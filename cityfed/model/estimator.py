@@ -1,0 +1,177 @@
+"""scikit-learn estimators for CityFed models.
+
+:func:`load_model` returns one of these, fitted from a published ``model.pb``;
+``fit`` trains the same model on rows in memory with the same exact solvers, so
+the estimators can sit in a ``Pipeline`` or go through ``cross_val_score``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from cityfed.core.linear import fit_linear
+from cityfed.core.logistic import fit_logistic_rows
+from cityfed.core.scaling import Scaler
+from cityfed.core.stats import Moments
+from cityfed.errors import CityFedError
+from cityfed.model.proto import read_model
+from cityfed.model.record import FederatedModel
+from cityfed.typing import FloatArray
+
+__all__ = ["CityFedClassifier", "CityFedRegressor", "load_model"]
+
+
+class _CityFedBase(BaseEstimator):  # type: ignore[misc]
+    """Shared prediction code: a linear predictor on federation-unit columns."""
+
+    standardize: bool
+    coef_: FloatArray
+    intercept_: float
+    scaler_: Scaler
+
+    def _select(self, X: Any) -> Any:
+        names = getattr(self, "feature_names_in_", None)
+        columns = getattr(X, "columns", None)
+        if names is not None and columns is not None:
+            missing = [n for n in names if n not in set(columns)]
+            if missing:
+                raise CityFedError(
+                    f"input: column {missing[0]!r} not found; the model needs "
+                    + ", ".join(repr(n) for n in names)
+                )
+            return X[list(names)]
+        return X
+
+    def _decision(self, X: Any) -> FloatArray:
+        check_is_fitted(self, "coef_")
+        X = validate_data(self, self._select(X), reset=False, dtype=np.float64)
+        return np.asarray(X @ self.coef_ + self.intercept_, dtype=np.float64)
+
+    def _set_fitted(self, scaler: Scaler, coef_scaled: FloatArray, intercept_scaled: float) -> None:
+        self.scaler_ = scaler
+        self.coef_scaled_ = np.asarray(coef_scaled, dtype=np.float64)
+        self.intercept_scaled_ = float(intercept_scaled)
+        coef, intercept = scaler.unscale(self.coef_scaled_, self.intercept_scaled_)
+        self.coef_ = coef
+        self.intercept_ = intercept
+        self.n_features_in_ = int(coef.shape[0])
+
+    def _set_from_model(self, model: FederatedModel) -> None:
+        self._set_fitted(model.scaler, model.coef_scaled, model.intercept_scaled)
+        # Keep the published federation-unit coefficients bit for bit.
+        self.coef_ = model.coef.copy()
+        self.intercept_ = model.intercept
+        self.feature_names_in_ = np.array(model.feature_names, dtype=object)
+        self.feature_units_ = tuple(f.unit for f in model.features)
+        self.target_ = model.target
+        self.model_ = model
+
+
+class CityFedRegressor(RegressorMixin, _CityFedBase):  # type: ignore[misc]
+    """Linear or ridge regression, optionally on standardised features.
+
+    Parameters
+    ----------
+    model : {"linear", "ridge"}
+        ``LinearRegression`` (minimum norm) or ``Ridge(alpha)``.
+    alpha : float
+        Ridge strength, as in sklearn (ignored for ``"linear"``).
+    standardize : bool
+        Fit as ``make_pipeline(StandardScaler(), model)``.
+    """
+
+    def __init__(self, model: str = "ridge", alpha: float = 1.0, standardize: bool = True) -> None:
+        self.model = model
+        self.alpha = alpha
+        self.standardize = standardize
+
+    def fit(self, X: Any, y: Any) -> CityFedRegressor:
+        """Fit on rows in memory with the exact moment solver."""
+        if self.model not in ("linear", "ridge"):
+            raise ValueError(f"model must be 'linear' or 'ridge', got {self.model!r}")
+        X_arr, y_arr = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        moments = Moments.of(np.column_stack([X_arr, y_arr]))
+        penalty = float(self.alpha) if self.model == "ridge" else 0.0
+        fit = fit_linear(moments, penalty=penalty, standardize=self.standardize)
+        self._set_fitted(fit.scaler, fit.coef_scaled, fit.intercept_scaled)
+        return self
+
+    def predict(self, X: Any) -> FloatArray:
+        """Predict the target (federation units) for rows in federation units."""
+        return self._decision(X)
+
+
+class CityFedClassifier(ClassifierMixin, _CityFedBase):  # type: ignore[misc]
+    """Binary logistic regression, sklearn's objective solved by Newton's method.
+
+    Parameters
+    ----------
+    C : float
+        Inverse regularisation strength, as in sklearn.
+    standardize : bool
+        Fit as ``make_pipeline(StandardScaler(), LogisticRegression(C))``.
+    """
+
+    def __init__(self, C: float = 1.0, standardize: bool = True) -> None:
+        self.C = C
+        self.standardize = standardize
+
+    def fit(self, X: Any, y: Any) -> CityFedClassifier:
+        """Fit on rows in memory (labels 0 and 1)."""
+        X_arr, y_arr = validate_data(self, X, y, dtype=np.float64)
+        labels = np.unique(y_arr)
+        if not set(labels.tolist()) <= {0.0, 1.0} or labels.size != 2:
+            raise ValueError("labels must be 0 and 1, with both present")
+        moments = Moments.of(np.column_stack([X_arr, y_arr]))
+        scaler = Scaler.from_moments(moments, X_arr.shape[1], self.standardize)
+        solver = fit_logistic_rows(scaler.design(X_arr), y_arr, float(self.C))
+        self._set_fitted(scaler, solver.w[1:], float(solver.w[0]))
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def decision_function(self, X: Any) -> FloatArray:
+        """The logit of class 1."""
+        return self._decision(X)
+
+    def predict_proba(self, X: Any) -> FloatArray:
+        """Probabilities of classes 0 and 1, one row per input row."""
+        logit = self._decision(X)
+        p1 = 1.0 / (1.0 + np.exp(-logit))
+        return np.column_stack([1.0 - p1, p1])
+
+    def predict(self, X: Any) -> NDArray[np.int64]:
+        """The more probable class (0 or 1)."""
+        return (self._decision(X) > 0.0).astype(np.int64)
+
+
+def load_model(path: str | Path) -> CityFedRegressor | CityFedClassifier:
+    """Load a published ``model.pb`` as a fitted scikit-learn estimator.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``model.pb`` written by ``cityfed simulate`` or a federation run.
+
+    Returns
+    -------
+    CityFedRegressor or CityFedClassifier
+        With ``feature_names_in_``, ``coef_`` and ``intercept_`` in federation
+        units; ``predict`` takes a DataFrame with federation column names.
+    """
+    model = read_model(path)
+    estimator: CityFedRegressor | CityFedClassifier
+    if model.task == "classification":
+        estimator = CityFedClassifier(C=model.C, standardize=model.standardize)
+        estimator.classes_ = np.array([0, 1])
+    else:
+        estimator = CityFedRegressor(
+            model=model.kind, alpha=model.alpha, standardize=model.standardize
+        )
+    estimator._set_from_model(model)
+    return estimator

@@ -1,0 +1,136 @@
+"""The protobuf form of the model (``protos/cityfed/v1/model.proto``) and its file I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from cityfed.config.spec import Algorithm, ModelKind, Task, VariableSpec
+from cityfed.core.scaling import Scaler
+from cityfed.errors import CityFedError
+from cityfed.files import write_atomic
+from cityfed.model.record import FederatedModel
+from cityfed.v1 import model_pb2
+
+__all__ = ["model_from_proto", "model_to_proto", "read_model", "write_model"]
+
+_KIND_TO_PROTO: dict[ModelKind, model_pb2.Model.Kind.ValueType] = {
+    "linear": model_pb2.Model.KIND_LINEAR,
+    "ridge": model_pb2.Model.KIND_RIDGE,
+    "logistic": model_pb2.Model.KIND_LOGISTIC,
+}
+_PROTO_TO_KIND = {v: k for k, v in _KIND_TO_PROTO.items()}
+_TASKS: dict[str, Task] = {"regression": "regression", "classification": "classification"}
+_ALGORITHMS: dict[str, Algorithm] = {"exact": "exact", "fedavg": "fedavg"}
+
+
+def model_to_proto(model: FederatedModel) -> model_pb2.Model:
+    """The protobuf message of ``protos/cityfed/v1/model.proto``."""
+    message = model_pb2.Model(
+        kind=_KIND_TO_PROTO[model.kind],
+        task=model.task,
+        features=[model_pb2.Variable(name=f.name, unit=f.unit) for f in model.features],
+        target=model_pb2.Variable(name=model.target.name, unit=model.target.unit),
+        standardize=model.standardize,
+        scaler=model_pb2.ScalerStats(
+            mean=model.scaler.mean.tolist(), scale=model.scaler.scale.tolist()
+        ),
+        coef_scaled=model.coef_scaled.tolist(),
+        intercept_scaled=model.intercept_scaled,
+        coef=model.coef.tolist(),
+        intercept=model.intercept,
+        alpha=model.alpha,
+        c=model.C,
+        metrics=dict(model.metrics),
+        provenance=model_pb2.Provenance(
+            federation=model.federation,
+            run_id=model.run_id,
+            rounds=model.rounds,
+            cities=list(model.cities),
+            created_at=model.created_at,
+            cityfed_version=model.cityfed_version,
+            algorithm=model.algorithm,
+            converged=model.converged,
+            training_rows=model.training_rows,
+            privacy=model_pb2.Privacy(min_rows_per_city=model.min_rows_per_city),
+        ),
+    )
+    return message
+
+
+def model_from_proto(message: model_pb2.Model, source: str = "model") -> FederatedModel:
+    """Rebuild a model from its protobuf message, checking its consistency."""
+    kind = _PROTO_TO_KIND.get(message.kind)
+    d = len(message.features)
+    lengths = {
+        "coef": len(message.coef),
+        "coef_scaled": len(message.coef_scaled),
+        "scaler.mean": len(message.scaler.mean),
+        "scaler.scale": len(message.scaler.scale),
+    }
+    task = _TASKS.get(message.task)
+    algorithm = _ALGORITHMS.get(message.provenance.algorithm)
+    if kind is None or task is None or algorithm is None:
+        raise CityFedError(
+            f"{source}: not a CityFed model (kind={message.kind}, task={message.task!r}, "
+            f"algorithm={message.provenance.algorithm!r})"
+        )
+    if d == 0 or any(v != d for v in lengths.values()):
+        raise CityFedError(
+            f"{source}: not a complete CityFed model (kind={message.kind}, "
+            f"{d} features, lengths {lengths})"
+        )
+    prov = message.provenance
+    return FederatedModel(
+        kind=kind,
+        task=task,
+        features=tuple(VariableSpec(v.name, v.unit) for v in message.features),
+        target=VariableSpec(message.target.name, message.target.unit),
+        standardize=message.standardize,
+        scaler=Scaler(np.array(message.scaler.mean), np.array(message.scaler.scale)),
+        coef_scaled=np.array(message.coef_scaled, dtype=np.float64),
+        intercept_scaled=message.intercept_scaled,
+        coef=np.array(message.coef, dtype=np.float64),
+        intercept=message.intercept,
+        alpha=message.alpha,
+        C=message.c,
+        federation=prov.federation,
+        run_id=prov.run_id,
+        rounds=prov.rounds,
+        cities=tuple(prov.cities),
+        created_at=prov.created_at,
+        cityfed_version=prov.cityfed_version,
+        algorithm=algorithm,
+        converged=prov.converged,
+        training_rows=prov.training_rows,
+        min_rows_per_city=prov.privacy.min_rows_per_city,
+        metrics=dict(message.metrics),
+    )
+
+
+def write_model(model: FederatedModel, path: str | Path) -> None:
+    """Write ``model.pb`` atomically."""
+    write_atomic(Path(path), model_to_proto(model).SerializeToString(deterministic=True))
+
+
+def read_model(path: str | Path) -> FederatedModel:
+    """Read a ``model.pb`` file.
+
+    Raises
+    ------
+    CityFedError
+        If the file is missing or is not a CityFed model.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CityFedError(f"{path}: model file not found") from None
+    message = model_pb2.Model()
+    try:
+        message.ParseFromString(data)
+    except DecodeError:
+        raise CityFedError(f"{path.name}: not a CityFed model (protobuf decode failed)") from None
+    return model_from_proto(message, path.name)

@@ -1,0 +1,56 @@
+"""The published model as a frozen record: kind, features, scaler, coefficients, provenance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cityfed.config.spec import Algorithm, ModelKind, Task, VariableSpec
+from cityfed.core.scaling import Scaler
+from cityfed.typing import FloatArray
+
+__all__ = ["FederatedModel"]
+
+
+@dataclass(frozen=True)
+class FederatedModel:
+    """A fitted CityFed model with its provenance.
+
+    ``coef_scaled`` / ``intercept_scaled`` act on features scaled by ``scaler``;
+    ``coef`` / ``intercept`` are the same model in federation units.
+    """
+
+    kind: ModelKind
+    task: Task
+    features: tuple[VariableSpec, ...]
+    target: VariableSpec
+    standardize: bool
+    scaler: Scaler
+    coef_scaled: FloatArray
+    intercept_scaled: float
+    coef: FloatArray
+    intercept: float
+    alpha: float = 0.0
+    C: float = 0.0
+    federation: str = ""
+    run_id: str = ""
+    rounds: int = 0
+    cities: tuple[str, ...] = ()
+    created_at: str = ""
+    cityfed_version: str = ""
+    algorithm: Algorithm = "exact"
+    converged: bool = True
+    training_rows: int = 0
+    min_rows_per_city: int = 0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Federation names of the inputs, in order."""
+        return tuple(f.name for f in self.features)
+
+    def decision(self, X: FloatArray) -> FloatArray:
+        """The linear predictor ``X @ coef + intercept`` on federation-unit rows."""
+        return np.asarray(X, dtype=np.float64) @ self.coef + self.intercept

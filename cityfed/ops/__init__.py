@@ -1,0 +1,1 @@
+"""Operations shared by both roles: certificates, TLS checks, processes, progress files."""

@@ -1,0 +1,86 @@
+"""Progress events of a run, appended as JSON lines so another process can follow.
+
+The ServerApp runs in a process of its own (the simulation engine's, or the
+SuperLink's); the CLI that waits for it reads the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PROGRESS_FILE", "ProgressEvent", "ProgressFollower", "ProgressLog", "read_events"]
+
+#: Name of the progress file the ServerApp writes in its output folder.
+PROGRESS_FILE = "progress.jsonl"
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a run: ``kind`` is ``info``, ``round``, ``done`` or ``error``."""
+
+    kind: str
+    message: str
+    fields: dict[str, Any]
+
+
+class ProgressLog:
+    """Appends events to ``path`` (one JSON object per line, flushed at once)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def emit(self, kind: str, message: str, **fields: Any) -> None:
+        """Record one event."""
+        record = {"time": time.time(), "kind": kind, "message": message, **fields}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def read_events(path: Path, offset: int = 0) -> tuple[list[ProgressEvent], int]:
+    """Events written since byte ``offset``, and the new offset (whole lines only)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    end = chunk.rfind(b"\n") + 1
+    events = []
+    for line in chunk[:end].splitlines():
+        record = json.loads(line)
+        record.pop("time", None)
+        events.append(ProgressEvent(record.pop("kind"), record.pop("message"), record))
+    return events, offset + end
+
+
+class ProgressFollower:
+    """Follows a progress file from another process until its final event.
+
+    Parameters
+    ----------
+    path : Path
+        The progress file (it may not exist yet).
+    on_event : callable
+        Called with every event, in order.
+    """
+
+    def __init__(self, path: Path, on_event: Callable[[ProgressEvent], None]) -> None:
+        self.path = path
+        self.on_event = on_event
+        self._offset = 0
+
+    def poll(self) -> ProgressEvent | None:
+        """Hand on the new events; return the final one (``done``/``error``) once seen."""
+        events, self._offset = read_events(self.path, self._offset)
+        final = None
+        for event in events:
+            self.on_event(event)
+            if event.kind in ("done", "error") and final is None:
+                final = event
+        return final

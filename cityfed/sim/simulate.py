@@ -1,0 +1,153 @@
+"""``cityfed simulate``: the whole federation on one machine, in Flower's engine.
+
+Everything the user gave is validated first (specs, units, every city's CSV), so
+a mistake fails in a second with a one-line message and nothing written. The
+engine then runs in a child process of its own session; whatever happens, that
+session is stopped before this function returns. Artifacts are written to a
+private staging folder and moved into ``--out`` only when the run succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cityfed.config.spec import CitySpec, FederationSpec, load_city, load_federation
+from cityfed.data.city_data import CityData, load_city_data
+from cityfed.errors import FederationError, SpecError
+from cityfed.files import write_atomic
+from cityfed.model.proto import read_model
+from cityfed.ops.processes import log_tail, stop_process_group
+from cityfed.ops.progress import ProgressEvent, ProgressFollower
+from cityfed.report.build import write_report
+from cityfed.report.pooled import pooled_check
+
+__all__ = ["ARTIFACTS", "SimulationPlan", "prepare", "simulate"]
+
+#: The files a successful run leaves in ``--out``.
+ARTIFACTS = ("model.pb", "report.json", "report.html")
+
+
+@dataclass(frozen=True)
+class SimulationPlan:
+    """Validated inputs of a simulation."""
+
+    federation_path: Path
+    federation: FederationSpec
+    city_paths: tuple[Path, ...]
+    cities: tuple[CitySpec, ...]
+    data: tuple[CityData, ...]
+
+
+def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> SimulationPlan:
+    """Parse and check everything before any process starts.
+
+    Raises
+    ------
+    SpecError, DataError
+        The first problem found, naming the file and the key or column and row.
+    """
+    fed_path = Path(federation_path).resolve()
+    fed = load_federation(fed_path)
+    paths = tuple(Path(p).resolve() for p in city_paths)
+    if not paths:
+        raise SpecError("simulate: give at least one CITY.toml")
+    cities = tuple(load_city(p) for p in paths)
+    seen: dict[str, Path] = {}
+    for path, city in zip(paths, cities, strict=True):
+        if city.name in seen:
+            raise SpecError(
+                f"{path.name}: [city] name: {city.name!r} is also the name in "
+                f"{seen[city.name].name}"
+            )
+        seen[city.name] = path
+    data = tuple(load_city_data(city, fed) for city in cities)
+    return SimulationPlan(fed_path, fed, paths, cities, data)
+
+
+def simulate(
+    plan: SimulationPlan,
+    out_dir: str | Path,
+    *,
+    on_event: Callable[[ProgressEvent], None] = lambda event: None,
+    timeout: float = 3600.0,
+) -> dict[str, Any]:
+    """Run the federation in Flower's simulation engine and publish into ``out_dir``.
+
+    Returns
+    -------
+    dict
+        The report (also written as ``report.json``), with ``pooled_check``.
+
+    Raises
+    ------
+    FederationError
+        If the run could not produce a model (the message says why); nothing is
+        written to ``out_dir`` then.
+    """
+    out = Path(out_dir).resolve()
+    run_id = f"sim-{uuid.uuid4().hex[:12]}"
+    staging = Path(tempfile.mkdtemp(prefix="cityfed-sim-"))
+    log_path = staging / "engine.log"
+    progress_path = staging / "progress.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "cityfed.sim.worker",
+        str(plan.federation_path),
+        str(staging),
+        run_id,
+        *map(str, plan.city_paths),
+    ]
+    final: ProgressEvent | None = None
+    try:
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            follower = ProgressFollower(progress_path, on_event)
+            try:
+                deadline = time.monotonic() + timeout
+                while final is None:
+                    final = follower.poll()
+                    if final is None and proc.poll() is not None:
+                        final = follower.poll()  # what the engine wrote last
+                        break
+                    if time.monotonic() > deadline:
+                        raise FederationError(f"simulation: no result within {timeout:g} s")
+                    time.sleep(0.1)
+            finally:
+                stop_process_group(proc.pid)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+        if final is None:
+            raise FederationError(
+                f"simulation engine stopped without a result (exit {proc.returncode}); "
+                f"last log lines:\n{log_tail(log_path, 15)}"
+            )
+        if final.kind == "error":
+            raise FederationError(final.message)
+        model = read_model(staging / "model.pb")
+        report: dict[str, Any] = json.loads((staging / "report.json").read_text())
+        report["pooled_check"] = pooled_check(model, plan.data)
+        write_report(report, staging)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ARTIFACTS:
+            write_atomic(out / name, (staging / name).read_bytes())
+        return report
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,1 +1,0 @@
-"""The city node: a Flower ClientApp over the city's private data."""

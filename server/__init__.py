@@ -1,1 +1,0 @@
-"""The coordinator: the Flower ServerApp, exact aggregation and publishing."""

@@ -1,0 +1,1 @@
+"""The coordinator: ServerApp, training orchestration, publishing, the coordinator host."""

@@ -1,0 +1,275 @@
+"""The coordinator's side of a run: exchanges, exact aggregation, the model.
+
+Pure orchestration over an :class:`~cityfed.federation.exchange.Exchange` (no
+Flower import: the same code runs over Flower's Grid and in-process exchanges);
+the numerics live in :mod:`cityfed.core.linear`, :mod:`cityfed.core.logistic` and
+:mod:`cityfed.core.stats`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import numpy as np
+
+from cityfed.config.spec import FederationSpec
+from cityfed.core.fedavg import WeightedAverage
+from cityfed.core.linear import fit_linear
+from cityfed.core.logistic import (
+    LogisticTerms,
+    NewtonSolver,
+    starting_intercept,
+    terms_at_intercept,
+)
+from cityfed.core.scaling import Scaler
+from cityfed.core.stats import Moments
+from cityfed.errors import FederationError
+from cityfed.federation.exchange import Exchange
+from cityfed.federation.outcome import CityOutcome, RunResult
+from cityfed.federation.protocol import CityReply, Instruction, Phase
+from cityfed.model.record import FederatedModel
+from cityfed.typing import FloatArray
+from cityfed.version import __version__
+
+__all__ = ["Progress", "train"]
+
+Progress = Callable[..., None]
+
+
+def _quiet(kind: str, message: str, **fields: object) -> None:
+    del kind, message, fields
+
+
+class _Run:
+    """State of one run: who takes part, and how many training rounds so far."""
+
+    def __init__(self, fed: FederationSpec, exchange: Exchange, progress: Progress) -> None:
+        self.fed = fed
+        self.exchange = exchange
+        self.progress = progress
+        self.outcomes: dict[int, CityOutcome] = {}
+        self.active: list[int] = []
+        self.rounds = 0
+        self.aggregation_seconds = 0.0
+
+    def _record(self, node: int, reply: CityReply) -> None:
+        earlier = self.outcomes.get(node)
+        self.outcomes[node] = reply.outcome if earlier is None else earlier.then(reply.outcome)
+        if reply.status != "ok":
+            self.progress(
+                "city",
+                f"{reply.city}: {reply.status}: {reply.reason}",
+                city=reply.city,
+                status=reply.status,
+            )
+
+    def _require_quorum(self) -> None:
+        if len(self.active) >= self.fed.min_cities:
+            return
+        failures = "; ".join(
+            f"{o.city}: {o.reason}" for o in self.outcomes.values() if o.status != "ok"
+        )
+        raise FederationError(
+            f"only {len(self.active)} of {len(self.outcomes)} cities can take part; the "
+            f"federation needs min_cities = {self.fed.min_cities}"
+            + (f" ({failures})" if failures else "")
+        )
+
+    def round_trip(
+        self, phase: Phase, *, scaler: Scaler, weights: FloatArray
+    ) -> list[tuple[int, CityReply]]:
+        """One training exchange with the active cities; failures leave the run."""
+        self.rounds += 1
+        instruction = Instruction(phase, self.fed, self.rounds, scaler, weights)
+        replies = []
+        for node, reply in self.exchange.exchange(instruction, list(self.active)):
+            self._record(node, reply)
+            if reply.status == "ok":
+                replies.append((node, reply))
+        self.active = [node for node, _ in replies]
+        self.active.sort()
+        self._require_quorum()
+        return replies
+
+
+def _moments_round(run: _Run) -> Moments:
+    dim = len(run.fed.features) + 1
+    total = Moments.empty(dim)
+    run.rounds += 1
+    instruction = Instruction("moments", run.fed, run.rounds)
+    kept: list[int] = []
+    first_node: dict[str, int] = {}  # city name -> first node that answered as it
+    for node, reply in run.exchange.exchange(instruction, list(run.active)):
+        run._record(node, reply)
+        first_node.setdefault(reply.city, node)
+        if reply.status != "ok":
+            continue
+        if first_node[reply.city] != node:  # O(1): this loop stays linear in cities
+            run._record(
+                node, CityReply.failed(reply.city, "another node already answers as this city")
+            )
+            continue
+        if reply.moments is None or reply.moments.dim != dim:
+            run._record(node, CityReply.failed(reply.city, "sent malformed statistics"))
+            continue
+        tick = time.perf_counter()
+        total = total.merge(reply.moments)  # streamed: O(d^2) memory
+        run.aggregation_seconds += time.perf_counter() - tick
+        kept.append(node)
+        run.progress("city", f"{reply.city}: statistics of {reply.n} rows", city=reply.city)
+    run.active = sorted(kept)
+    run._require_quorum()
+    return total
+
+
+def _fit_logistic(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray, bool]:
+    fed = run.fed
+    solver = NewtonSolver(
+        fed.C, len(fed.features) + 1, tolerance=fed.tolerance, max_evaluations=fed.max_rounds
+    )
+    # Start at the intercept-only optimum: its terms follow from the moments.
+    b0 = starting_intercept(total)
+    start = np.zeros(len(fed.features) + 1)
+    start[0] = b0
+    solver.start(terms_at_intercept(total, scaler, b0), start)
+    while not solver.done:
+        before = set(run.active)
+        trial = solver.trial()
+        replies = run.round_trip("newton", scaler=scaler, weights=trial)
+        if set(run.active) != before:
+            # A city left: its terms are gone from the sums; re-evaluate here.
+            run.progress("info", "a city left the run; Newton restarts from the current point")
+            solver.restart(trial)
+            continue
+        summed: LogisticTerms | None = None
+        for _, reply in replies:
+            if reply.terms is not None:
+                tick = time.perf_counter()
+                summed = reply.terms if summed is None else summed + reply.terms
+                run.aggregation_seconds += time.perf_counter() - tick
+        if summed is None:
+            raise FederationError("no city returned logistic terms")
+        solver.observe(summed)
+        run.progress("round", f"Newton round {run.rounds}: objective evaluated", round=run.rounds)
+    return solver.w, solver.converged
+
+
+def _fit_fedavg(run: _Run, scaler: Scaler) -> FloatArray:
+    dim = len(run.fed.features) + 1
+    weights = np.zeros(dim)
+    for _ in range(run.fed.rounds):
+        average = WeightedAverage(dim)
+        for _, reply in run.round_trip("fedavg", scaler=scaler, weights=weights):
+            if reply.weights is not None and reply.weights.shape == (dim,):
+                tick = time.perf_counter()
+                average.add(reply.weights, reply.n)
+                run.aggregation_seconds += time.perf_counter() - tick
+        weights = average.mean()
+        run.progress("round", f"FedAvg round {run.rounds}", round=run.rounds)
+    return weights
+
+
+def train(
+    fed: FederationSpec,
+    exchange: Exchange,
+    *,
+    run_id: str,
+    nodes: Sequence[int] | None = None,
+    progress: Progress = _quiet,
+) -> RunResult:
+    """Fit the federation's model with the cities behind ``exchange``.
+
+    Parameters
+    ----------
+    fed : FederationSpec
+        What to fit.
+    exchange : Exchange
+        How to reach the cities.
+    run_id : str
+        Recorded in the model's provenance.
+    nodes : Sequence[int], optional
+        Nodes to ask; default every connected node.
+    progress : callable
+        ``progress(kind, message, **fields)`` for each step.
+
+    Returns
+    -------
+    RunResult
+        The model and every city's outcome, holdout scores included when
+        ``holdout_fraction > 0``.
+
+    Raises
+    ------
+    FederationError
+        If fewer than ``min_cities`` cities can take part.
+    """
+    started = time.monotonic()
+    run = _Run(fed, exchange, progress)
+    run.active = sorted(nodes if nodes is not None else exchange.nodes())
+    progress("info", f"asking {len(run.active)} cities for their statistics")
+    total = _moments_round(run)
+    d = len(fed.features)
+    scaler = Scaler.from_moments(total, d, fed.standardize)
+    converged = True
+    metrics: dict[str, float] = {}
+    if fed.algorithm == "fedavg":
+        w = _fit_fedavg(run, scaler)
+    elif fed.model == "logistic":
+        w, converged = _fit_logistic(run, total, scaler)
+    else:
+        tick = time.perf_counter()
+        fit = fit_linear(total, penalty=fed.penalty, standardize=fed.standardize)
+        run.aggregation_seconds += time.perf_counter() - tick
+        w = np.concatenate([[fit.intercept_scaled], fit.coef_scaled])
+        if fit.train_r2 is not None:
+            metrics["train_r2"] = fit.train_r2
+        metrics["rank"] = float(fit.rank)
+    training_rounds = run.rounds
+    progress("info", f"model fitted in {training_rounds} training round(s)", rounds=training_rounds)
+
+    coef, intercept = scaler.unscale(w[1:], float(w[0]))
+    model = FederatedModel(
+        kind=fed.model,
+        task=fed.task,
+        features=fed.features,
+        target=fed.target,
+        standardize=fed.standardize,
+        scaler=scaler,
+        coef_scaled=w[1:].copy(),
+        intercept_scaled=float(w[0]),
+        coef=coef,
+        intercept=intercept,
+        alpha=fed.alpha if fed.model == "ridge" else 0.0,
+        C=fed.C if fed.model == "logistic" else 0.0,
+        federation=fed.name,
+        run_id=run_id,
+        rounds=training_rounds,
+        cities=tuple(sorted(run.outcomes[n].city for n in run.active)),
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        cityfed_version=__version__,
+        algorithm=fed.algorithm,
+        converged=converged,
+        training_rows=int(total.n),
+        min_rows_per_city=fed.min_rows_per_city,
+        metrics=metrics,
+    )
+
+    if fed.holdout_fraction > 0:
+        progress("info", "cities score the models on their holdout rows")
+        instruction = Instruction("evaluate", fed, run.rounds, scaler, w)
+        for node, reply in exchange.exchange(instruction, list(run.active)):
+            earlier = run.outcomes[node]
+            if reply.status == "ok":
+                run.outcomes[node] = replace(earlier, evaluation=reply.outcome.evaluation)
+            else:
+                reason = f"holdout evaluation failed: {reply.reason}"
+                run.outcomes[node] = replace(earlier, reason=reason)
+    return RunResult(
+        model=model,
+        cities={o.city: o for o in run.outcomes.values()},
+        wall_seconds=time.monotonic() - started,
+        aggregation_seconds=run.aggregation_seconds,
+    )
