@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a virtual environment from the repository's files and run every check:
-# ruff, mypy --strict on the core, then the whole pytest suite (slow tests that
-# start real Flower processes included). Exits non-zero on any failure.
+# ruff, mypy --strict on everything that ships, the import-linter contracts of
+# the layers (pyproject.toml), then the whole pytest suite (slow tests that start
+# real Flower processes included). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -27,5 +28,7 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy --strict"
 .venv/bin/mypy
+echo "== import-linter (the layers of ARCHITECTURE.md)"
+.venv/bin/lint-imports --no-cache
 echo "== pytest"
 .venv/bin/python -m pytest "$@"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from cityfed import CityFedClassifier, CityFedError, CityFedRegressor, load_model
 from cityfed.config.spec import load_federation
@@ -90,3 +92,23 @@ def test_not_a_model_file(tmp_path: Path) -> None:
     (tmp_path / "junk.pb").write_bytes(b"\xff\xff\xff")
     with pytest.raises(CityFedError, match=r"junk\.pb"):
         load_model(tmp_path / "junk.pb")
+
+
+@parametrize_with_checks(
+    [CityFedRegressor(), CityFedRegressor(model="linear", standardize=False), CityFedClassifier()]
+)
+def test_estimators_pass_sklearn_checks(estimator: Any, check: Any) -> None:
+    # scikit-learn's own estimator contract, every check it has for the kind.
+    check(estimator)
+
+
+def test_classifier_keeps_any_two_labels() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 2))
+    labels = np.where(X[:, 0] + 0.3 * rng.normal(size=200) > 0, "rain", "dry")
+    clf = CityFedClassifier().fit(X, labels)
+    ref = make_pipeline(StandardScaler(), LogisticRegression(tol=1e-12, max_iter=10_000))
+    ref.fit(X, labels)
+    assert list(clf.classes_) == ["dry", "rain"]
+    np.testing.assert_array_equal(clf.predict(X), ref.predict(X))
+    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X), atol=1e-6)

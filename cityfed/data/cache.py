@@ -6,7 +6,7 @@ on a deployed node, so a cache in memory would not survive between them: the
 arrays are kept as ``.npy`` files (no pickle) in a private folder of the city
 node (0700, files 0600), keyed by the run, the federation spec, the city spec
 and the identity (device, inode, size, modification time) of the data file. A
-changed file or a new run is a miss; a run's entry is dropped after its
+changed file or a new run is a miss; a city's entry is dropped after its
 evaluation, and entries older than :data:`MAX_AGE_SECONDS` whenever one is
 written.
 """
@@ -70,8 +70,7 @@ class DataCache:
         except OSError:
             return None  # a missing file: load_city_data says which, with its message
         text = json.dumps(identity, sort_keys=True, default=str)
-        run_part = hashlib.sha256(self.run.encode()).hexdigest()[:16]
-        return f"{run_part}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+        return hashlib.sha256(text.encode()).hexdigest()[:40]
 
     def load(self, city: CitySpec, fed: FederationSpec) -> CityData:
         """The city's data: from the cache when this run already read it.
@@ -95,14 +94,11 @@ class DataCache:
             logger.warning("city %s: harmonised data not cached (%s)", city.name, exc)
         return data
 
-    def forget_run(self) -> None:
-        """Remove this run's entries (after its last message)."""
-        if self.folder is None or not self.folder.is_dir():
-            return
-        prefix = hashlib.sha256(self.run.encode()).hexdigest()[:16] + "-"
-        for entry in self.folder.iterdir():
-            if entry.name.startswith(prefix):
-                shutil.rmtree(entry, ignore_errors=True)
+    def forget(self, city: CitySpec, fed: FederationSpec) -> None:
+        """Remove the city's entry of this run (after the run's last message)."""
+        key = self._key(city, fed) if self.folder is not None else None
+        if self.folder is not None and key is not None:
+            shutil.rmtree(self.folder / key, ignore_errors=True)
 
     def _write(self, entry: Path, data: CityData) -> None:
         assert self.folder is not None

@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import Tags
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cityfed.core.linear import fit_linear
@@ -110,6 +113,10 @@ class CityFedRegressor(RegressorMixin, _CityFedBase):  # type: ignore[misc]
 class CityFedClassifier(ClassifierMixin, _CityFedBase):  # type: ignore[misc]
     """Binary logistic regression, sklearn's objective solved by Newton's method.
 
+    Any two labels work, as in sklearn: ``classes_`` holds them sorted and the
+    model gives the probability of ``classes_[1]``. A published model's classes
+    are 0 and 1.
+
     Parameters
     ----------
     C : float
@@ -122,32 +129,45 @@ class CityFedClassifier(ClassifierMixin, _CityFedBase):  # type: ignore[misc]
         self.C = C
         self.standardize = standardize
 
+    def __sklearn_tags__(self) -> Tags:
+        """Binary only: no multi-class or multi-label targets."""
+        tags = super().__sklearn_tags__()
+        assert tags.classifier_tags is not None
+        tags.classifier_tags.multi_class = False
+        return tags
+
     def fit(self, X: Any, y: Any) -> CityFedClassifier:
-        """Fit on rows in memory (labels 0 and 1)."""
+        """Fit on rows in memory (two classes)."""
         X_arr, y_arr = validate_data(self, X, y, dtype=np.float64)
-        labels = np.unique(y_arr)
-        if not set(labels.tolist()) <= {0.0, 1.0} or labels.size != 2:
-            raise ValueError("labels must be 0 and 1, with both present")
-        moments = Moments.of(np.column_stack([X_arr, y_arr]))
+        check_classification_targets(y_arr)
+        classes = np.unique(y_arr)
+        if classes.size > 2:
+            raise ValueError(
+                f"Only binary classification is supported: y has {classes.size} classes"
+            )
+        if classes.size < 2:
+            raise ValueError("CityFedClassifier needs two classes in y, got 1 class")
+        positive = (y_arr == classes[1]).astype(np.float64)
+        moments = Moments.of(np.column_stack([X_arr, positive]))
         scaler = Scaler.from_moments(moments, X_arr.shape[1], self.standardize)
-        solver = fit_logistic_rows(scaler.design(X_arr), y_arr, float(self.C))
+        solver = fit_logistic_rows(scaler.design(X_arr), positive, float(self.C))
         self._set_fitted(scaler, solver.w[1:], float(solver.w[0]))
-        self.classes_ = np.array([0, 1])
+        self.classes_ = classes
         return self
 
     def decision_function(self, X: Any) -> FloatArray:
-        """The logit of class 1."""
+        """The logit of ``classes_[1]``."""
         return self._decision(X)
 
     def predict_proba(self, X: Any) -> FloatArray:
-        """Probabilities of classes 0 and 1, one row per input row."""
-        logit = self._decision(X)
-        p1 = 1.0 / (1.0 + np.exp(-logit))
+        """Probabilities of ``classes_[0]`` and ``classes_[1]``, one row per input row."""
+        p1 = expit(self._decision(X))
         return np.column_stack([1.0 - p1, p1])
 
-    def predict(self, X: Any) -> NDArray[np.int64]:
-        """The more probable class (0 or 1)."""
-        return (self._decision(X) > 0.0).astype(np.int64)
+    def predict(self, X: Any) -> NDArray[Any]:
+        """The more probable class."""
+        check_is_fitted(self, "classes_")
+        return np.asarray(self.classes_[(self._decision(X) > 0.0).astype(np.int64)])
 
 
 def load_model(path: str | Path) -> CityFedRegressor | CityFedClassifier:

@@ -104,5 +104,5 @@ def answer_for_city(ins: Instruction, city: CitySpec, cache: DataCache) -> CityR
         weights = local_update(Z, data.y_train, ins.weights, fed, ins.round)
         return CityReply(outcome, weights=weights)
     evaluation = evaluate_city(data, city, fed, ins.scaler, ins.weights)
-    cache.forget_run()  # the evaluation is a run's last message
+    cache.forget(city, fed)  # the evaluation is a run's last message
     return CityReply(replace(outcome, evaluation=evaluation))
