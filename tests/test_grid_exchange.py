@@ -1,0 +1,162 @@
+"""GridExchange, the coordinator's exchange over a Flower Grid, against a fake Grid."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from uuid import uuid4
+
+import numpy as np
+import pytest
+from cityfed_client.handlers import answer
+from cityfed_server.training import train
+from flwr.app import Error, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from cityfed.config.spec import load_federation
+from cityfed.federation.protocol import Instruction
+from cityfed.flower.exchange import GridExchange
+from cityfed.flower.records import decode_instruction, encode_instruction, encode_reply
+
+from .synthetic import local_exchange, write_federation
+
+#: A node's behaviour: a reply to a message, or None for "not (yet) answered".
+Behaviour = Callable[[Message], Message | None]
+
+
+class FakeGrid:
+    """The part of Flower's Grid that GridExchange uses, with scripted nodes.
+
+    Message ids are set as Flower's in-memory grid sets them; a node listed in
+    ``undeliverable`` gets no id back from ``push_messages``.
+    """
+
+    def __init__(self, nodes: dict[int, Behaviour], undeliverable: Iterable[int] = ()) -> None:
+        self.behaviour = nodes
+        self.undeliverable = set(undeliverable)
+        self.pushed: dict[str, Message] = {}
+        self.pulls = 0
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.behaviour)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for message in messages:
+            if message.metadata.dst_node_id in self.undeliverable:
+                continue
+            message_id = str(uuid4())
+            message.metadata.__dict__["_message_id"] = message_id
+            self.pushed[message_id] = message
+            ids.append(message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        self.pulls += 1
+        replies = []
+        for message_id in message_ids:
+            message = self.pushed[message_id]
+            reply = self.behaviour[message.metadata.dst_node_id](message)
+            if reply is not None:
+                replies.append(reply)
+        return replies
+
+
+def _city(config: Path) -> Behaviour:
+    """A node that runs the city's real handlers on the decoded instruction."""
+
+    def behave(message: Message) -> Message:
+        reply = answer(decode_instruction(message.content), config)
+        return Message(encode_reply(reply), reply_to=message)
+
+    return behave
+
+
+def _after_pulls(grid_pulls: Callable[[], int], pulls: int, then: Behaviour) -> Behaviour:
+    def behave(message: Message) -> Message | None:
+        return then(message) if grid_pulls() >= pulls else None
+
+    return behave
+
+
+def test_training_over_the_grid_equals_the_in_process_run(tmp_path: Path) -> None:
+    # Prepare
+    files = write_federation(tmp_path, task="classification", model="logistic")
+    fed = load_federation(files.federation)
+    grid = FakeGrid({10 + k: _city(path) for k, path in enumerate(files.cities)})
+    # Execute
+    over_grid = train(fed, GridExchange(grid, poll_interval=0.0), run_id="g")
+    in_process = train(fed, local_exchange(files.cities), run_id="g")
+    # Assert
+    np.testing.assert_array_equal(over_grid.model.coef, in_process.model.coef)
+    assert over_grid.model.rounds == in_process.model.rounds
+    assert {o.city for o in over_grid.cities.values()} == {"city0", "city1", "city2"}
+    assert all(m.metadata.message_type == "train" for m in grid.pushed.values())
+
+
+def test_every_node_gets_exactly_one_reply_whatever_goes_wrong(tmp_path: Path) -> None:
+    # Prepare: node 1 answers, 2 raises in its ClientApp, 3 sends junk, 4 never
+    # answers, 5 cannot be reached.
+    files = write_federation(tmp_path)
+    fed = load_federation(files.federation)
+
+    def error(message: Message) -> Message:
+        reason = "Traceback ...\nClientAppException:\nMessage: city.toml not readable"
+        return Message(Error(code=1, reason=reason), reply_to=message)
+
+    def junk(message: Message) -> Message:
+        return Message(RecordDict(), reply_to=message)
+
+    grid = FakeGrid(
+        {
+            1: _city(files.cities[0]),
+            2: error,
+            3: junk,
+            4: lambda m: None,
+            5: _city(files.cities[1]),
+        },
+        undeliverable=[5],
+    )
+    exchange = GridExchange(grid, reply_timeout=0.3, poll_interval=0.01)
+    instruction = decode_instruction(encode_instruction(Instruction("moments", fed, 1)))
+    # Execute
+    replies = dict(exchange.exchange(instruction, [1, 2, 3, 4, 5]))
+    # Assert
+    assert sorted(replies) == [1, 2, 3, 4, 5]
+    assert replies[1].status == "ok" and replies[1].moments is not None
+    assert replies[2].status == "failed" and replies[2].reason == "city.toml not readable"
+    assert replies[3].status == "failed" and replies[3].reason.startswith("malformed reply")
+    assert replies[4].reason == "no reply within 0.3 s"
+    assert replies[5].reason == "the message could not be delivered"
+    assert replies[2].city == "node 2"  # no name known for a node that never answered
+
+
+def test_replies_stream_in_arrival_order_and_names_stick(tmp_path: Path) -> None:
+    files = write_federation(tmp_path)
+    fed = load_federation(files.federation)
+    grid = FakeGrid({})
+    late = _after_pulls(lambda: grid.pulls, 3, _city(files.cities[0]))
+    grid.behaviour.update({1: late, 2: _city(files.cities[1])})
+    exchange = GridExchange(grid, poll_interval=0.0)
+    instruction = Instruction("moments", fed, 1)
+    order = [node for node, _ in exchange.exchange(instruction, [1, 2])]
+    assert order == [2, 1]
+    # Later, node 1 times out: its failure carries the name it answered as.
+    grid.behaviour[1] = lambda m: None
+    exchange.reply_timeout = 0.05
+    [(node, reply)] = list(exchange.exchange(instruction, [1]))
+    assert (node, reply.city, reply.status) == (1, "city0", "failed")
+
+
+def test_wait_for_nodes_returns_when_enough_are_connected() -> None:
+    grid = FakeGrid({3: lambda m: None, 1: lambda m: None})
+    exchange = GridExchange(grid)
+    assert exchange.wait_for_nodes(2, timeout=5.0) == [1, 3]
+    assert exchange.wait_for_nodes(3, timeout=0.3) == [1, 3]
+
+
+@pytest.fixture(autouse=True)
+def _inside_a_serverapp(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Flower stamps new messages with the identity of the running ServerApp.
+    for name, value in (("_run_id", 7), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
