@@ -144,7 +144,7 @@ def prepare_superlink(settings: SuperlinkSettings) -> list[str]:
 
 
 def superlink_argv(state: Path, certs: Path, port: int) -> list[str]:
-    """The SuperLink's command line: the one of ``server/coordinator.py``.
+    """The SuperLink's command line: the one of ``server/cityfed_server/coordinator.py``.
 
     Parameters
     ----------
@@ -273,7 +273,7 @@ def check_city(settings: CitySettings, *, say: bool = True) -> list[str]:
 def supernode_argv(
     coordinator: str, ca: Path, key: Path, config: Path, port: int, cache: Path | None = None
 ) -> list[str]:
-    """The SuperNode's command line: the one of ``client/node.py``.
+    """The SuperNode's command line: the one of ``client/cityfed_client/node.py``.
 
     Paths are made absolute but symlinks are kept, so that a Kubernetes Secret
     that is updated in place (its files are symlinks) stays readable.
