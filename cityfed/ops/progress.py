@@ -11,19 +11,39 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
-__all__ = ["PROGRESS_FILE", "ProgressEvent", "ProgressFollower", "ProgressLog", "read_events"]
+__all__ = [
+    "PROGRESS_FILE",
+    "EventKind",
+    "Progress",
+    "ProgressEvent",
+    "ProgressFollower",
+    "ProgressLog",
+    "read_events",
+]
 
 #: Name of the progress file the ServerApp writes in its output folder.
 PROGRESS_FILE = "progress.jsonl"
 
 
+#: What an event says: a step (``info``), a training round, a city's news, or the end.
+EventKind = Literal["info", "round", "city", "done", "error"]
+_KINDS: dict[str, EventKind] = {k: k for k in ("info", "round", "city", "done", "error")}
+
+
+class Progress(Protocol):
+    """Where a run reports its steps: ``progress(kind, message, **fields)``."""
+
+    def __call__(self, kind: EventKind, message: str, **fields: Any) -> None:
+        """Report one step."""
+
+
 @dataclass(frozen=True)
 class ProgressEvent:
-    """One step of a run: ``kind`` is ``info``, ``round``, ``done`` or ``error``."""
+    """One step of a run; ``done`` and ``error`` are final."""
 
-    kind: str
+    kind: EventKind
     message: str
     fields: dict[str, Any]
 
@@ -35,7 +55,7 @@ class ProgressLog:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def emit(self, kind: str, message: str, **fields: Any) -> None:
+    def emit(self, kind: EventKind, message: str, **fields: Any) -> None:
         """Record one event."""
         record = {"time": time.time(), "kind": kind, "message": message, **fields}
         with self.path.open("a", encoding="utf-8") as handle:
@@ -55,7 +75,8 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[ProgressEvent], int]:
     for line in chunk[:end].splitlines():
         record = json.loads(line)
         record.pop("time", None)
-        events.append(ProgressEvent(record.pop("kind"), record.pop("message"), record))
+        kind = _KINDS.get(str(record.pop("kind", "")), "info")
+        events.append(ProgressEvent(kind, str(record.pop("message", "")), record))
     return events, offset + end
 
 

@@ -9,7 +9,7 @@ the numerics live in :mod:`cityfed.core.linear`, :mod:`cityfed.core.logistic` an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -31,15 +31,14 @@ from cityfed.federation.exchange import Exchange
 from cityfed.federation.outcome import CityOutcome, RunResult
 from cityfed.federation.protocol import CityReply, Instruction, Phase
 from cityfed.model.record import FederatedModel
+from cityfed.ops.progress import EventKind, Progress
 from cityfed.typing import FloatArray
 from cityfed.version import __version__
 
-__all__ = ["Progress", "train"]
-
-Progress = Callable[..., None]
+__all__ = ["train"]
 
 
-def _quiet(kind: str, message: str, **fields: object) -> None:
+def _quiet(kind: EventKind, message: str, **fields: object) -> None:
     del kind, message, fields
 
 
