@@ -73,6 +73,8 @@ class Deployment:
     regression: SyntheticFederation
     classification: SyntheticFederation
     timings: dict[str, float] = field(default_factory=dict)
+    #: The federation whose data the three city nodes serve now.
+    serving: SyntheticFederation | None = None
 
     @property
     def coordinator(self) -> str:
@@ -101,6 +103,18 @@ class Deployment:
             "--state",
             self.node_state(city),
         )
+
+    def serve(self, fed: SyntheticFederation) -> None:
+        """Make the three city nodes serve ``fed``'s data (restarting them if needed).
+
+        Each test says which data it trains on, so that none depends on what an
+        earlier test left running.
+        """
+        if self.serving is fed:
+            return
+        for k in range(3):
+            ok(self.start_city(f"city{k}", fed.cities[k]))
+        self.serving = fed
 
     def coordinator_start(self) -> subprocess.CompletedProcess[str]:
         return cityfed(
@@ -182,7 +196,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                     dep.state,
                 )
             )
-            ok(dep.start_city(city, dep.regression.cities[k]))
+        dep.serve(dep.regression)
         yield dep
     finally:
         for node in (root / "nodes").glob("*"):
@@ -215,7 +229,8 @@ def test_coordinator_exposes_only_the_fleet_api(deployment: Deployment) -> None:
         ok(cityfed("coordinator", "status", "--state", deployment.state, "--json")).stdout
     )
     assert status["healthy"] and status["superlink"]["running"] and status["nginx"]["running"]
-    assert sorted(status["cities"]) == ["city0", "city1", "city2"]
+    enrolled = sorted(n for n, e in status["cities"].items() if not e.get("revoked_at"))
+    assert enrolled == ["city0", "city1", "city2"]
     ca = ssl.create_default_context(cafile=str(deployment.certs / "ca.pem"))
     for method, path, expected in (
         ("GET", "/health", 200),
@@ -244,6 +259,8 @@ def test_plaintext_to_the_public_port_is_refused(deployment: Deployment) -> None
 
 
 def test_ridge_run_publishes_the_simulated_model(deployment: Deployment) -> None:
+    # Prepare
+    deployment.serve(deployment.regression)
     # Execute
     report, store = _run(deployment, deployment.regression.federation)
     # Assert: artifacts in the model store, equal to simulate and to sklearn pooled
@@ -263,6 +280,7 @@ def test_ridge_run_publishes_the_simulated_model(deployment: Deployment) -> None
 
 def test_refused_nodes_do_not_disturb_the_federation(deployment: Deployment) -> None:
     dep = deployment
+    dep.serve(dep.regression)
     # A node whose key was never enrolled.
     ok(cityfed("certs", "city", "rogue", "--ca", dep.certs, "--out", dep.keys("rogue")))
     rogue_toml = dep.root / "regression" / "rogue.toml"
@@ -336,8 +354,7 @@ def test_refused_nodes_do_not_disturb_the_federation(deployment: Deployment) -> 
 
 def test_logistic_run_publishes_the_simulated_model(deployment: Deployment) -> None:
     dep = deployment
-    for k in range(3):  # the same cities, now with their classification data
-        ok(dep.start_city(f"city{k}", dep.classification.cities[k]))
+    dep.serve(dep.classification)  # the same cities, with their classification data
     report, store = _run(dep, dep.classification.federation)
     assert 2 <= report["model"]["rounds"] <= 10
     deployed = load_model(store / "model.pb")
@@ -359,6 +376,7 @@ def test_logistic_run_publishes_the_simulated_model(deployment: Deployment) -> N
 
 def test_superlink_killed_and_restarted_keeps_cities_and_models(deployment: Deployment) -> None:
     dep = deployment
+    dep.serve(dep.classification)
     before = json.loads(ok(cityfed("coordinator", "status", "--state", dep.state, "--json")).stdout)
     pid = before["superlink"]["pid"]
     os.kill(pid, signal.SIGKILL)
