@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from numpy.typing import NDArray
 
 from cityfed.errors import SpecError
+from cityfed.typing import FloatArray
 
 __all__ = ["Expression", "parse_expression"]
 
@@ -305,7 +305,7 @@ def _columns(root: Node) -> frozenset[str]:
     return frozenset(names)
 
 
-_Value = NDArray[np.float64] | np.float64
+_Value = FloatArray | np.float64
 
 
 _BINARY_UFUNCS: dict[str, np.ufunc] = {
@@ -321,7 +321,7 @@ _BINARY_UFUNCS: dict[str, np.ufunc] = {
 _COMPARISON_OPS: dict[str, BinaryOp] = {">": ">", "<": "<", ">=": ">=", "<=": "<="}
 
 
-def _evaluate(root: Node, columns: Mapping[str, NDArray[np.float64]]) -> _Value:
+def _evaluate(root: Node, columns: Mapping[str, FloatArray]) -> _Value:
     """Evaluate the tree in post-order without recursion.
 
     Long chains such as ``a + b + c + ...`` build deep left-leaning trees, so
@@ -373,9 +373,7 @@ class Expression:
     columns: frozenset[str]
     root: Node = field(repr=False, compare=False)
 
-    def evaluate(
-        self, columns: Mapping[str, NDArray[np.float64]], n_rows: int
-    ) -> NDArray[np.float64]:
+    def evaluate(self, columns: Mapping[str, FloatArray], n_rows: int) -> FloatArray:
         """Evaluate the expression row-wise with float64 numpy arithmetic.
 
         Division by zero yields ``inf`` or ``nan`` as numpy defines it, without
@@ -404,7 +402,7 @@ class Expression:
         """
         if n_rows < 0:
             raise ValueError(f"n_rows must be >= 0, got {n_rows}")
-        arrays: dict[str, NDArray[np.float64]] = {}
+        arrays: dict[str, FloatArray] = {}
         for name in sorted(self.columns):
             array = np.asarray(columns[name], dtype=np.float64)
             if array.shape != (n_rows,):

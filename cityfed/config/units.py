@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pint
-from numpy.typing import NDArray
 from pint.errors import PintError
 
 from cityfed.errors import SpecError
+from cityfed.typing import FloatArray
 
 __all__ = ["check_convertible", "convert", "is_dimensionless", "validate_unit"]
 
@@ -168,12 +168,12 @@ def _scale_factor(src: str, dst: str) -> float | None:
 
 
 def convert(
-    values: NDArray[np.float64],
+    values: FloatArray,
     src: str | None,
     dst: str | None,
     *,
     where: str = "unit conversion",
-) -> NDArray[np.float64]:
+) -> FloatArray:
     """Convert an array of values from unit `src` to unit `dst`.
 
     Parameters
