@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -49,10 +50,18 @@ def test_each_module_is_imported_from_its_own_file() -> None:
 
 @pytest.mark.slow
 def test_wheel_ships_the_three_packages_and_nothing_generic(tmp_path: Path) -> None:
+    # Prepare: what the Dockerfiles copy into their build stage (building there
+    # leaves no build/ folder in the checkout)
+    source = tmp_path / "src"
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("cityfed", "server", "client"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     # Execute: build the wheel as the Dockerfiles do
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
