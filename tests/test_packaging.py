@@ -74,3 +74,12 @@ def test_wheel_ships_the_three_packages_and_nothing_generic(tmp_path: Path) -> N
     assert {"cityfed/py.typed", "cityfed/v1/model_pb2.pyi", "cityfed/demo_data/EWR.csv"} <= set(
         names
     )
+
+
+def test_the_console_script_resolves_to_the_cli() -> None:
+    from importlib.metadata import entry_points
+
+    from cityfed.cli.main import run
+
+    [script] = entry_points(group="console_scripts", name="cityfed")
+    assert script.load() is run
