@@ -8,14 +8,13 @@ stopped again — the same functions the ``certs``, ``coordinator``, ``city`` an
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from cityfed_client.node import NodeLayout, start_node, stop_node
 from cityfed_server.coordinator import start_coordinator, stop_coordinator
@@ -26,6 +25,8 @@ from cityfed_server.runs import run_federation
 from cityfed.files import write_atomic
 from cityfed.ops.certs import COORDINATOR_CERT, issue_city, write_coordinator
 from cityfed.ops.progress import ProgressEvent
+from cityfed.report.build import read_report
+from cityfed.report.types import Report
 from cityfed.sim.simulate import ARTIFACTS
 
 __all__ = ["DEMO_CITIES", "copy_demo_data", "deploy_demo"]
@@ -55,13 +56,14 @@ def deploy_demo(
     federation: str = "federation.toml",
     say: Callable[[str], None] = lambda text: None,
     on_event: Callable[[ProgressEvent], None] = lambda event: None,
-) -> dict[str, Any]:
+) -> Report:
     """Run the demo federation as a real deployment on 127.0.0.1.
 
     Returns
     -------
-    dict
-        The run's report; its artifacts are copied into ``out``.
+    Report
+        The run's report, with the coordinator certificate's path under
+        ``deployment``; its artifacts are copied into ``out``.
     """
     work = Path(tempfile.mkdtemp(prefix="cityfed-deploy-demo-"))
     layout = CoordinatorLayout(work / "coordinator")
@@ -97,11 +99,11 @@ def deploy_demo(
         out.mkdir(parents=True, exist_ok=True)
         for artifact in ARTIFACTS:
             write_atomic(out / artifact, (run_dir / artifact).read_bytes())
-        report: dict[str, Any] = json.loads((run_dir / "report.json").read_text())
-        report.setdefault("deployment", {})["coordinator_certificate"] = str(
-            Path(config.certs) / COORDINATOR_CERT
+        certificate = str(Path(config.certs) / COORDINATOR_CERT)
+        return replace(
+            read_report(run_dir / "report.json"),
+            deployment={"coordinator_certificate": certificate},
         )
-        return report
     finally:
         for node in nodes:
             stop_node(node)

@@ -275,6 +275,7 @@ def run_command(
     from cityfed_server.runs import run_federation
 
     from cityfed.ops.progress import ProgressEvent
+    from cityfed.report.build import read_report, report_json_text
     from cityfed.report.terminal import print_summary
 
     console = Console(stderr=True) if as_json else Console()
@@ -291,9 +292,9 @@ def run_command(
             wait_seconds=wait,
             on_event=on_event,
         )
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out / "report.json")
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(report_json_text(report), nl=False)
         return
     print_summary(report, console)
     console.print(f"Model store: [bold]{escape(str(out))}[/] (model.pb, report.json, report.html)")

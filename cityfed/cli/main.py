@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.markup import escape
 
 from cityfed.cli.deploy import register as register_deploy
 from cityfed.errors import CityFedError
+
+if TYPE_CHECKING:
+    from cityfed.report.types import Report
 
 __all__ = ["app", "main"]
 
@@ -36,9 +39,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _run_simulation(
-    federation: Path, cities: list[Path], out: Path, as_json: bool
-) -> dict[str, Any]:
+def _run_simulation(federation: Path, cities: list[Path], out: Path, as_json: bool) -> Report:
     from cityfed.ops.progress import ProgressEvent
     from cityfed.sim.simulate import prepare, simulate
 
@@ -57,8 +58,14 @@ def _run_simulation(
             status.update(escape(event.message))
 
         report = simulate(plan, out, on_event=on_event)
-    report.setdefault("timing", {})["command_seconds"] = round(time.monotonic() - started, 3)
-    return report
+    command_seconds = round(time.monotonic() - started, 3)
+    return replace(report, timing=replace(report.timing, command_seconds=command_seconds))
+
+
+def _print_json(report: Report) -> None:
+    from cityfed.report.build import report_json_text
+
+    sys.stdout.write(report_json_text(report))
 
 
 @app.command()
@@ -78,7 +85,7 @@ def simulate(
     except CityFedError as exc:
         raise _fail(str(exc)) from None
     if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        _print_json(report)
         return
     console = Console()
     print_summary(report, console)
@@ -133,7 +140,7 @@ def demo(
     except CityFedError as exc:
         raise _fail(str(exc)) from None
     if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        _print_json(report)
         return
     console.print(
         "\n[bold]CityFed demo[/]: EWR and JFK share US-unit CSVs (JFK derives °C with a "

@@ -1,30 +1,140 @@
-"""``report.json`` (stable keys) and ``report.html`` of a run."""
+"""The :class:`~cityfed.report.types.Report` of a run, and its published ``report.json``.
+
+``report.json`` is a published format: :func:`report_to_json` writes its keys and
+nesting, :func:`report_from_json` reads them back into the same typed report
+(``report_from_json(report_to_json(r)) == r``). JSON has no NaN, so non-finite
+floats are written as null; a null where the report holds a float reads back as
+NaN.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from cityfed.config.spec import FederationSpec
-from cityfed.federation.evaluation import CityEvaluation, evaluation_to_json
-from cityfed.federation.outcome import CityOutcome, RunResult
+from cityfed.config.spec import (
+    Algorithm,
+    FederationSpec,
+    ModelKind,
+    Task,
+    VariableSpec,
+    federation_from_json,
+    federation_to_json,
+)
+from cityfed.errors import CityFedError
+from cityfed.federation.evaluation import (
+    CityEvaluation,
+    evaluation_from_json,
+    evaluation_to_json,
+)
+from cityfed.federation.outcome import CityOutcome, RunResult, Status
 from cityfed.files import write_atomic
+from cityfed.report.html import render_html
+from cityfed.report.types import Compared, ModelSection, PooledCheck, Report, Timing
 from cityfed.version import __version__
 
-__all__ = ["build_report", "write_report"]
+__all__ = [
+    "build_report",
+    "read_report",
+    "report_from_json",
+    "report_json_text",
+    "report_to_json",
+    "write_report",
+]
+
+_T = TypeVar("_T", bound=str)
+
+_KINDS: tuple[ModelKind, ...] = ("linear", "ridge", "logistic")
+_TASKS: tuple[Task, ...] = ("regression", "classification")
+_ALGORITHMS: tuple[Algorithm, ...] = ("exact", "fedavg")
+_STATUSES: tuple[Status, ...] = ("ok", "refused", "failed")
+_COMPARED: tuple[Compared, ...] = ("prediction", "predicted probability")
 
 
-def _federation(fed: FederationSpec) -> dict[str, Any]:
-    data = asdict(fed)
-    data.pop("source", None)
-    return data
+# --------------------------------------------------------------------------- build
 
 
-def _city(outcome: CityOutcome) -> dict[str, Any]:
-    entry: dict[str, Any] = {
+def _outcome(outcome: CityOutcome) -> CityOutcome:
+    """The outcome as the report keeps it: an empty evaluation is no evaluation.
+
+    ``report.json`` writes both the same way, so the report cannot tell them apart.
+    """
+    return replace(outcome, evaluation=None) if outcome.evaluation == CityEvaluation() else outcome
+
+
+def build_report(fed: FederationSpec, result: RunResult) -> Report:
+    """The report of a run, without a pooled check (only a simulation can add one).
+
+    Parameters
+    ----------
+    fed : FederationSpec
+        The federation the run trained.
+    result : RunResult
+        The fitted model and every city's outcome.
+
+    Returns
+    -------
+    Report
+        The typed report; cities are sorted by name, times rounded to what
+        ``report.json`` records.
+    """
+    model = result.model
+    return Report(
+        cityfed_version=__version__,
+        created_at=model.created_at,
+        run_id=model.run_id,
+        federation=fed,
+        model=ModelSection(
+            kind=model.kind,
+            task=model.task,
+            algorithm=model.algorithm,
+            features=model.feature_names,
+            units=tuple(f.unit for f in model.features),
+            target=model.target,
+            coef=tuple(float(c) for c in model.coef),
+            intercept=float(model.intercept),
+            rounds=model.rounds,
+            converged=model.converged,
+            training_rows=model.training_rows,
+            cities=tuple(model.cities),
+            metrics=dict(model.metrics),
+        ),
+        cities={name: _outcome(o) for name, o in sorted(result.cities.items())},
+        pooled_check=None,
+        timing=Timing(
+            wall_seconds=round(result.wall_seconds, 3),
+            aggregation_seconds=round(result.aggregation_seconds, 6),
+        ),
+    )
+
+
+# ----------------------------------------------------------------------- to JSON
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: non-finite floats become null (JSON has no NaN), tuples lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _federation_to_json(fed: FederationSpec) -> dict[str, Any]:
+    """The flat ``federation`` object: :func:`federation_to_json`'s, in field order."""
+    nested = json.loads(federation_to_json(fed))
+    flat = {**nested["federation"], "target": nested["target"], "features": nested["features"]}
+    return {f.name: flat[f.name] for f in fields(fed) if f.name in flat}
+
+
+def _city_to_json(outcome: CityOutcome) -> dict[str, Any]:
+    return {
         "status": outcome.status,
         "reason": outcome.reason or None,
         "rows_read": outcome.rows_read,
@@ -35,61 +145,298 @@ def _city(outcome: CityOutcome) -> dict[str, Any]:
         "rows_holdout": outcome.rows_holdout,
         **evaluation_to_json(outcome.evaluation or CityEvaluation()),
     }
-    return entry
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: non-finite floats become null (JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
+def report_to_json(report: Report) -> dict[str, Any]:
+    """The ``report.json`` object of a report.
+
+    Parameters
+    ----------
+    report : Report
+        The report.
+
+    Returns
+    -------
+    dict
+        JSON-ready (``json.dumps(..., allow_nan=False)`` works): non-finite
+        floats are null; ``timing.command_seconds`` and ``deployment`` appear
+        only when set.
+    """
+    timing: dict[str, Any] = {
+        "wall_seconds": report.timing.wall_seconds,
+        "aggregation_seconds": report.timing.aggregation_seconds,
+    }
+    if report.timing.command_seconds is not None:
+        timing["command_seconds"] = report.timing.command_seconds
+    data: dict[str, Any] = {
+        "cityfed_version": report.cityfed_version,
+        "created_at": report.created_at,
+        "run_id": report.run_id,
+        "federation": _federation_to_json(report.federation),
+        "model": asdict(report.model),
+        "cities": {name: _city_to_json(o) for name, o in report.cities.items()},
+        "pooled_check": None if report.pooled_check is None else asdict(report.pooled_check),
+        "timing": timing,
+    }
+    if report.deployment is not None:
+        data["deployment"] = dict(report.deployment)
+    cleaned: dict[str, Any] = _clean(data)
+    return cleaned
 
 
-def build_report(
-    fed: FederationSpec, result: RunResult, pooled_check: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The machine-readable report of a run."""
-    model = result.model
-    report: dict[str, Any] = _clean(
-        {
-            "cityfed_version": __version__,
-            "created_at": model.created_at,
-            "run_id": model.run_id,
-            "federation": _federation(fed),
-            "model": {
-                "kind": model.kind,
-                "task": model.task,
-                "algorithm": model.algorithm,
-                "features": list(model.feature_names),
-                "units": [f.unit for f in model.features],
-                "target": {"name": model.target.name, "unit": model.target.unit},
-                "coef": model.coef.tolist(),
-                "intercept": model.intercept,
-                "rounds": model.rounds,
-                "converged": model.converged,
-                "training_rows": model.training_rows,
-                "cities": list(model.cities),
-                "metrics": dict(model.metrics),
-            },
-            "cities": {name: _city(o) for name, o in sorted(result.cities.items())},
-            "pooled_check": pooled_check,
-            "timing": {
-                "wall_seconds": round(result.wall_seconds, 3),
-                "aggregation_seconds": round(result.aggregation_seconds, 6),
-            },
-        }
+# --------------------------------------------------------------------- from JSON
+
+
+class _Object:
+    """A JSON object of ``report.json`` read key by key.
+
+    Every wrong shape is a :class:`CityFedError` naming the file and the dotted
+    key, e.g. ``report.json: cities.EWR.rows_read: expected an integer, got 'x'``.
+    """
+
+    def __init__(self, data: object, source: str, path: str) -> None:
+        if not isinstance(data, Mapping):
+            where = path or "the top level"
+            raise CityFedError(f"{source}: {where}: expected a JSON object, got {_shown(data)}")
+        self.data: Mapping[str, Any] = data
+        self.source = source
+        self.path = path
+
+    def where(self, key: str) -> str:
+        """The dotted key of ``key`` in this object."""
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, key: str, expected: str, value: object) -> CityFedError:
+        """An error saying what ``key`` should have held."""
+        return CityFedError(
+            f"{self.source}: {self.where(key)}: expected {expected}, got {_shown(value)}"
+        )
+
+    def get(self, key: str) -> object:
+        """The value of a required key."""
+        if key not in self.data:
+            raise CityFedError(f"{self.source}: {self.where(key)}: missing key")
+        return self.data[key]
+
+    def obj(self, key: str) -> _Object:
+        """A nested object."""
+        return _Object(self.get(key), self.source, self.where(key))
+
+    def text(self, key: str) -> str:
+        """A string."""
+        value = self.get(key)
+        if not isinstance(value, str):
+            raise self.fail(key, "a string", value)
+        return value
+
+    def integer(self, key: str) -> int:
+        """An integer."""
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, "an integer", value)
+        return value
+
+    def boolean(self, key: str) -> bool:
+        """``true`` or ``false``."""
+        value = self.get(key)
+        if not isinstance(value, bool):
+            raise self.fail(key, "true or false", value)
+        return value
+
+    def number(self, key: str) -> float:
+        """A float; null reads as NaN (the writer turned a non-finite float into null)."""
+        value = self.optional_number(key)
+        return math.nan if value is None else value
+
+    def optional_number(self, key: str) -> float | None:
+        """A float or null."""
+        return self._number(key, self.get(key), "a number or null")
+
+    def numbers(self, key: str) -> tuple[float, ...]:
+        """A list of floats (null items read as NaN)."""
+        value = self.get(key)
+        if not isinstance(value, list):
+            raise self.fail(key, "a list of numbers", value)
+        parsed = [self._number(key, item, "a list of numbers") for item in value]
+        return tuple(math.nan if item is None else item for item in parsed)
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        """A list of strings."""
+        value = self.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, "a list of strings", value)
+        return tuple(value)
+
+    def choice(self, key: str, options: tuple[_T, ...]) -> _T:
+        """One of ``options``."""
+        value = self.get(key)
+        for option in options:
+            if value == option:
+                return option
+        raise self.fail(key, "one of " + ", ".join(repr(o) for o in options), value)
+
+    def _number(self, key: str, value: object, expected: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, expected, value)
+        return float(value)
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A short ``repr`` of a wrong value, for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _federation_from_json(table: _Object) -> FederationSpec:
+    """Parse the flat ``federation`` object with the spec's own validation."""
+    fed = table.obj("federation")
+    settings = {k: v for k, v in fed.data.items() if k not in ("target", "features")}
+    text = json.dumps(
+        {"federation": settings, "target": fed.get("target"), "features": fed.get("features")}
     )
-    return report
+    return federation_from_json(text, source=f"{table.source}: federation")
 
 
-def write_report(report: dict[str, Any], out_dir: Path) -> None:
-    """Write ``report.json`` and ``report.html`` into ``out_dir`` atomically."""
-    from cityfed.report.html import render_html
+def _model_from_json(table: _Object) -> ModelSection:
+    target, metrics = table.obj("target"), table.obj("metrics")
+    return ModelSection(
+        kind=table.choice("kind", _KINDS),
+        task=table.choice("task", _TASKS),
+        algorithm=table.choice("algorithm", _ALGORITHMS),
+        features=table.strings("features"),
+        units=table.strings("units"),
+        target=VariableSpec(name=target.text("name"), unit=target.text("unit")),
+        coef=table.numbers("coef"),
+        intercept=table.number("intercept"),
+        rounds=table.integer("rounds"),
+        converged=table.boolean("converged"),
+        training_rows=table.integer("training_rows"),
+        cities=table.strings("cities"),
+        metrics={name: metrics.number(name) for name in metrics.data},
+    )
 
-    text = json.dumps(report, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    write_atomic(out_dir / "report.json", text.encode("utf-8"))
+
+def _city_from_json(name: str, table: _Object) -> CityOutcome:
+    reason = table.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise table.fail("reason", "a string or null", reason)
+    try:
+        evaluation: CityEvaluation | None = evaluation_from_json(table.data)
+    except (ValueError, TypeError) as exc:
+        raise CityFedError(f"{table.source}: {table.path}: {exc}") from None
+    drops = table.obj("drop_reasons")
+    return CityOutcome(
+        city=name,
+        status=table.choice("status", _STATUSES),
+        reason=reason or "",
+        rows_read=table.integer("rows_read"),
+        rows_train=table.integer("rows_train"),
+        drop_reasons={reason: drops.integer(reason) for reason in drops.data},
+        evaluation=None if evaluation == CityEvaluation() else evaluation,
+    )
+
+
+def _pooled_from_json(top: _Object) -> PooledCheck | None:
+    if top.get("pooled_check") is None:
+        return None
+    table = top.obj("pooled_check")
+    return PooledCheck(
+        max_abs_prediction_diff=table.number("max_abs_prediction_diff"),
+        relative_to_std_y=table.optional_number("relative_to_std_y"),
+        rows=table.integer("rows"),
+        reference=table.text("reference"),
+        compared=table.choice("compared", _COMPARED),
+        within_tolerance=table.boolean("within_tolerance"),
+    )
+
+
+def _timing_from_json(table: _Object) -> Timing:
+    return Timing(
+        wall_seconds=table.number("wall_seconds"),
+        aggregation_seconds=table.number("aggregation_seconds"),
+        command_seconds=table.optional_number("command_seconds")
+        if "command_seconds" in table.data
+        else None,
+    )
+
+
+def report_from_json(data: object, source: str) -> Report:
+    """Read a parsed ``report.json`` back into a :class:`Report`.
+
+    Parameters
+    ----------
+    data : object
+        The parsed JSON document.
+    source : str
+        How to name the document in error messages (usually its path).
+
+    Returns
+    -------
+    Report
+        The typed report.
+
+    Raises
+    ------
+    CityFedError
+        On a missing key or a wrong type; the one-line message names ``source``
+        and the dotted key.
+    """
+    top = _Object(data, source, "")
+    cities = top.obj("cities")
+    deployment = None
+    if top.data.get("deployment") is not None:
+        facts = top.obj("deployment")
+        deployment = {key: facts.text(key) for key in facts.data}
+    return Report(
+        cityfed_version=top.text("cityfed_version"),
+        created_at=top.text("created_at"),
+        run_id=top.text("run_id"),
+        federation=_federation_from_json(top),
+        model=_model_from_json(top.obj("model")),
+        cities={name: _city_from_json(name, cities.obj(name)) for name in cities.data},
+        pooled_check=_pooled_from_json(top),
+        timing=_timing_from_json(top.obj("timing")),
+        deployment=deployment,
+    )
+
+
+def read_report(path: Path) -> Report:
+    """Read a ``report.json`` file.
+
+    Raises
+    ------
+    CityFedError
+        If the file cannot be read, is not JSON or is malformed (see
+        :func:`report_from_json`).
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CityFedError(f"{path}: cannot read the report ({exc.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CityFedError(f"{path}: not a JSON report ({exc})") from None
+    return report_from_json(data, str(path))
+
+
+# ------------------------------------------------------------------------- write
+
+
+def report_json_text(report: Report) -> str:
+    """The text of ``report.json``: :func:`report_to_json`, indented, with a final newline."""
+    return json.dumps(report_to_json(report), indent=2, allow_nan=False) + "\n"
+
+
+def write_report(report: Report, out_dir: Path) -> None:
+    """Write ``report.json`` and ``report.html`` into ``out_dir`` atomically.
+
+    Parameters
+    ----------
+    report : Report
+        The report.
+    out_dir : Path
+        The run's folder (created if needed).
+    """
+    write_atomic(out_dir / "report.json", report_json_text(report).encode("utf-8"))
     write_atomic(out_dir / "report.html", render_html(report).encode("utf-8"))

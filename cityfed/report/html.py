@@ -1,10 +1,10 @@
-"""Render a run's ``report.json`` as one self-contained HTML page.
+"""Render a run's :class:`~cityfed.report.types.Report` as one self-contained HTML page.
 
 The page needs nothing from the network: the styles are inline, there is no
 JavaScript, and the plots are inline SVG drawn by the small helpers below.
-Every string that comes from the report is escaped with :func:`html.escape`,
-and every value is read defensively, so a report with null scores, a null
-pooled check or refused cities still renders.
+Every string that comes from the report is escaped with :func:`html.escape`.
+Undefined scores (None, or not finite) show as "n/a", a report without a pooled
+check has no such section, and refused cities show their reason.
 
 Conventions used throughout: helpers whose names end in ``_svg``,
 ``_section`` or ``_table`` return HTML; their *text* arguments are raw strings
@@ -18,8 +18,19 @@ import html
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import zip_longest
-from typing import Any, Final
+from typing import Final
+
+from cityfed.config.spec import FederationSpec
+from cityfed.core.metrics import CalibrationBin, Scores
+from cityfed.federation.outcome import CityOutcome, Status
+from cityfed.report.types import (
+    ModelSection,
+    PooledCheck,
+    Report,
+    ScoreName,
+    holdout_models,
+    score_of,
+)
 
 __all__ = ["render_html"]
 
@@ -36,25 +47,25 @@ _SVG_NS: Final = "http://www.w3.org/2000/svg"
 class _Series:
     """One of the three models compared on each city's holdout rows."""
 
-    keys: tuple[str, ...]  # accepted spellings in ``holdout``
     label: str
     colour: str
 
 
 @dataclass(frozen=True)
 class _Metric:
-    """A holdout score: its key in the report, label and direction."""
+    """A holdout score: its name in the score records, label and direction."""
 
-    key: str
+    key: ScoreName
     label: str
     higher_is_better: bool
 
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
+# In the order of :func:`~cityfed.report.types.holdout_models`.
 _SERIES: Final = (
-    _Series(("local_only",), "local-only", "#7f7f7f"),
-    _Series(("federated",), "federated", "#0072b2"),
-    _Series(("personalized", "personalised"), "personalised", "#e69f00"),
+    _Series("local-only", "#7f7f7f"),
+    _Series("federated", "#0072b2"),
+    _Series("personalised", "#e69f00"),
 )
 
 _REGRESSION_METRICS: Final = (
@@ -97,7 +108,6 @@ ul.reasons { margin: 0; padding-left: 1.1em; }
            display: inline-block; }
 .verdict.pass { background: #e3f9e5; color: #1f6f2b; }
 .verdict.fail { background: #ffe3e3; color: #9b1c1c; }
-.verdict.unknown { background: #f5f7fa; color: #52606d; }
 figure { margin: 8px 0 16px; }
 .scroll { overflow-x: auto; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px 24px; }
@@ -115,34 +125,21 @@ footer { margin-top: 40px; color: #7b8794; font-size: 0.85rem; }
 
 
 # --------------------------------------------------------------------------
-# Defensive access and formatting
+# Formatting
 # --------------------------------------------------------------------------
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
-    """Return ``value`` if it is a mapping, else an empty one."""
-    return value if isinstance(value, Mapping) else {}
+def _finite(value: float | None) -> float | None:
+    """Return ``value`` if it is a finite number, else None."""
+    return value if value is not None and math.isfinite(value) else None
 
 
-def _sequence(value: object) -> list[Any]:
-    """Return ``value`` as a list if it is a list or tuple, else an empty list."""
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _as_float(value: object) -> float | None:
-    """Return ``value`` as a finite float, or None for null, NaN, text, bools."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _fmt(value: object, digits: int = 4) -> str:
-    """Format a number for display; anything that is not a number is ``n/a``.
+def _fmt(value: float | None, digits: int = 4) -> str:
+    """Format a number for display; None and non-finite floats are ``n/a``.
 
     Parameters
     ----------
-    value : object
+    value : float or None
         The value to format. Integers keep every digit (with thousands
         separators); floats get ``digits`` significant digits.
     digits : int, optional
@@ -156,7 +153,7 @@ def _fmt(value: object, digits: int = 4) -> str:
     """
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    number = _as_float(value)
+    number = _finite(value)
     if number is None:
         return NA
     if number == 0:
@@ -170,39 +167,18 @@ def _fmt(value: object, digits: int = 4) -> str:
     return f"{number:,.0f}" if "e" in text else text
 
 
-def _text(value: object) -> str:
-    """Return any report value as escaped HTML text (null becomes ``n/a``)."""
+def _text(value: str | float | None) -> str:
+    """Return a report value as escaped HTML text (bools are yes/no, None ``n/a``)."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if value is None or isinstance(value, int | float):
         return _fmt(value)
-    return html.escape(str(value))
-
-
-def _is_classification(report: Mapping[str, Any]) -> bool:
-    """Tell whether the federation's task is classification."""
-    task = _mapping(report.get("federation")).get("task")
-    if task is None:
-        task = _mapping(report.get("model")).get("task")
-    return "class" in str(task).lower()
+    return html.escape(value)
 
 
 def _metrics(classification: bool) -> tuple[_Metric, ...]:
     """Return the scores shown for the task."""
     return _CLASSIFICATION_METRICS if classification else _REGRESSION_METRICS
-
-
-def _series_scores(holdout: Mapping[str, Any], series: _Series) -> Mapping[str, Any]:
-    """Return one model's holdout scores (empty if absent or null)."""
-    for key in series.keys:
-        if key in holdout:
-            return _mapping(holdout[key])
-    return {}
-
-
-def _is_refused(city: Mapping[str, Any]) -> bool:
-    """Tell whether a city refused to take part."""
-    return str(city.get("status", "")).lower() == "refused"
 
 
 def _shorten(label: str, limit: int = 16) -> str:
@@ -433,30 +409,9 @@ def _legend_svg(series: Sequence[_Series], x: float, y: float) -> str:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Bin:
-    """A calibration bin: mean prediction, mean observation, row count."""
-
-    predicted: float
-    observed: float
-    count: float | None
-
-
-def _calibration_bins(value: object) -> list[_Bin]:
-    """Read a city's ``calibration`` list, keeping only bins with both means."""
-    bins = []
-    for item in _sequence(value):
-        entry = _mapping(item)
-        predicted = _as_float(entry.get("predicted"))
-        observed = _as_float(entry.get("observed"))
-        if predicted is not None and observed is not None:
-            bins.append(_Bin(predicted, observed, _as_float(entry.get("count"))))
-    return bins
-
-
 def _calibration_svg(
     title: str,
-    bins: Sequence[_Bin],
+    bins: Sequence[CalibrationBin],
     x_label: str,
     y_label: str,
     bounds: tuple[float, float] | None = None,
@@ -467,8 +422,8 @@ def _calibration_svg(
     ----------
     title : str
         Raw plot title (the city name).
-    bins : Sequence[_Bin]
-        The bins; point area grows with the bin's row count when known.
+    bins : Sequence[CalibrationBin]
+        The bins, with finite means; point area grows with the bin's row count.
     x_label, y_label : str
         Raw axis labels.
     bounds : tuple[float, float] or None, optional
@@ -505,14 +460,14 @@ def _calibration_svg(
     parts.append(_svg_line(sx(low), sy(low), sx(high), sy(high), "identity"))
     parts.append(_svg_text(left + size / 2, height - 8, x_label, css_class="axis-label"))
     parts.append(_svg_text(16, top + size / 2, y_label, css_class="axis-label", rotate=True))
-    largest = max((b.count for b in bins if b.count and b.count > 0), default=None)
+    largest = max((b.count for b in bins if b.count > 0), default=None)
     for item in bins:
         radius = 4.0
-        if largest and item.count and item.count > 0:
+        if largest and item.count > 0:
             radius = 2.5 + 5.5 * math.sqrt(item.count / largest)
         tooltip = (
             f"predicted {_fmt(item.predicted)}, observed {_fmt(item.observed)}, "
-            f"{_fmt(item.count)} rows"
+            f"{_fmt(float(item.count))} rows"
         )
         parts.append(
             f'<circle cx="{sx(item.predicted):.1f}" cy="{sy(item.observed):.1f}" '
@@ -528,58 +483,40 @@ def _calibration_svg(
 # --------------------------------------------------------------------------
 
 
-def _header(report: Mapping[str, Any]) -> str:
+def _header(report: Report) -> str:
     """Return the page title and the one-line run description."""
-    federation = _mapping(report.get("federation"))
-    model = _mapping(report.get("model"))
-    kind = model.get("kind", federation.get("model"))
-    task = federation.get("task", model.get("task"))
     details = [
-        f"model {_text(kind)}",
-        f"task {_text(task)}",
-        f"algorithm {_text(federation.get('algorithm'))}",
-        f"rounds {_text(model.get('rounds'))}",
-        f"created {_text(report.get('created_at'))}",
-        f"run {_text(report.get('run_id'))}",
+        f"model {_text(report.model.kind)}",
+        f"task {_text(report.federation.task)}",
+        f"algorithm {_text(report.federation.algorithm)}",
+        f"rounds {_text(report.model.rounds)}",
+        f"created {_text(report.created_at)}",
+        f"run {_text(report.run_id)}",
     ]
     return (
-        f"<header><h1>CityFed report — {_text(federation.get('name'))}</h1>"
+        f"<header><h1>CityFed report — {_text(report.federation.name)}</h1>"
         f'<p class="subtitle">{" · ".join(details)}</p></header>'
     )
 
 
-def _scored_cities(
-    cities: Mapping[str, Any],
-) -> list[tuple[str, Mapping[str, Any]]]:
-    """Return (name, city) for every city that did not refuse."""
-    return [
-        (str(name), _mapping(city))
-        for name, city in cities.items()
-        if not _is_refused(_mapping(city))
-    ]
-
-
-def _benefit_table(
-    scored: Sequence[tuple[str, Mapping[str, Any]]], metrics: Sequence[_Metric]
-) -> str:
+def _benefit_table(scored: Sequence[CityOutcome], metrics: Sequence[_Metric]) -> str:
     """Tabulate each city's holdout scores for the three models.
 
     The best of the three values of each score is shown in bold.
     """
     rows: list[list[str]] = []
     row_classes: list[str] = []
-    for name, city in scored:
-        holdout = city.get("holdout")
-        if not isinstance(holdout, Mapping):
-            rows.append([_text(name), "no holdout rows scored", *[NA] * len(metrics)])
+    for city in scored:
+        scores = holdout_models(city)
+        if all(item is None for item in scores):
+            rows.append([_text(city.city), "no holdout rows scored", *[NA] * len(metrics)])
             row_classes.append("group-start")
             continue
-        scores = [_series_scores(holdout, item) for item in _SERIES]
         best = {metric.key: _best(scores, metric) for metric in metrics}
         for s, item in enumerate(_SERIES):
-            cells = [_text(name) if s == 0 else "", html.escape(item.label)]
+            cells = [_text(city.city) if s == 0 else "", html.escape(item.label)]
             for metric in metrics:
-                value = _as_float(scores[s].get(metric.key))
+                value = score_of(scores[s], metric.key)
                 cell = _fmt(value)
                 is_best = value is not None and value == best[metric.key]
                 cells.append(f"<strong>{cell}</strong>" if is_best else cell)
@@ -590,43 +527,43 @@ def _benefit_table(
     return _table(header, rows, numeric=numeric, row_classes=row_classes)
 
 
-def _best(scores: Sequence[Mapping[str, Any]], metric: _Metric) -> float | None:
-    """Return the best non-null value of ``metric`` among the models."""
-    values = [v for v in (_as_float(s.get(metric.key)) for s in scores) if v is not None]
+def _best(scores: Sequence[Scores | None], metric: _Metric) -> float | None:
+    """Return the best defined value of ``metric`` among the models."""
+    values = [v for v in (score_of(s, metric.key) for s in scores) if v is not None]
     if not values:
         return None
     return max(values) if metric.higher_is_better else min(values)
 
 
 def _headline_groups(
-    scored: Sequence[tuple[str, Mapping[str, Any]]], classification: bool
+    scored: Sequence[CityOutcome], classification: bool
 ) -> tuple[list[_BarGroup], str]:
     """Return the bar groups for the headline score and the y-axis label.
 
     Regression uses R². Classification uses ROC AUC, except for a city whose
-    three AUCs are all null: its bars show accuracy and its label says so.
+    three AUCs are all undefined: its bars show accuracy and its label says so.
     """
     groups: list[_BarGroup] = []
     fell_back = False
-    for name, city in scored:
-        holdout = _mapping(city.get("holdout"))
-        scores = [_series_scores(holdout, item) for item in _SERIES]
-        key, label = ("roc_auc" if classification else "r2"), name
-        values = tuple(_as_float(s.get(key)) for s in scores)
+    for city in scored:
+        scores = holdout_models(city)
+        key: ScoreName = "roc_auc" if classification else "r2"
+        label = city.city
+        values = tuple(score_of(s, key) for s in scores)
         if classification and all(v is None for v in values):
-            values = tuple(_as_float(s.get("accuracy")) for s in scores)
+            values = tuple(score_of(s, "accuracy") for s in scores)
             if any(v is not None for v in values):
-                label, fell_back = f"{name} (accuracy)", True
+                label, fell_back = f"{city.city} (accuracy)", True
         groups.append(_BarGroup(label, values))
     if not classification:
         return groups, "R² on holdout rows"
     return groups, "ROC AUC / accuracy" if fell_back else "ROC AUC on holdout rows"
 
 
-def _benefit_section(cities: Mapping[str, Any], classification: bool) -> str:
+def _benefit_section(cities: Mapping[str, CityOutcome], classification: bool) -> str:
     """Return the "Mutual benefit" section: scores table and bar chart."""
-    scored = _scored_cities(cities)
-    refused = [str(name) for name in cities if _is_refused(_mapping(cities[name]))]
+    scored = [city for city in cities.values() if city.status != "refused"]
+    refused = [name for name, city in cities.items() if city.status == "refused"]
     parts = [
         _caption(
             "Scores on each city's own holdout rows for a model trained on that "
@@ -649,24 +586,28 @@ def _benefit_section(cities: Mapping[str, Any], classification: bool) -> str:
     return _section("Mutual benefit", *parts)
 
 
-def _calibration_section(report: Mapping[str, Any], classification: bool) -> str:
+def _plotted_bins(city: CityOutcome) -> list[CalibrationBin]:
+    """Return a city's calibration bins whose two means are finite."""
+    bins = city.evaluation.calibration if city.evaluation is not None else ()
+    return [b for b in bins if math.isfinite(b.predicted) and math.isfinite(b.observed)]
+
+
+def _calibration_section(report: Report, classification: bool) -> str:
     """Return the "Predicted vs observed" section, or "" if no city has bins."""
-    cities = _mapping(report.get("cities"))
-    target = _mapping(_mapping(report.get("federation")).get("target"))
     if classification:
         x_label, y_label = "mean predicted probability", "observed frequency"
         bounds: tuple[float, float] | None = (0.0, 1.0)
     else:
-        name = str(target.get("name") or "target")
-        unit = target.get("unit")
-        suffix = f" ({unit})" if unit else ""
+        target = report.federation.target
+        name = target.name or "target"
+        suffix = f" ({target.unit})" if target.unit else ""
         x_label, y_label = f"predicted {name}{suffix}", f"observed {name}{suffix}"
         bounds = None
     plots = []
-    for city_name, city in cities.items():
-        bins = _calibration_bins(_mapping(city).get("calibration"))
+    for city_name, city in report.cities.items():
+        bins = _plotted_bins(city)
         if bins:
-            plots.append(_calibration_svg(str(city_name), bins, x_label, y_label, bounds))
+            plots.append(_calibration_svg(city_name, bins, x_label, y_label, bounds))
     if not plots:
         return ""
     caption = _caption(
@@ -678,95 +619,77 @@ def _calibration_section(report: Mapping[str, Any], classification: bool) -> str
     return _section("Predicted vs observed", caption, f'<div class="grid">{"".join(plots)}</div>')
 
 
-def _model_section(report: Mapping[str, Any], classification: bool) -> str:
+def _model_section(report: Report, classification: bool) -> str:
     """Return the "Model" section: coefficients, intercept, target, settings."""
-    federation = _mapping(report.get("federation"))
-    model = _mapping(report.get("model"))
-    specs = [_mapping(f) for f in _sequence(federation.get("features"))]
-    units = {str(spec.get("name")): spec.get("unit") for spec in specs}
-    names = _sequence(model.get("features")) or [spec.get("name") for spec in specs]
-    target = _mapping(federation.get("target"))
-
+    model, target = report.model, report.federation.target
     rows = [
-        [_text(name), _text(units.get(str(name))), _fmt(coef, 6)]
-        for name, coef in zip_longest(names, _sequence(model.get("coef")))
+        [_text(name), _text(unit), _fmt(coef, 6)]
+        for name, unit, coef in zip(model.features, model.units, model.coef, strict=True)
     ]
-    intercept_unit = "log-odds" if classification else _text(target.get("unit"))
-    rows.append(["<em>intercept</em>", intercept_unit, _fmt(model.get("intercept"), 6)])
-    effect = (
-        "the change in log-odds"
-        if classification
-        else f"the change in {target.get('name') or 'the target'}"
-    )
+    intercept_unit = "log-odds" if classification else _text(target.unit)
+    rows.append(["<em>intercept</em>", intercept_unit, _fmt(model.intercept, 6)])
+    effect = "the change in log-odds" if classification else f"the change in {target.name}"
     parts = [
-        f"<p>Target: <strong>{_text(target.get('name'))}</strong> "
-        f"({_text(target.get('unit'))})</p>",
+        f"<p>Target: <strong>{_text(target.name)}</strong> ({_text(target.unit)})</p>",
         _caption(
             f"Coefficients are in federation units: each is {effect} per one unit of the feature."
         ),
         _table(["Feature", "Unit", "Coefficient"], rows, numeric=frozenset({2})),
         "<h3>Settings</h3>",
-        _settings_table(federation, model),
+        _settings_table(report.federation, model),
     ]
     return _section("Model", *parts)
 
 
-def _settings_table(federation: Mapping[str, Any], model: Mapping[str, Any]) -> str:
-    """Tabulate the federation settings and fit status present in the report."""
-    keys = (
-        "model",
-        "algorithm",
-        "alpha",
-        "C",
-        "standardize",
-        "holdout_fraction",
-        "seed",
-        "min_cities",
-        "min_rows_per_city",
-        "missing",
+def _settings_table(federation: FederationSpec, model: ModelSection) -> str:
+    """Tabulate the federation settings and the fit status."""
+    settings: tuple[tuple[str, str | float], ...] = (
+        ("model", federation.model),
+        ("algorithm", federation.algorithm),
+        ("alpha", federation.alpha),
+        ("C", federation.C),
+        ("standardize", federation.standardize),
+        ("holdout_fraction", federation.holdout_fraction),
+        ("seed", federation.seed),
+        ("min_cities", federation.min_cities),
+        ("min_rows_per_city", federation.min_rows_per_city),
+        ("missing", federation.missing),
+        ("rounds", model.rounds),
+        ("converged", model.converged),
     )
-    rows = [[html.escape(key), _text(federation[key])] for key in keys if key in federation]
-    rows += [
-        [html.escape(key), _text(model[key])] for key in ("rounds", "converged") if key in model
-    ]
-    return _table(["Setting", "Value"], rows)
+    return _table(["Setting", "Value"], [[html.escape(k), _text(v)] for k, v in settings])
 
 
-def _drop_reasons(value: object) -> str:
+def _drop_reasons(reasons: Mapping[str, int]) -> str:
     """Render ``drop_reasons`` as a list of "reason: count", largest first."""
-    reasons = _mapping(value)
     if not reasons:
-        return "none" if isinstance(value, Mapping) else NA
-    ordered = sorted(reasons.items(), key=lambda kv: -(_as_float(kv[1]) or 0.0))
+        return "none"
+    ordered = sorted(reasons.items(), key=lambda kv: -kv[1])
     items = "".join(f"<li>{_text(reason)}: {_fmt(count)}</li>" for reason, count in ordered)
     return f'<ul class="reasons">{items}</ul>'
 
 
-def _status_badge(value: object) -> str:
+def _status_badge(status: Status) -> str:
     """Render a city's status as a coloured badge."""
-    status = str(value).lower() if value is not None else ""
     kind = status if status in ("ok", "refused") else "other"
-    return f'<span class="status status-{kind}">{_text(value)}</span>'
+    return f'<span class="status status-{kind}">{_text(status)}</span>'
 
 
-def _cities_section(cities: Mapping[str, Any]) -> str:
+def _cities_section(cities: Mapping[str, CityOutcome]) -> str:
     """Return the "Cities" section: one row per city with its row accounting."""
-    rows = []
-    for name, value in cities.items():
-        city = _mapping(value)
-        reason = city.get("reason")
-        rows.append(
-            [
-                _text(name),
-                _status_badge(city.get("status")),
-                _fmt(city.get("rows_used")),
-                _fmt(city.get("rows_train")),
-                _fmt(city.get("rows_holdout")),
-                _fmt(city.get("rows_dropped")),
-                _drop_reasons(city.get("drop_reasons")),
-                _text(reason) if reason is not None else "",
-            ]
-        )
+    rows = [
+        [
+            _text(name),
+            _status_badge(city.status),
+            _fmt(city.rows_used),
+            _fmt(city.rows_train),
+            _fmt(city.rows_holdout),
+            _fmt(city.rows_dropped),
+            _drop_reasons(city.drop_reasons),
+            _text(city.reason),
+        ]
+        for name, city in cities.items()
+    ]
     if not rows:
         return _section("Cities", _caption("The report lists no cities."))
     header = [
@@ -782,28 +705,25 @@ def _cities_section(cities: Mapping[str, Any]) -> str:
     return _section("Cities", _table(header, rows, numeric=frozenset({2, 3, 4, 5})))
 
 
-def _pooled_section(value: object) -> str:
+def _pooled_section(check: PooledCheck | None) -> str:
     """Return the "Pooled check" section, or "" when the report has none."""
-    if not isinstance(value, Mapping):
+    if check is None:
         return ""
-    within = value.get("within_tolerance")
-    if within is True:
+    if check.within_tolerance:
         verdict = (
             '<p class="verdict pass">Within tolerance: the federated model '
             "reproduces the pooled reference fit.</p>"
         )
-    elif within is False:
+    else:
         verdict = (
             '<p class="verdict fail">Not within tolerance: the federated model '
             "differs from the pooled reference fit.</p>"
         )
-    else:
-        verdict = '<p class="verdict unknown">Tolerance verdict not recorded.</p>'
     rows = [
-        ["Max |prediction difference|", _fmt(value.get("max_abs_prediction_diff"))],
-        ["Relative to std(y)", _fmt(value.get("relative_to_std_y"))],
-        ["Rows", _fmt(value.get("rows"))],
-        ["Reference", _text(value.get("reference"))],
+        ["Max |prediction difference|", _fmt(check.max_abs_prediction_diff)],
+        ["Relative to std(y)", _fmt(check.relative_to_std_y)],
+        ["Rows", _fmt(check.rows)],
+        ["Reference", _text(check.reference)],
     ]
     caption = _caption(
         "The federated model compared with a reference model fitted on all "
@@ -812,12 +732,11 @@ def _pooled_section(value: object) -> str:
     return _section("Pooled check", caption, verdict, _table(["Quantity", "Value"], rows))
 
 
-def _footer(report: Mapping[str, Any]) -> str:
+def _footer(report: Report) -> str:
     """Return the footer with the CityFed version and wall time."""
-    parts = [f"CityFed {_text(report.get('cityfed_version'))}"]
-    seconds = _as_float(_mapping(report.get("timing")).get("wall_seconds"))
-    if seconds is not None:
-        parts.append(f"wall time {_fmt(seconds)} s")
+    parts = [f"CityFed {_text(report.cityfed_version)}"]
+    if math.isfinite(report.timing.wall_seconds):
+        parts.append(f"wall time {_fmt(report.timing.wall_seconds)} s")
     return f"<footer>{' · '.join(parts)}</footer>"
 
 
@@ -826,14 +745,13 @@ def _footer(report: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------
 
 
-def render_html(report: Mapping[str, Any]) -> str:
+def render_html(report: Report) -> str:
     """Render a run's report as one self-contained HTML page.
 
     Parameters
     ----------
-    report : Mapping[str, Any]
-        The report as written to ``report.json`` (parsed JSON). Optional and
-        null values are tolerated: missing scores show as "n/a", a null pooled
+    report : Report
+        The report. Undefined scores show as "n/a", a report without a pooled
         check omits its section, refused cities show their reason.
 
     Returns
@@ -842,21 +760,19 @@ def render_html(report: Mapping[str, Any]) -> str:
         A complete HTML document with inline CSS and inline SVG plots; it
         loads nothing from the network and needs no JavaScript.
     """
-    federation = _mapping(report.get("federation"))
-    cities = _mapping(report.get("cities"))
-    classification = _is_classification(report)
+    classification = report.federation.task == "classification"
     body = "".join(
         [
             _header(report),
-            _benefit_section(cities, classification),
+            _benefit_section(report.cities, classification),
             _calibration_section(report, classification),
             _model_section(report, classification),
-            _cities_section(cities),
-            _pooled_section(report.get("pooled_check")),
+            _cities_section(report.cities),
+            _pooled_section(report.pooled_check),
             _footer(report),
         ]
     )
-    title = f"CityFed report — {_text(federation.get('name'))}"
+    title = f"CityFed report — {_text(report.federation.name)}"
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from cityfed.data.city_data import CityData
 from cityfed.model.record import FederatedModel
+from cityfed.report.types import PooledCheck
 
 __all__ = ["TOLERANCE_PROBABILITY", "TOLERANCE_REGRESSION", "pooled_check"]
 
@@ -41,15 +42,22 @@ def _reference(model: FederatedModel) -> tuple[Any, str]:
     return make_pipeline(estimator), f"sklearn {name}"
 
 
-def pooled_check(model: FederatedModel, cities: Sequence[CityData]) -> dict[str, Any]:
+def pooled_check(model: FederatedModel, cities: Sequence[CityData]) -> PooledCheck:
     """Fit sklearn on the pooled training rows of the cities that took part.
+
+    Parameters
+    ----------
+    model : FederatedModel
+        The federated model.
+    cities : Sequence[CityData]
+        Every city's harmonised rows; those not in ``model.cities`` are left out.
 
     Returns
     -------
-    dict
-        ``max_abs_prediction_diff`` (predictions, or probabilities for
-        classification, on the pooled rows), ``relative_to_std_y``, ``rows``,
-        ``reference`` and ``within_tolerance``.
+    PooledCheck
+        The largest difference of predictions (probabilities for
+        classification) on the pooled training rows, also relative to std(y),
+        the reference fitted, and whether the difference is within tolerance.
     """
     used = [c for c in cities if c.city in set(model.cities)]
     X = np.vstack([c.X_train for c in used])
@@ -67,11 +75,11 @@ def pooled_check(model: FederatedModel, cities: Sequence[CityData]) -> dict[str,
         diff = float(np.max(np.abs(decision - reference.predict(X))))
         std_y = float(np.std(y))
         within = diff <= TOLERANCE_REGRESSION * max(std_y, np.finfo(float).tiny)
-    return {
-        "max_abs_prediction_diff": diff,
-        "relative_to_std_y": diff / std_y if std_y > 0 else None,
-        "rows": int(y.size),
-        "reference": name,
-        "compared": "predicted probability" if model.task == "classification" else "prediction",
-        "within_tolerance": within,
-    }
+    return PooledCheck(
+        max_abs_prediction_diff=diff,
+        relative_to_std_y=diff / std_y if std_y > 0 else None,
+        rows=int(y.size),
+        reference=name,
+        compared="predicted probability" if model.task == "classification" else "prediction",
+        within_tolerance=bool(within),
+    )

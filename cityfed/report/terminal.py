@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cityfed.report.types import Report, ScoreName, holdout_models, score_of
+
 __all__ = ["print_summary"]
 
-_MODELS = (
-    ("local_only", "local"),
-    ("federated", "fed."),
-    ("personalized", "pers."),
-)
+#: Column labels of the three models, in the order of ``holdout_models``.
+_MODELS = ("local", "fed.", "pers.")
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
+def _fmt(value: float | None, digits: int = 4) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -25,9 +22,9 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _benefit_table(report: dict[str, Any]) -> Table:
-    classify = report["model"]["task"] == "classification"
-    keys = ("roc_auc", "log_loss") if classify else ("r2", "rmse")
+def _benefit_table(report: Report) -> Table:
+    classify = report.model.task == "classification"
+    keys: tuple[ScoreName, ScoreName] = ("roc_auc", "log_loss") if classify else ("r2", "rmse")
     labels = ("AUC", "log-loss") if classify else ("R²", "RMSE")
     table = Table(
         title="Mutual benefit on each city's own holdout rows "
@@ -37,57 +34,62 @@ def _benefit_table(report: dict[str, Any]) -> Table:
     table.add_column("city")
     table.add_column("rows", justify="right")
     for label in labels:
-        for _, model in _MODELS:
+        for model in _MODELS:
             table.add_column(f"{label}\n{model}", justify="right")
-    for name, city in report["cities"].items():
-        if city["status"] != "ok":
-            table.add_row(escape(name), _fmt(city.get("rows_used")), f"[yellow]{city['status']}[/]")
+    for name, city in report.cities.items():
+        if city.status != "ok":
+            table.add_row(escape(name), _fmt(city.rows_used), f"[yellow]{city.status}[/]")
             continue
-        holdout = city.get("holdout") or {}
-        cells = [_fmt((holdout.get(model) or {}).get(key)) for key in keys for model, _ in _MODELS]
-        table.add_row(escape(name), _fmt(city["rows_used"]), *cells)
+        scores = holdout_models(city)
+        cells = [_fmt(score_of(s, key)) for key in keys for s in scores]
+        table.add_row(escape(name), _fmt(city.rows_used), *cells)
     return table
 
 
-def print_summary(report: dict[str, Any], console: Console) -> None:
-    """Print the model, the per-city benefit and the pooled check."""
-    model = report["model"]
+def print_summary(report: Report, console: Console) -> None:
+    """Print the model, the per-city benefit and the pooled check.
+
+    Parameters
+    ----------
+    report : Report
+        The run's report.
+    console : Console
+        Where to print.
+    """
+    model = report.model
     console.print(
-        f"[bold]{escape(report['federation']['name'])}[/]: "
-        f"{model['kind']} ({model['algorithm']}) on "
-        f"{len(model['cities'])} cities, {model['training_rows']} training rows, "
-        f"{model['rounds']} training round(s)"
-        + ("" if model.get("converged", True) else " [red](not converged)[/]")
+        f"[bold]{escape(report.federation.name)}[/]: "
+        f"{model.kind} ({model.algorithm}) on "
+        f"{len(model.cities)} cities, {model.training_rows} training rows, "
+        f"{model.rounds} training round(s)"
+        + ("" if model.converged else " [red](not converged)[/]")
     )
     coef = Table(title="Model in federation units", title_justify="left")
     coef.add_column("feature")
     coef.add_column("unit")
     coef.add_column("coefficient", justify="right")
-    for name, unit, value in zip(model["features"], model["units"], model["coef"], strict=True):
+    for name, unit, value in zip(model.features, model.units, model.coef, strict=True):
         coef.add_row(escape(name), escape(unit), f"{value:.6g}")
-    coef.add_row("(intercept)", "", f"{model['intercept']:.6g}")
+    coef.add_row("(intercept)", "", f"{model.intercept:.6g}")
     console.print(coef)
     console.print(_benefit_table(report))
-    for name, city in report["cities"].items():
-        if city["status"] != "ok" or city.get("reason"):
-            console.print(f"  [yellow]{escape(name)}[/]: {escape(str(city.get('reason')))}")
-        elif city.get("drop_reasons"):
-            reasons = ", ".join(f"{k}: {v}" for k, v in city["drop_reasons"].items())
-            console.print(escape(f"  {name} dropped {city['rows_dropped']} rows ({reasons})"))
-    check = report.get("pooled_check")
-    if check:
+    for name, city in report.cities.items():
+        if city.status != "ok" or city.reason:
+            console.print(f"  [yellow]{escape(name)}[/]: {escape(city.reason or city.status)}")
+        elif city.drop_reasons:
+            reasons = ", ".join(f"{k}: {v}" for k, v in city.drop_reasons.items())
+            console.print(escape(f"  {name} dropped {city.rows_dropped} rows ({reasons})"))
+    check = report.pooled_check
+    if check is not None:
         verdict = (
             "[green]equal within tolerance[/]"
-            if check["within_tolerance"]
+            if check.within_tolerance
             else "[red]OUTSIDE tolerance[/]"
         )
+        relative = check.relative_to_std_y
         console.print(
-            f"Pooled check against {escape(check['reference'])} on {check['rows']} rows: "
-            f"max |{check['compared']} difference| = {check['max_abs_prediction_diff']:.3g}"
-            + (
-                f" ({check['relative_to_std_y']:.3g} × std(y))"
-                if check.get("relative_to_std_y") is not None
-                else ""
-            )
+            f"Pooled check against {escape(check.reference)} on {check.rows} rows: "
+            f"max |{check.compared} difference| = {check.max_abs_prediction_diff:.3g}"
+            + (f" ({relative:.3g} × std(y))" if relative is not None else "")
             + f" — {verdict}"
         )

@@ -10,7 +10,6 @@ private staging folder and moved into ``--out`` only when the run succeeded.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import subprocess
 import sys
@@ -18,9 +17,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from cityfed.config.spec import CitySpec, FederationSpec, load_city, load_federation
 from cityfed.data.city_data import CityData, load_city_data
@@ -29,8 +27,9 @@ from cityfed.files import write_atomic
 from cityfed.model.proto import read_model
 from cityfed.ops.processes import log_tail, stop_process_group
 from cityfed.ops.progress import ProgressEvent, ProgressFollower
-from cityfed.report.build import write_report
+from cityfed.report.build import read_report, write_report
 from cityfed.report.pooled import pooled_check
+from cityfed.report.types import Report
 
 __all__ = ["ARTIFACTS", "SimulationPlan", "prepare", "simulate"]
 
@@ -81,13 +80,13 @@ def simulate(
     *,
     on_event: Callable[[ProgressEvent], None] = lambda event: None,
     timeout: float = 3600.0,
-) -> dict[str, Any]:
+) -> Report:
     """Run the federation in Flower's simulation engine and publish into ``out_dir``.
 
     Returns
     -------
-    dict
-        The report (also written as ``report.json``), with ``pooled_check``.
+    Report
+        The report (also written as ``report.json``), with its pooled check.
 
     Raises
     ------
@@ -142,8 +141,9 @@ def simulate(
         if final.kind == "error":
             raise FederationError(final.message)
         model = read_model(staging / "model.pb")
-        report: dict[str, Any] = json.loads((staging / "report.json").read_text())
-        report["pooled_check"] = pooled_check(model, plan.data)
+        report = replace(
+            read_report(staging / "report.json"), pooled_check=pooled_check(model, plan.data)
+        )
         write_report(report, staging)
         out.mkdir(parents=True, exist_ok=True)
         for name in ARTIFACTS:
