@@ -20,8 +20,6 @@ from cityfed import load_model
 
 from .synthetic import FEATURES, write_federation
 
-pytestmark = pytest.mark.slow
-
 
 def cityfed(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
@@ -56,6 +54,7 @@ def _engine_processes() -> list[str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "alpha"), [("ridge", 2.0), ("linear", 0.0)])
 def test_simulate_equals_pooled_sklearn_in_one_round(
     tmp_path: Path, model: str, alpha: float
@@ -86,6 +85,7 @@ def test_simulate_equals_pooled_sklearn_in_one_round(
     assert not _engine_processes()
 
 
+@pytest.mark.slow
 def test_simulate_logistic_matches_pooled_probabilities(tmp_path: Path) -> None:
     files = write_federation(
         tmp_path / "in",
@@ -110,6 +110,7 @@ def test_simulate_logistic_matches_pooled_probabilities(tmp_path: Path) -> None:
     assert not _engine_processes()
 
 
+@pytest.mark.slow
 def test_refusing_city_leaves_the_run_going_and_holdout_is_scored(tmp_path: Path) -> None:
     files = write_federation(
         tmp_path / "in", sizes=(300, 30, 400), holdout_fraction=0.2, min_rows_per_city=50
@@ -128,6 +129,7 @@ def test_refusing_city_leaves_the_run_going_and_holdout_is_scored(tmp_path: Path
     assert "city1" in html and "<svg" in html
 
 
+@pytest.mark.slow
 def test_too_few_cities_fails_cleanly_and_writes_nothing(tmp_path: Path) -> None:
     files = write_federation(tmp_path / "in", sizes=(300, 30, 20), min_rows_per_city=50)
     out = tmp_path / "out"
@@ -176,6 +178,7 @@ def _corrupt(path: Path, old: str, new: str) -> None:
 def test_bad_input_is_one_line_with_no_traceback_and_nothing_written(
     tmp_path: Path, breakage, fragments
 ) -> None:  # type: ignore[no-untyped-def]
+    # Not marked slow: each mistake is found before the engine starts.
     files = write_federation(tmp_path / "in", sizes=(60, 60, 60))
     breakage(tmp_path / "in")
     out = tmp_path / "out"
@@ -189,6 +192,7 @@ def test_bad_input_is_one_line_with_no_traceback_and_nothing_written(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_demo_runs_on_the_bundled_data(tmp_path: Path) -> None:
     proc = cityfed("demo", "--out", tmp_path / "demo", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
