@@ -87,17 +87,22 @@ def _federation_toml(
     )
 
 
-def nyc_dataset() -> Dataset:
-    """The bundled NYC airports as shipped: the demo federations, unchanged.
+def nyc_dataset(root: Path) -> Dataset:
+    """The bundled NYC airports: the demo federations, copied into ``root``.
 
     Ridge predicts the temperature (``federation.toml``); logistic predicts
-    whether it rains this hour (``rain.toml``, label ``precip > 0``).
+    whether it rains this hour (``rain.toml``, label ``precip > 0``). The copies
+    keep the cities' audit trails out of the package folder.
     """
+    for path in DEMO_DIR.iterdir():
+        if path.suffix in (".csv", ".toml"):
+            (root / path.name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, root / path.name)
     return Dataset(
         "nyc-airports",
         "bundled real data: 3 NYC airports, 2013 hourly weather (temp; rain yes/no)",
-        {"ridge": DEMO_DIR / "federation.toml", "logistic": DEMO_DIR / "rain.toml"},
-        tuple(DEMO_DIR / name for name in ("ewr.toml", "jfk.toml", "lga.toml")),
+        {"ridge": root / "federation.toml", "logistic": root / "rain.toml"},
+        tuple(root / name for name in ("ewr.toml", "jfk.toml", "lga.toml")),
     )
 
 
@@ -130,7 +135,12 @@ def write_synthetic(root: Path, n_cities: int, seed: int = 0, d: int = 6) -> Dat
         )
         _strip_comment_header(csv)
         config = root / f"city{k:04d}.toml"
-        config.write_text(f'[city]\nname = "city{k:04d}"\ndata = "{csv.name}"\n', "utf-8")
+        mapping = "".join(f'{name} = "{name}"\n' for name in (*names, "load", "alert"))
+        config.write_text(
+            f'[city]\nname = "city{k:04d}"\ndata = "{csv.name}"\n\n[columns]\n{mapping}\n'
+            '[policy]\nagreed = ["federation-ridge.toml", "federation-logistic.toml"]\n',
+            "utf-8",
+        )
         cities.append(config)
     features = [(name, "dimensionless") for name in names]
     feds = {}
@@ -572,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = (3, 10) if args.quick else (3, 10, 100)
     results: list[dict[str, Any]] = []
     try:
-        datasets = [nyc_dataset()]
+        datasets = [nyc_dataset(root / "nyc-airports")]
         datasets += [write_synthetic(root / f"synthetic-{k}", k) for k in sizes]
         for dataset in datasets:
             if args.only and dataset.name != args.only:

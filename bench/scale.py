@@ -83,7 +83,12 @@ def write_cities(
         text = csv.read_text(encoding="utf-8")
         csv.write_text(text[2:], encoding="utf-8")  # savetxt writes "# " before the header
         config = root / f"city{k:04d}.toml"
-        config.write_text(f'[city]\nname = "city{k:04d}"\ndata = "{csv.name}"\n', "utf-8")
+        mapping = "".join(f'{name} = "{name}"\n' for name in (*names, "y"))
+        config.write_text(
+            f'[city]\nname = "city{k:04d}"\ndata = "{csv.name}"\n\n[columns]\n{mapping}\n'
+            '[policy]\nagreed = ["federation.toml"]\n',
+            "utf-8",
+        )
         configs.append(config)
         csvs.append(csv)
     return federation, configs, csvs

@@ -17,7 +17,6 @@ import numpy as np
 from cityfed_client.handlers import responder
 from numpy.typing import NDArray
 
-from cityfed.data.cache import DataCache
 from cityfed.flower.exchange import LocalExchange
 
 FEATURES = (("dewpoint", "degC"), ("pressure", "hPa"), ("wind", "m/s"), ("humidity", "percent"))
@@ -80,6 +79,7 @@ def write_federation(
     min_rows_per_city: int = 20,
     min_cities: int = 2,
     extra: str = "",
+    policy: str = 'agreed = ["federation.toml"]\nmin_rows = 10\n',
 ) -> SyntheticFederation:
     """Write ``federation.toml`` and one ``city_k.toml`` + CSV per city."""
     rng = np.random.default_rng(seed)
@@ -101,12 +101,12 @@ def write_federation(
         X, y = draw_city(rng, k, n, task)
         fed.X.append(X)
         fed.y.append(y)
-        fed.cities.append(_write_city(root, k, X, y, task))
+        fed.cities.append(_write_city(root, k, X, y, task, policy))
     return fed
 
 
 def _write_city(
-    root: Path, k: int, X: NDArray[np.float64], y: NDArray[np.float64], task: str
+    root: Path, k: int, X: NDArray[np.float64], y: NDArray[np.float64], task: str, policy: str
 ) -> Path:
     dew, pressure, wind, humidity = X.T
     style = k % 3
@@ -120,7 +120,7 @@ def _write_city(
             "humidity": humidity,
             label: y,
         }
-        mapping = ""
+        mapping = "".join(f'{name} = "{name}"\n' for name in (*columns,))
         delimiter, decimal, encoding = ",", ".", "utf-8-sig"
     elif style == 1:
         # US units and own names; the load is stored as two parts (derived column).
@@ -173,13 +173,16 @@ def _write_city(
     toml = root / f"city_{k}.toml"
     toml.write_text(
         f'[city]\nname = "city{k}"\ndata = "{csv.name}"\ndelimiter = "{delimiter}"\n'
-        f'decimal = "{decimal}"\n\n[columns]\n{mapping}',
+        f'decimal = "{decimal}"\n\n[columns]\n{mapping}\n[policy]\n{policy}',
         encoding="utf-8",
     )
     return toml
 
 
-def local_exchange(city_configs: list[Path], cache_dir: Path | None = None) -> LocalExchange:
-    """Cities answered in this process by the city's own handlers, one node each."""
-    cache = DataCache(cache_dir, "test-run")
-    return LocalExchange([responder(path, cache) for path in city_configs])
+def local_exchange(city_configs: list[Path]) -> LocalExchange:
+    """Cities answered in this process by the city's own handlers, one node each.
+
+    Each exchange object is one run; the nodes keep their state (audit trail,
+    cache) beside their ``city.toml``.
+    """
+    return LocalExchange([responder(path) for path in city_configs])

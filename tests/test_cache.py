@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cityfed_client.node_config import default_state
 from cityfed_server.training import train
 
 import cityfed.data.cache as cache_module
@@ -49,18 +50,21 @@ def test_logistic_run_parses_each_csv_once(tmp_path: Path, parses: list[str]) ->
     )
     fed = load_federation(files.federation)
     # Execute
-    result = train(fed, local_exchange(files.cities, tmp_path / "cache"), run_id="r")
+    result = train(fed, local_exchange(files.cities), run_id="r")
     # Assert
     assert result.model.rounds >= 3
     assert sorted(parses) == sorted(load_city(p).name for p in files.cities)
-    # The run's entries are gone after its evaluation.
-    assert list((tmp_path / "cache").iterdir()) == []
+    # Each city's entry is gone from its node's cache after its evaluation.
+    for path in files.cities:
+        assert list((default_state(path) / "cache").iterdir()) == []
 
 
-def test_without_a_folder_every_message_reads_the_data(tmp_path: Path, parses: list[str]) -> None:
-    files = write_federation(tmp_path, task="classification", model="logistic")
-    result = train(load_federation(files.federation), local_exchange(files.cities), run_id="r")
-    assert len(parses) == result.model.rounds * len(files.cities)
+def test_without_a_folder_every_load_reads_the_data(tmp_path: Path, parses: list[str]) -> None:
+    files = write_federation(tmp_path)
+    fed, city = load_federation(files.federation), load_city(files.cities[0])
+    uncached = DataCache(None, "r")
+    _assert_same(uncached.load(city, fed), uncached.load(city, fed))
+    assert parses == [city.name, city.name]
 
 
 def test_hit_equals_a_fresh_read_and_entries_are_private(tmp_path: Path, parses: list[str]) -> None:

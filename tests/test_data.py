@@ -86,8 +86,9 @@ def test_derived_column_and_units(tmp_path: Path) -> None:
 
 def test_bom_and_decimal_comma(tmp_path: Path) -> None:
     csv = "dew;hg;temp\n1,5;1000,25;20,0\n2,5;1001,5;21\n"
+    same_names = 'dew = "dew"\nhg = "hg"\ntemp = "temp"\n'  # the explicit short form
     fed, city = _city(
-        tmp_path, csv, "", extra='delimiter = ";"\ndecimal = ","', encoding="utf-8-sig"
+        tmp_path, csv, same_names, extra='delimiter = ";"\ndecimal = ","', encoding="utf-8-sig"
     )
     assert (tmp_path / "c.csv").read_bytes().startswith(b"\xef\xbb\xbf")
     table, _, _ = _load(fed, city)
@@ -157,7 +158,9 @@ def test_classification_labels_must_be_binary(tmp_path: Path) -> None:
     text = text.replace('name = "temp"\nunit = "degC"', 'name = "rain"')
     (tmp_path / "federation.toml").write_text(text)
     (tmp_path / "c.csv").write_text("dew,hg,rain\n1,1000,0\n2,1001,1\n3,1002,2\n")
-    (tmp_path / "c.toml").write_text('[city]\nname = "c"\ndata = "c.csv"\n')
+    (tmp_path / "c.toml").write_text(
+        '[city]\nname = "c"\ndata = "c.csv"\n[columns]\ndew = "dew"\nhg = "hg"\nrain = "rain"\n'
+    )
     with pytest.raises(
         DataError, match=r"column 'rain', row 3 \(line 4\): class label 2 is not 0 or 1"
     ):
@@ -179,3 +182,12 @@ def test_load_city_data_splits(tmp_path: Path) -> None:
     data = load_city_data(load_city(synthetic.cities[0]), fed)
     assert data.y_train.size == 75 and data.y_holdout.size == 25
     assert data.rows_used == 100 and data.rows_dropped == 0
+
+
+def test_an_unmapped_federation_column_is_never_read(tmp_path: Path) -> None:
+    # The CSV has a column named like the federation's, but the city did not map it.
+    csv = "hi_f,lo_f,dew_f,baro,secret\n70,50,32,29.9,1\n"
+    columns = US_COLUMNS.replace('dew = { source = "dew_f", unit = "degF" }\n', "")
+    fed, city = _city(tmp_path, csv.replace("secret", "dew"), columns)
+    with pytest.raises(SpecError, match=r"c\.toml: \[columns\] has no entry for .*'dew'"):
+        _load(fed, city)

@@ -566,7 +566,7 @@ def test_systemd_city_runs_what_the_entrypoint_runs() -> None:
         Path(env["CITYFED_NODE_KEY"]),
         Path(env["CITYFED_CITY_CONFIG"]),
         int(env["CITYFED_RUNTIME_PORT"]),
-        Path(env["CITYFED_NODE_STATE"]) / "cache",
+        Path(env["CITYFED_NODE_STATE"]),
     )
     assert argv[1:] == expected[1:]
     assert _values(unit, "Service", "EnvironmentFile") == ["/etc/cityfed/cities/%i.env"]

@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import numpy as np
 import pytest
-from cityfed_client.handlers import answer
+from cityfed_client.handlers import responder
 from cityfed_server.training import train
 from flwr.app import Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
@@ -64,9 +64,10 @@ class FakeGrid:
 
 def _city(config: Path) -> Behaviour:
     """A node that runs the city's real handlers on the decoded instruction."""
+    respond = responder(config)
 
     def behave(message: Message) -> Message:
-        reply = answer(decode_instruction(message.content), config)
+        reply = respond(decode_instruction(message.content))
         return Message(encode_reply(reply), reply_to=message)
 
     return behave

@@ -7,6 +7,7 @@ got 'strong'``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tomllib
@@ -19,10 +20,13 @@ from cityfed.errors import SpecError
 
 __all__ = [
     "MODELS_FOR_TASK",
+    "Agreement",
     "CitySpec",
     "ColumnSpec",
     "FederationSpec",
+    "PolicySpec",
     "VariableSpec",
+    "federation_digest",
     "federation_from_json",
     "federation_to_json",
     "load_city",
@@ -121,6 +125,38 @@ class ColumnSpec:
 
 
 @dataclass(frozen=True)
+class Agreement:
+    """A federation the city agreed to: where it says so, and the spec's digest."""
+
+    source: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What the city agreed to and what it is willing to disclose (``[policy]``).
+
+    Where the federation sets a limit too, the stricter of the two applies.
+    """
+
+    agreed: tuple[Agreement, ...] = ()
+    holdout_fraction: float | None = None
+    seed: int | None = None
+    min_rows: int = 50
+    max_params_fraction: float = 0.33
+    min_bin_rows: int = 10
+    max_rounds: int = 30
+    max_evaluations: int = 2
+    max_runs_per_day: int = 20
+    max_abs_weight: float = 1e4
+
+    def agreement(self, fed: FederationSpec) -> Agreement | None:
+        """The agreement ``fed`` is exactly, if any."""
+        digest = federation_digest(fed)
+        return next((a for a in self.agreed if a.digest == digest), None)
+
+
+@dataclass(frozen=True)
 class CitySpec:
     """A city's private description of its data (``city.toml``)."""
 
@@ -132,6 +168,7 @@ class CitySpec:
     encoding: str = "utf-8-sig"
     missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
     personalize_tau: float | None = None
+    policy: PolicySpec = field(default_factory=PolicySpec)
     source: str = field(default="city spec", compare=False)
 
     def column(self, name: str) -> ColumnSpec | None:
@@ -404,7 +441,64 @@ def federation_from_json(
     return parse_federation(data, source)
 
 
+def federation_digest(spec: FederationSpec) -> str:
+    """``sha256:`` of the spec's canonical JSON: what a city's agreement pins."""
+    canonical = json.dumps(
+        json.loads(federation_to_json(spec)), sort_keys=True, separators=(",", ":")
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 # ---------------------------------------------------------------------- city.toml
+
+
+def _agreement(entry: str, where: str, base_dir: Path) -> Agreement:
+    """An ``agreed`` entry: ``sha256:<hex>`` or the path of a ``federation.toml``."""
+    if entry.startswith("sha256:"):
+        digest = entry[len("sha256:") :]
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise SpecError(f"{where}: {entry[:80]!r} is not sha256: and 64 hex digits")
+        return Agreement(entry, entry)
+    path = Path(entry)
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise SpecError(
+            f"{where}: agreed federation {entry!r} not found next to the city's config "
+            "(give the path of the federation.toml the city agreed to, or its sha256:)"
+        )
+    return Agreement(entry, federation_digest(load_federation(path)))
+
+
+def _policy(top: _Table, source: str, base_dir: Path) -> PolicySpec:
+    table = _Table(top.table("policy"), source, "policy")
+    defaults = PolicySpec()
+    agreed = tuple(
+        _agreement(entry, table.where("agreed"), base_dir)
+        for entry in table.string_list("agreed", [])
+    )
+    holdout_raw = table._get("holdout_fraction", None)
+    seed_raw = table._get("seed", None)
+    policy = PolicySpec(
+        agreed=agreed,
+        holdout_fraction=None
+        if holdout_raw is None
+        else table.number("holdout_fraction", None, minimum=0.0, maximum=0.9),
+        seed=None if seed_raw is None else table.integer("seed", None, minimum=0),
+        min_rows=table.integer("min_rows", defaults.min_rows, minimum=1),
+        max_params_fraction=table.number(
+            "max_params_fraction", defaults.max_params_fraction, minimum=0.0, strict=True,
+            maximum=1.0,
+        ),
+        min_bin_rows=table.integer("min_bin_rows", defaults.min_bin_rows, minimum=1),
+        max_rounds=table.integer("max_rounds", defaults.max_rounds, minimum=1),
+        max_evaluations=table.integer("max_evaluations", defaults.max_evaluations, minimum=0),
+        max_runs_per_day=table.integer("max_runs_per_day", defaults.max_runs_per_day, minimum=1),
+        max_abs_weight=table.number(
+            "max_abs_weight", defaults.max_abs_weight, minimum=0.0, strict=True
+        ),
+    )  # fmt: skip
+    table.finish()
+    return policy
 
 
 def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec:
@@ -476,6 +570,7 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
     else:
         raise personalize.fail("tau", '"auto" or a number >= 0', tau_raw)
     personalize.finish()
+    policy = _policy(top, source, base_dir)
     top.finish()
 
     resolved = data_path if data_path.is_absolute() else (base_dir / data_path)
@@ -488,6 +583,7 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
         encoding=encoding,
         missing_values=missing_values,
         personalize_tau=tau,
+        policy=policy,
         source=source,
     )
 

@@ -12,7 +12,7 @@ from cityfed.data.harmonise import harmonise
 from cityfed.data.holdout import holdout_mask
 from cityfed.typing import FloatArray
 
-__all__ = ["CityData", "load_city_data"]
+__all__ = ["CityData", "load_city_data", "row_set"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,23 @@ class CityData:
         return self.rows_read - self.rows_used
 
 
+def row_set(city: CitySpec, fed: FederationSpec) -> tuple[float, int]:
+    """The city's holdout fraction and seed: its own ``[policy]`` ones, else the spec's.
+
+    The city owns its row set: whatever a coordinator asks, the rows a city
+    summarises for one agreed federation are always the same.
+    """
+    policy = city.policy
+    fraction = fed.holdout_fraction if policy.holdout_fraction is None else policy.holdout_fraction
+    seed = fed.seed if policy.seed is None else policy.seed
+    return fraction, seed
+
+
 def load_city_data(city: CitySpec, fed: FederationSpec) -> CityData:
     """Harmonise a city's CSV and split it into training and holdout rows."""
     table, rows_read, reasons = harmonise(city, fed)
-    holdout = holdout_mask(table.shape[0], fed.holdout_fraction, fed.seed, city.name)
+    fraction, seed = row_set(city, fed)
+    holdout = holdout_mask(table.shape[0], fraction, seed, city.name)
     X, y = table[:, :-1], table[:, -1]
     return CityData(
         city=city.name,

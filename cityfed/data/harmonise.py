@@ -17,7 +17,7 @@ import pandas as pd
 from cityfed.config.expr import Expression, parse_expression
 from cityfed.config.spec import CitySpec, FederationSpec, VariableSpec
 from cityfed.config.units import check_convertible, convert
-from cityfed.errors import DataError
+from cityfed.errors import DataError, SpecError
 from cityfed.typing import FloatArray
 
 __all__ = ["check_city_units", "harmonise"]
@@ -45,8 +45,11 @@ def _plan(city: CitySpec, fed: FederationSpec) -> list[_Plan]:
     for var in fed.variables:
         col = city.column(var.name)
         if col is None:
-            where = f"{city.source}: column {var.name!r} (no [columns] entry)"
-            plans.append(_Plan(var, f"`{var.name}`", var.unit, where))
+            raise SpecError(
+                f"{city.source}: [columns] has no entry for federation column {var.name!r}; "
+                f'a city summarises only what it maps ({var.name} = "{var.name}" for a CSV '
+                "column of that name)"
+            )
         else:
             where = f"{city.source}: [columns] {var.name}"
             unit = col.unit if col.unit is not None else var.unit

@@ -20,7 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cityfed.config.spec import CitySpec, FederationSpec, load_city, load_federation
+from cityfed.config.spec import (
+    CitySpec,
+    FederationSpec,
+    federation_digest,
+    load_city,
+    load_federation,
+)
 from cityfed.data.city_data import CityData, load_city_data
 from cityfed.errors import FederationError, SpecError
 from cityfed.files import write_atomic
@@ -70,6 +76,13 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
                 f"{seen[city.name].name}"
             )
         seen[city.name] = path
+        if city.policy.agreement(fed) is None:
+            raise SpecError(
+                f"{path.name}: [policy] agreed: city {city.name!r} has not agreed to "
+                f"federation {fed.name!r} as given in {fed_path.name} "
+                f"({federation_digest(fed)[:19]}…); add the path of the federation.toml it "
+                "agreed to"
+            )
     data = tuple(load_city_data(city, fed) for city in cities)
     return SimulationPlan(fed_path, fed, paths, cities, data)
 

@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     cpus = max(1, os.cpu_count() or 1)
     run_simulation(
         server_app=make_server_app(settings),
-        client_app=make_client_app(cities, Path(out_dir) / "cache"),
+        client_app=make_client_app(cities),
         num_supernodes=len(cities),
         backend_config={
             "client_resources": {"num_cpus": 1, "num_gpus": 0.0},

@@ -50,18 +50,34 @@ def _squared_error(Z: FloatArray, y: FloatArray, w: FloatArray) -> float:
 
 
 def evaluate_city(
-    data: CityData, city: CitySpec, fed: FederationSpec, scaler: Scaler, weights: FloatArray
+    data: CityData,
+    city: CitySpec,
+    fed: FederationSpec,
+    scaler: Scaler,
+    weights: FloatArray,
+    *,
+    min_rows: int = 10,
 ) -> CityEvaluation:
     """Score the three models on the city's holdout rows.
+
+    Parameters
+    ----------
+    data, city, fed : CityData, CitySpec, FederationSpec
+        The city's rows and specs.
+    scaler, weights : Scaler, ndarray
+        The federated model.
+    min_rows : int
+        The fewest rows any reported group may have (``[policy] min_bin_rows``):
+        no scores from a smaller holdout, no calibration bin smaller than this.
 
     Returns
     -------
     CityEvaluation
         Scores of the local-only, federated and personalised models, the
         personalisation strength and calibration bins of the federated model
-        (aggregates only); empty without holdout rows.
+        (aggregates only); empty with fewer than ``min_rows`` holdout rows.
     """
-    if data.y_holdout.size == 0:
+    if data.y_holdout.size < max(min_rows, 1):
         return CityEvaluation()
     classify = fed.task == "classification"
     score: Callable[[FloatArray, FloatArray], Scores] = (
@@ -108,5 +124,5 @@ def evaluate_city(
             personalized=score(y_hold, personal),
         ),
         tau=tau,
-        calibration=calibration_bins(y_hold, federated),
+        calibration=calibration_bins(y_hold, federated, min_count=max(min_rows, 5)),
     )

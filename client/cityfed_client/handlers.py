@@ -1,64 +1,151 @@
 """A city's answers to the coordinator's instructions, computed from its own rows.
 
 Everything here runs next to the city's data; only the returned
-:class:`~cityfed.federation.protocol.CityReply` leaves the city. The harmonised
-rows come from a :class:`~cityfed.data.cache.DataCache`, so a run reads the
-city's CSV once, not once per message.
+:class:`~cityfed.federation.protocol.CityReply` leaves the city. Before anything
+is read or computed, the city's policy (:mod:`cityfed_client.policy`) decides
+whether to answer at all; every instruction and what was sent back (phases,
+shapes and counts, never values) or refused goes to the city's hash-chained audit
+trail. The harmonised rows come from a :class:`~cityfed.data.cache.DataCache`,
+so a run reads the city's CSV once, not once per message.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from cityfed.config.spec import CitySpec, load_city
+from cityfed.config.spec import CitySpec, federation_digest, load_city
 from cityfed.core.logistic import logistic_terms
 from cityfed.core.stats import Moments
 from cityfed.data.cache import DataCache
 from cityfed.errors import CityFedError
 from cityfed.federation.outcome import CityOutcome
 from cityfed.federation.protocol import CityReply, Instruction
+from cityfed.ops.audit import AuditLog
 from cityfed_client.evaluation import evaluate_city
 from cityfed_client.fedavg import local_update
+from cityfed_client.node_config import NodeSettings, default_state
+from cityfed_client.policy import RunHistory, check_data, check_instruction
 
-__all__ = ["answer", "answer_for_city", "responder"]
+__all__ = ["INSTALLED_APP", "NodeRuntime", "answer", "answer_for_city", "responder"]
 
 logger = logging.getLogger(__name__)
 
+#: How the audit trail names the code that answered: the ClientApp installed here.
+INSTALLED_APP = "cityfed_client.app:app (installed)"
 
-def answer(ins: Instruction, city_config: str | Path, cache: DataCache | None = None) -> CityReply:
+
+@dataclass(frozen=True)
+class NodeRuntime:
+    """What a city node knows besides the message: the run, its state, the app.
+
+    Parameters
+    ----------
+    run : str
+        The run the message belongs to (Flower's run id).
+    settings : NodeSettings
+        The city's config and the node's state folder (audit trail, cache).
+    app : str
+        The app that delivered the message, as the audit trail records it.
+    """
+
+    run: str
+    settings: NodeSettings
+    app: str = INSTALLED_APP
+
+    @property
+    def audit(self) -> AuditLog:
+        """The city's audit trail."""
+        return AuditLog(self.settings.audit_log)
+
+    @property
+    def cache(self) -> DataCache:
+        """The harmonised data of the run."""
+        return DataCache(self.settings.cache, self.run)
+
+
+def answer(ins: Instruction, node: NodeRuntime) -> CityReply:
     """Load the city named by its ``city.toml`` and answer one instruction.
 
-    A broken config or CSV, or too few rows, gives a reply with status
-    ``failed`` or ``refused`` and a one-line reason, never an exception: one bad
-    city must not bring down the federation.
+    A broken config or CSV, a policy refusal or too few rows give a reply with
+    status ``failed`` or ``refused`` and a one-line reason, never an exception: one
+    bad city must not bring down the federation. A city that cannot write its
+    audit trail does not answer.
     """
-    path = Path(city_config)
+    path = node.settings.city_config
     try:
         city = load_city(path)
     except CityFedError as exc:
-        return CityReply.failed(path.stem, _redact(str(exc), [path]))
-    reply = answer_for_city(ins, city, cache or DataCache(None, ""))
+        reply = CityReply.failed(path.stem, _redact(str(exc), [path]))
+        return _audited(node, ins, reply)
+    reply = answer_for_city(ins, city, node)
     if reply.reason:
         reason = _redact(reply.reason, [path, city.data])
         reply = replace(reply, outcome=replace(reply.outcome, reason=reason))
-    return reply
+    return _audited(node, ins, reply)
 
 
-def responder(
-    city_config: str | Path, cache: DataCache | None = None
-) -> Callable[[Instruction], CityReply]:
-    """A city answering in this process (tests, benchmarks, in-process exchanges)."""
+def responder(city_config: Path, state: Path | None = None) -> Callable[[Instruction], CityReply]:
+    """A city answering in this process (tests, benchmarks, in-process exchanges).
+
+    The responder is one run of its own (a fresh run id) on the city's node state
+    (default: beside its ``city.toml``, as for ``cityfed city start``).
+    """
+    settings = NodeSettings(city_config, state or default_state(city_config))
+    node = NodeRuntime(run=f"local-{uuid.uuid4().hex[:12]}", settings=settings)
 
     def respond(ins: Instruction) -> CityReply:
-        return answer(ins, city_config, cache)
+        return answer(ins, node)
 
     return respond
+
+
+def _sent(reply: CityReply) -> dict[str, Any]:
+    """Shapes and counts of what a reply carries (for the audit trail: no values)."""
+    sent: dict[str, Any] = {}
+    if reply.moments is not None:
+        sent["moments"] = {"n": reply.moments.n, "scatter": list(reply.moments.scatter.shape)}
+    if reply.terms is not None:
+        sent["newton_terms"] = {"hess": list(reply.terms.hess.shape)}
+    if reply.weights is not None:
+        sent["weights"] = list(reply.weights.shape)
+    evaluation = reply.outcome.evaluation
+    if evaluation is not None:
+        sent["evaluation"] = {
+            "scores": evaluation.holdout is not None,
+            "calibration_bins": [b.count for b in evaluation.calibration],
+        }
+    return sent
+
+
+def _audited(node: NodeRuntime, ins: Instruction, reply: CityReply) -> CityReply:
+    outcome = reply.outcome
+    kind = "answer" if outcome.status == "ok" else outcome.status
+    try:
+        node.audit.append(
+            kind,
+            run=node.run,
+            app=node.app,
+            city=outcome.city,
+            federation=ins.federation.name,
+            federation_digest=federation_digest(ins.federation),
+            phase=ins.phase,
+            round=ins.round,
+            rows_train=outcome.rows_train,
+            reason=outcome.reason or None,
+            sent=_sent(reply) if outcome.status == "ok" else {},
+        )
+    except (OSError, CityFedError) as exc:
+        logger.error("city %s: audit trail not writable, nothing sent: %s", outcome.city, exc)
+        return CityReply.failed(outcome.city, "the city cannot write its audit trail")
+    return reply
 
 
 def _redact(text: str, paths: list[Path]) -> str:
@@ -70,9 +157,20 @@ def _redact(text: str, paths: list[Path]) -> str:
     return text
 
 
-def answer_for_city(ins: Instruction, city: CitySpec, cache: DataCache) -> CityReply:
-    """Answer one instruction for an already parsed city spec."""
+def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> CityReply:
+    """Answer one instruction for an already parsed city spec, under its policy."""
     fed = ins.federation
+    digest = federation_digest(fed)
+    try:
+        history = RunHistory.of(node.audit.entries(), run=node.run, digest=digest)
+    except (OSError, ValueError) as exc:
+        logger.error("city %s: audit trail not readable, nothing sent: %s", city.name, exc)
+        return CityReply.failed(city.name, "the city cannot read its audit trail")
+    refusal = check_instruction(ins, city, history)
+    if refusal is not None:
+        logger.warning("city %s refuses %s: %s", city.name, ins.phase, refusal)
+        return CityReply(CityOutcome(city=city.name, status="refused", reason=refusal))
+    cache = node.cache
     try:
         data = cache.load(city, fed)
     except CityFedError as exc:
@@ -85,17 +183,12 @@ def answer_for_city(ins: Instruction, city: CitySpec, cache: DataCache) -> CityR
         rows_train=int(data.y_train.size),
         drop_reasons=dict(data.drop_reasons),
     )
-    if data.y_train.size < fed.min_rows_per_city:
-        reason = (
-            f"only {data.y_train.size} usable training rows; the federation requires at "
-            f"least {fed.min_rows_per_city} (min_rows_per_city), so no statistics are sent"
-        )
-        return CityReply(replace(outcome, status="refused", reason=reason))
+    too_few = check_data(fed, city, int(data.y_train.size))
+    if too_few is not None:
+        return CityReply(replace(outcome, status="refused", reason=too_few))
     if ins.phase == "moments":
         return CityReply(outcome, moments=Moments.of(np.column_stack([data.X_train, data.y_train])))
-    if ins.scaler is None or ins.weights is None:
-        reason = f"phase {ins.phase!r} sent without a model"
-        return CityReply(replace(outcome, status="failed", reason=reason))
+    assert ins.scaler is not None and ins.weights is not None  # checked by the policy
     if ins.phase == "newton":
         Z = ins.scaler.design(data.X_train)
         return CityReply(outcome, terms=logistic_terms(Z, data.y_train, ins.weights))
@@ -103,6 +196,8 @@ def answer_for_city(ins: Instruction, city: CitySpec, cache: DataCache) -> CityR
         Z = ins.scaler.transform(data.X_train)
         weights = local_update(Z, data.y_train, ins.weights, fed, ins.round)
         return CityReply(outcome, weights=weights)
-    evaluation = evaluate_city(data, city, fed, ins.scaler, ins.weights)
+    evaluation = evaluate_city(
+        data, city, fed, ins.scaler, ins.weights, min_rows=city.policy.min_bin_rows
+    )
     cache.forget(city, fed)  # the evaluation is a run's last message
     return CityReply(replace(outcome, evaluation=evaluation))

@@ -21,7 +21,7 @@ from cityfed.errors import CityFedError
 from cityfed.files import write_atomic
 from cityfed.ops.processes import Daemon, executable, flower_env
 from cityfed.ops.tls import parse_address, probe_coordinator
-from cityfed_client.node_config import node_config_argument
+from cityfed_client.node_config import default_state, node_config_argument
 
 __all__ = [
     "NodeConfig",
@@ -52,11 +52,6 @@ class NodeLayout:
         return self.state / "node.json"
 
     @property
-    def cache(self) -> Path:
-        """The node's private folder for a run's harmonised data."""
-        return self.state / "cache"
-
-    @property
     def supernode(self) -> Daemon:
         """The ``flower-supernode`` process."""
         return Daemon("supernode", self.state / "supernode.pid", self.state / "supernode.log")
@@ -72,12 +67,7 @@ class NodeConfig:
     ca: str
     key: str
     runtime_port: int
-    cache_dir: str = ""
-
-
-def default_state(city_config: Path) -> Path:
-    """The node's state folder by default: beside the city's ``city.toml``."""
-    return city_config.resolve().parent / f".cityfed-node-{city_config.stem}"
+    state: str = ""
 
 
 def _free_port() -> int:
@@ -103,14 +93,15 @@ def check_node_key(key: Path) -> None:
 
 def supernode_argv(config: NodeConfig) -> list[str]:
     """The SuperNode's command line: TLS to the front, node key, city config."""
-    cache = Path(config.cache_dir) if config.cache_dir else None
+    config_path = Path(config.config)
+    state = Path(config.state) if config.state else default_state(config_path)
     return [
         executable("flower-supernode"),
         "--superlink", config.coordinator,
         "--root-certificates", config.ca,
         "--auth-supernode-private-key", config.key,
         "--node-config",
-        node_config_argument(Path(config.config), cache),
+        node_config_argument(config_path, state),
         "--port", str(config.runtime_port),
     ]  # fmt: skip
 
@@ -146,7 +137,7 @@ def start_node(
         ca=str(ca.resolve()),
         key=str(key.resolve()),
         runtime_port=runtime_port or _free_port(),
-        cache_dir=str(layout.cache),
+        state=str(layout.state),
     )
     layout.state.mkdir(parents=True, exist_ok=True)
     write_atomic(layout.config_file, (json.dumps(asdict(config), indent=2) + "\n").encode())

@@ -266,12 +266,12 @@ def check_city(settings: CitySettings, *, say: bool = True) -> list[str]:
         settings.key,
         settings.config,
         settings.runtime_port,
-        settings.state / "cache",
+        settings.state,
     )
 
 
 def supernode_argv(
-    coordinator: str, ca: Path, key: Path, config: Path, port: int, cache: Path | None = None
+    coordinator: str, ca: Path, key: Path, config: Path, port: int, state: Path
 ) -> list[str]:
     """The SuperNode's command line: the one of ``client/cityfed_client/node.py``.
 
@@ -290,8 +290,8 @@ def supernode_argv(
         The city's ``city.toml``; its path goes into the node config.
     port : int
         Local port of the SuperNode's runtime API (127.0.0.1).
-    cache : Path, optional
-        The node's private folder for a run's harmonised data.
+    state : Path
+        The node's state folder (its audit trail and cache).
 
     Returns
     -------
@@ -308,7 +308,7 @@ def supernode_argv(
         ca=str(ca.absolute()),
         key=str(key.absolute()),
         runtime_port=port,
-        cache_dir=str(cache.absolute()) if cache is not None else "",
+        state=str(state.absolute()),
     )
     return argv_of(node)
 

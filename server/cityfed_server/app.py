@@ -17,9 +17,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from cityfed.config.spec import load_federation
 from cityfed.errors import CityFedError
+from cityfed.federation.exchange import Exchange
+from cityfed.federation.identity import EnrolledExchange
 from cityfed.flower.exchange import GridExchange
 from cityfed.ops.progress import PROGRESS_FILE, ProgressLog
 from cityfed_server.publish import publish
+from cityfed_server.registry import load_registry
 from cityfed_server.training import train
 
 __all__ = ["ServerSettings", "app", "make_server_app", "run_server"]
@@ -37,6 +40,8 @@ class ServerSettings:
     expected_cities: int = 0
     wait_seconds: float = 120.0
     reply_timeout: float = 600.0
+    #: The registry of enrolled cities; replies are bound to it (deployment only).
+    enrolment: Path | None = None
 
     @classmethod
     def from_run_config(cls, config: dict[str, object], run_id: str) -> ServerSettings:
@@ -53,7 +58,19 @@ class ServerSettings:
             expected_cities=int(str(config.get("expected-cities", 0))),
             wait_seconds=float(str(config.get("wait-seconds", 120.0))),
             reply_timeout=float(str(config.get("reply-timeout", 600.0))),
+            enrolment=Path(str(config["enrolment"])) if config.get("enrolment") else None,
         )
+
+
+def _enrolled(registry: Path) -> dict[int, str]:
+    """Enrolled, not revoked, node ids and their city names."""
+    if not registry.is_file():
+        raise CityFedError(f"{registry}: enrolment registry not found; no city can be trusted")
+    return {
+        int(entry["node_id"]): name
+        for name, entry in load_registry(registry).items()
+        if not entry.get("revoked_at")
+    }
 
 
 def run_server(grid: Grid, settings: ServerSettings) -> None:
@@ -61,10 +78,13 @@ def run_server(grid: Grid, settings: ServerSettings) -> None:
     log = ProgressLog(settings.out_dir / PROGRESS_FILE)
     try:
         fed = load_federation(settings.federation)
-        exchange = GridExchange(grid, reply_timeout=settings.reply_timeout)
+        grid_exchange = GridExchange(grid, reply_timeout=settings.reply_timeout)
         wanted = settings.expected_cities or fed.min_cities
         log.emit("info", f"waiting for {wanted} cities to connect")
-        nodes = exchange.wait_for_nodes(wanted, settings.wait_seconds)
+        nodes = grid_exchange.wait_for_nodes(wanted, settings.wait_seconds)
+        exchange: Exchange = grid_exchange
+        if settings.enrolment is not None:
+            exchange = EnrolledExchange(grid_exchange, _enrolled(settings.enrolment))
         result = train(fed, exchange, run_id=settings.run_id, nodes=nodes, progress=log.emit)
         publish(fed, result, settings.out_dir)
         log.emit(

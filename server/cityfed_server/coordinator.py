@@ -79,6 +79,7 @@ run-id = ""
 expected-cities = 0
 wait-seconds = 120.0
 reply-timeout = 600.0
+enrolment = ""
 """
 
 

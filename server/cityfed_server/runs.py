@@ -81,7 +81,8 @@ def run_federation(
         f"out-dir = {_toml_string(str(out))}\n"
         f"run-id = {_toml_string(label)}\n"
         f"expected-cities = {max(expected, 0)}\n"
-        f"wait-seconds = {float(wait_seconds)}\n",
+        f"wait-seconds = {float(wait_seconds)}\n"
+        f"enrolment = {_toml_string(str(layout.enrolment))}\n",
         encoding="utf-8",
     )
     answer = flwr_json(

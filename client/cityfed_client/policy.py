@@ -1,0 +1,162 @@
+"""The city's disclosure policy, applied to every instruction before anything is computed.
+
+The city holds its agreement (the federation specs it accepted, by digest) and its
+own floors and ceilings in ``city.toml`` (``[policy]``); the stricter of the city's
+and the federation's limit always applies. Each refusal names the policy key and
+the value that applied. The counts of what a run already asked for come from the
+city's own audit trail (:class:`RunHistory`), never from the coordinator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cityfed.config.spec import CitySpec, FederationSpec, federation_digest
+from cityfed.federation.protocol import Instruction
+
+__all__ = ["DAY_SECONDS", "RunHistory", "check_data", "check_instruction", "training_round_limit"]
+
+#: The window of ``max_runs_per_day``.
+DAY_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class RunHistory:
+    """What this city already answered: in the current run, and in the last day."""
+
+    training_answers: int = 0
+    evaluation_answers: int = 0
+    runs_today: int = 0  # other runs of the same agreed federation
+
+    @classmethod
+    def of(
+        cls,
+        entries: Iterable[Mapping[str, Any]],
+        *,
+        run: str,
+        digest: str,
+        now: float | None = None,
+    ) -> RunHistory:
+        """Count the audit entries of this city (answers only, refusals do not count)."""
+        since = (time.time() if now is None else now) - DAY_SECONDS
+        training = evaluations = 0
+        other_runs: set[str] = set()
+        for entry in entries:
+            if entry.get("kind") != "answer" or entry.get("federation_digest") != digest:
+                continue
+            if entry.get("run") == run:
+                if entry.get("phase") == "evaluate":
+                    evaluations += 1
+                else:
+                    training += 1
+            elif float(entry.get("time", 0.0)) >= since:
+                other_runs.add(str(entry.get("run")))
+        return cls(training, evaluations, len(other_runs))
+
+
+def training_round_limit(city: CitySpec, fed: FederationSpec) -> tuple[int, str]:
+    """Training exchanges a run may ask for, and which limit set it.
+
+    The federation's own bound is its statistics round plus its iterative rounds
+    (``max_rounds`` Newton evaluations, or ``rounds`` of FedAvg).
+    """
+    if fed.algorithm == "fedavg":
+        federation_bound = 1 + fed.rounds
+    elif fed.model == "logistic":
+        federation_bound = 1 + fed.max_rounds
+    else:
+        federation_bound = 1
+    if city.policy.max_rounds <= federation_bound:
+        return city.policy.max_rounds, f"[policy] max_rounds = {city.policy.max_rounds}"
+    return federation_bound, "the federation's own round limit"
+
+
+def _finite_vector(values: Any, size: int) -> bool:
+    array = np.asarray(values)
+    return array.shape == (size,) and bool(np.all(np.isfinite(array)))
+
+
+def check_instruction(ins: Instruction, city: CitySpec, history: RunHistory) -> str | None:
+    """Why the city refuses this instruction, or None when it may answer.
+
+    Parameters
+    ----------
+    ins : Instruction
+        What the coordinator asks.
+    city : CitySpec
+        The city's spec with its ``[policy]``.
+    history : RunHistory
+        What the city already answered (from its audit trail).
+    """
+    policy, fed = city.policy, ins.federation
+    if policy.agreement(fed) is None:
+        agreed = ", ".join(a.source for a in policy.agreed) or "none"
+        return (
+            f"[policy] agreed = [{agreed}]: federation {fed.name!r} "
+            f"({federation_digest(fed)[:19]}…) is not one this city agreed to"
+        )
+    unmapped = [v.name for v in fed.variables if city.column(v.name) is None]
+    if unmapped:
+        return (
+            f"[columns]: federation column {unmapped[0]!r} is not mapped in "
+            f"{city.source}; this city summarises only the columns it maps"
+        )
+    new_run = history.training_answers == 0 and history.evaluation_answers == 0
+    if new_run and history.runs_today >= policy.max_runs_per_day:
+        return (
+            f"[policy] max_runs_per_day = {policy.max_runs_per_day}: this city already "
+            f"answered {history.runs_today} runs of {fed.name!r} in the last 24 hours"
+        )
+    if ins.phase == "evaluate":
+        if history.evaluation_answers >= policy.max_evaluations:
+            return (
+                f"[policy] max_evaluations = {policy.max_evaluations}: this run already had "
+                f"{history.evaluation_answers} evaluation exchange(s)"
+            )
+    else:
+        limit, which = training_round_limit(city, fed)
+        if history.training_answers >= limit:
+            return f"{which}: this run already had {history.training_answers} training rounds"
+    d = len(fed.features)
+    if ins.phase != "moments":
+        if ins.scaler is None or ins.weights is None:
+            return f"phase {ins.phase!r} sent without a model"
+        if not _finite_vector(ins.weights, d + 1):
+            return f"the weights sent are not {d + 1} finite numbers"
+        if not (_finite_vector(ins.scaler.mean, d) and _finite_vector(ins.scaler.scale, d)):
+            return f"the scaler sent is not {d} finite means and scales"
+        if np.any(np.asarray(ins.scaler.scale) <= 0.0):
+            return "the scaler sent has a scale <= 0"
+        largest = float(np.max(np.abs(ins.weights)))
+        if largest > policy.max_abs_weight:
+            return (
+                f"[policy] max_abs_weight = {policy.max_abs_weight:g}: a weight sent is "
+                f"{largest:.3g}"
+            )
+    return None
+
+
+def check_data(fed: FederationSpec, city: CitySpec, rows_train: int) -> str | None:
+    """Why the city's rows are too few to answer at all, or None."""
+    policy = city.policy
+    if policy.min_rows >= fed.min_rows_per_city:
+        floor, which = policy.min_rows, f"[policy] min_rows = {policy.min_rows}"
+    else:
+        floor, which = fed.min_rows_per_city, f"min_rows_per_city = {fed.min_rows_per_city}"
+    if rows_train < floor:
+        return (
+            f"only {rows_train} usable training rows; {which} requires at least {floor}, "
+            "so no statistics are sent"
+        )
+    parameters = len(fed.features) + 1
+    if parameters > policy.max_params_fraction * rows_train:
+        return (
+            f"[policy] max_params_fraction = {policy.max_params_fraction:g}: {parameters} "
+            f"parameters for {rows_train} training rows is more than that fraction"
+        )
+    return None
