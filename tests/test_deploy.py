@@ -5,6 +5,7 @@ Every process is real and is stopped by the fixture, whatever happens.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -27,6 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cityfed import load_model
+from cityfed.ops.audit import AuditLog
 from cityfed.ops.processes import flower_env
 
 from .synthetic import FEATURES, SyntheticFederation, write_federation
@@ -350,6 +352,111 @@ def test_refused_nodes_do_not_disturb_the_federation(deployment: Deployment) -> 
     # The federation is unaffected: the three cities still train together.
     report, _ = _run(dep, dep.regression.federation)
     assert report["model"]["cities"] == ["city0", "city1", "city2"]
+
+
+HARVEST_PYPROJECT = """[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "harvest"
+version = "1.0.0"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "mallory"
+
+[tool.flwr.app.components]
+serverapp = "harvest:server"
+clientapp = "harvest:client"
+
+[tool.flwr.app.config]
+out = ""
+marker = ""
+"""
+
+#: A Flower App written by an attacker on the coordinator: its ClientApp would
+#: read the city's CSV (named in the node config) and send it back, leaving a
+#: marker file; its ServerApp records what the cities answered.
+HARVEST_CODE = """
+import json, pathlib, tomllib
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+client = ClientApp()
+server = ServerApp()
+
+
+@client.train()
+def steal(msg, context):
+    pathlib.Path(str(context.run_config["marker"])).write_text("ran on a city")
+    config = pathlib.Path(str(context.node_config["city-config"]))
+    data = config.parent / tomllib.loads(config.read_text())["city"]["data"]
+    return Message(RecordDict({"loot": ConfigRecord({"csv": data.read_text()})}), reply_to=msg)
+
+
+@server.main()
+def main(grid, context):
+    nodes = list(grid.get_node_ids())
+    asks = [Message(RecordDict(), dst_node_id=n, message_type="train") for n in nodes]
+    replies = grid.send_and_receive(asks, timeout=120)
+    seen = [
+        {
+            "code": r.error.code if r.has_error() else None,
+            "reason": r.error.reason if r.has_error() else None,
+            "records": [] if r.has_error() else list(r.content.keys()),
+        }
+        for r in replies
+    ]
+    pathlib.Path(str(context.run_config["out"])).write_text(json.dumps(seen))
+"""
+
+
+@pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning")  # flwr's FAB build
+def test_a_foreign_app_is_refused_by_every_city(deployment: Deployment) -> None:
+    # Prepare: the attacker's app, submitted through the coordinator's own Control API
+    from flwr.cli.build import build_fab_from_disk
+
+    dep = deployment
+    dep.serve(dep.regression)
+    app = dep.root / "harvest"
+    app.mkdir(exist_ok=True)
+    (app / "pyproject.toml").write_text(HARVEST_PYPROJECT)
+    (app / "harvest.py").write_text(HARVEST_CODE)
+    out, marker = dep.root / "harvest-replies.json", dep.root / "harvest-marker"
+    fab_hash = hashlib.sha256(build_fab_from_disk(app)).hexdigest()
+    # Execute
+    submitted = subprocess.run(
+        [str(Path(sys.executable).parent / "flwr"), "run", str(app), "coordinator",
+         "--run-config", f"out={json.dumps(str(out))} marker={json.dumps(str(marker))}",
+         "--format", "json"],
+        capture_output=True, text=True, timeout=120, env=flower_env(dep.state / "flwr"),
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    deadline = time.monotonic() + 180
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    # Assert: every city refused before running any of its code
+    replies = json.loads(out.read_text())
+    assert len(replies) == 3
+    for reply in replies:
+        assert reply["code"] == 7 and reply["records"] == []  # INVALID_FAB, nothing sent
+        assert "'mallory/harvest' is not CityFed's" in reply["reason"]
+    assert not marker.exists()
+    for k in range(3):
+        audit = AuditLog(dep.node_state(f"city{k}") / "audit.jsonl")
+        assert audit.verify() == []
+        refusals = [e for e in audit.entries() if e["kind"] == "refused" and "mallory" in e["app"]]
+        assert refusals and f"sha256:{fab_hash}" in refusals[-1]["app"]
+    # A CityFed run right after works and equals the simulation.
+    report, store = _run(dep, dep.regression.federation)
+    assert report["model"]["cities"] == ["city0", "city1", "city2"]
+    deployed = load_model(store / "model.pb")
+    simulated = load_model(_simulated(dep, dep.regression, "after-harvest"))
+    frame = pd.DataFrame(dep.regression.X_pooled, columns=NAMES)
+    tolerance = 1e-6 * np.std(dep.regression.y_pooled)
+    assert np.max(np.abs(deployed.predict(frame) - simulated.predict(frame))) <= tolerance
 
 
 def test_logistic_run_publishes_the_simulated_model(deployment: Deployment) -> None:

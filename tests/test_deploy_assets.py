@@ -187,13 +187,22 @@ class _StartedError(Exception):
         self.argv = argv
 
 
-def _capture_start(monkeypatch: pytest.MonkeyPatch) -> None:
+def _capture_start(
+    monkeypatch: pytest.MonkeyPatch, *, let: tuple[str, ...] = ()
+) -> list[list[str]]:
+    """Record every background process started; the first not in ``let`` raises."""
     from cityfed.ops.processes import Daemon
 
+    started: list[list[str]] = []
+
     def start(self: Daemon, argv: list[str], env: Any, cwd: Path | None = None) -> int:
+        started.append(list(argv))
+        if self.name in let:
+            return 0
         raise _StartedError(list(argv))
 
     monkeypatch.setattr(Daemon, "start", start)
+    return started
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +229,18 @@ def test_every_yaml_file_parses() -> None:
 
 def test_compose_has_the_coordinator_and_three_cities(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"superlink", "front", "city-a", "city-b", "city-c"}
+    cities = {"city-a", "city-b", "city-c"}
+    gatekeepers = {"gatekeeper-a", "gatekeeper-b", "gatekeeper-c"}
+    assert set(services) == {"superlink", "front"} | cities | gatekeepers
+    for name in sorted(gatekeepers):
+        keeper, city = services[name], services[name.replace("gatekeeper", "city")]
+        assert keeper["command"] == ["gatekeeper"]
+        assert keeper["network_mode"] == f"service:{name.replace('gatekeeper', 'city')}"
+        targets = {v["target"]: v for v in keeper["volumes"]}
+        assert targets["/data"]["read_only"] and "/var/lib/cityfed-node" in targets
+        assert not any("node.key" in str(v) for v in keeper["volumes"])  # no key
+        state = [v["source"] for v in city["volumes"] if v["target"] == "/var/lib/cityfed-node"]
+        assert targets["/var/lib/cityfed-node"]["source"] == state[0]
     assert services["superlink"]["command"] == ["superlink"]
     assert services["front"]["command"] == ["front"]
     assert services["front"]["image"] == services["superlink"]["image"]
@@ -376,8 +396,12 @@ def test_k8s_coordinator_pod(k8s: list[dict[str, Any]]) -> None:
 def test_k8s_city_template(k8s: list[dict[str, Any]]) -> None:
     deployment = _by_kind(k8s, "Deployment")["cityfed-city-a"]
     pod = deployment["spec"]["template"]["spec"]
-    [container] = pod["containers"]
+    container, keeper = pod["containers"]
     assert container["args"] == ["city"]
+    assert keeper["args"] == ["gatekeeper"]
+    keeper_mounts = {m["mountPath"]: m for m in keeper["volumeMounts"]}
+    assert keeper_mounts["/data"]["readOnly"] and "/var/lib/cityfed-node" in keeper_mounts
+    assert "/etc/cityfed/keys" not in keeper_mounts  # the node key stays out of its reach
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/data"]["readOnly"] and mounts["/etc/cityfed/keys"]["readOnly"]
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -572,6 +596,22 @@ def test_systemd_city_runs_what_the_entrypoint_runs() -> None:
     assert _values(unit, "Service", "EnvironmentFile") == ["/etc/cityfed/cities/%i.env"]
     [pre] = _values(unit, "Service", "ExecStartPre")
     assert shlex.split(pre)[1:] == ["check-city"]
+    assert "cityfed-gatekeeper@%i.service" in " ".join(_values(unit, "Unit", "Wants"))
+
+
+def test_systemd_gatekeeper_runs_the_entrypoint_without_the_node_key() -> None:
+    unit = _unit(SYSTEMD / "cityfed-gatekeeper@.service")
+    [start] = _values(unit, "Service", "ExecStart")
+    assert shlex.split(start)[1:] == ["gatekeeper"]
+    assert _values(unit, "Unit", "BindsTo") == ["cityfed-city@%i.service"]
+    assert _values(unit, "Service", "EnvironmentFile") == ["/etc/cityfed/cities/%i.env"]
+    city = _unit(SYSTEMD / "cityfed-city@.service")
+    assert _values(unit, "Service", "Environment") == [
+        v
+        for v in _values(city, "Service", "Environment")
+        if "RUNTIME_PORT" in v or "NODE_STATE" in v or "WAIT" in v or v.startswith("PATH=")
+    ]
+    assert _values(unit, "Service", "InaccessiblePaths") == ["-/etc/cityfed/cities/%i/%i.node.key"]
 
 
 def test_systemd_front_runs_nginx_with_the_committed_config() -> None:
@@ -720,7 +760,7 @@ def test_entrypoint_city_is_what_city_start_runs(
     from cityfed_client import node
 
     keys = issue_city("EWR", certs, tmp_path / "keys")
-    _capture_start(monkeypatch)
+    launched = _capture_start(monkeypatch, let=("gatekeeper",))
     probed: list[Address] = []
     monkeypatch.setattr(node, "probe_coordinator", lambda address, ca: probed.append(address))
     monkeypatch.setattr(
@@ -747,8 +787,10 @@ def test_entrypoint_city_is_what_city_start_runs(
             wait=0,
         )
     )
-    # Assert
+    # Assert: the same SuperNode, and the same gatekeeper beside it
     assert argv == started.value.argv
+    assert "--isolation" in argv and argv[argv.index("--isolation") + 1] == "process"
+    assert launched[0] == entrypoint.gatekeeper_argv(demo / "ewr.toml", 9094, tmp_path / "node")
     assert probed == [Address("coordinator.example.org", PUBLIC_PORT)] * 2
 
 
@@ -948,18 +990,23 @@ def test_entrypoint_runs_a_federation_on_loopback(tmp_path: Path, certs: Path) -
                 )
             proc = cityfed("coordinator", "enrol", name, str(keys["node_pub"]))
             assert proc.returncode == 0, proc.stderr
+            node = {
+                "CITYFED_CITY_CONFIG": str(data / toml),
+                "CITYFED_RUNTIME_PORT": str(_free_port()),
+                "CITYFED_NODE_STATE": str(tmp_path / "nodes" / name),
+            }
             spawn(
                 ["city"],
                 {
+                    **node,
                     "CITYFED_COORDINATOR": f"localhost:{public}",
-                    "CITYFED_CITY_CONFIG": str(data / toml),
                     "CITYFED_CA": str(keys["ca"]),
                     "CITYFED_NODE_KEY": str(keys["node_key"]),
-                    "CITYFED_RUNTIME_PORT": str(_free_port()),
-                    "CITYFED_NODE_STATE": str(tmp_path / "nodes" / name),
                 },
                 f"city-{k}.log",
             )
+            # The gatekeeper gets the city's data and state, not the key (as in compose).
+            spawn(["gatekeeper"], node, f"gatekeeper-{k}.log")
         for k in range(len(cities)):
             log = tmp_path / f"city-{k}.log"
             wait_for(lambda log=log: "SuperNode ID:" in log.read_text(errors="replace"), log.name)

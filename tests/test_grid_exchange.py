@@ -11,6 +11,7 @@ import pytest
 from cityfed_client.handlers import responder
 from cityfed_server.training import train
 from flwr.app import Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
 from cityfed.config.spec import load_federation
@@ -97,7 +98,7 @@ def test_training_over_the_grid_equals_the_in_process_run(tmp_path: Path) -> Non
 
 def test_every_node_gets_exactly_one_reply_whatever_goes_wrong(tmp_path: Path) -> None:
     # Prepare: node 1 answers, 2 raises in its ClientApp, 3 sends junk, 4 never
-    # answers, 5 cannot be reached.
+    # answers, 5 cannot be reached, 6 refuses the app it was sent.
     files = write_federation(tmp_path)
     fed = load_federation(files.federation)
 
@@ -108,6 +109,9 @@ def test_every_node_gets_exactly_one_reply_whatever_goes_wrong(tmp_path: Path) -
     def junk(message: Message) -> Message:
         return Message(RecordDict(), reply_to=message)
 
+    def refuse(message: Message) -> Message:  # what a city's gatekeeper sends
+        return Message(Error(code=ErrorCode.INVALID_FAB, reason="not CityFed's"), reply_to=message)
+
     grid = FakeGrid(
         {
             1: _city(files.cities[0]),
@@ -115,15 +119,17 @@ def test_every_node_gets_exactly_one_reply_whatever_goes_wrong(tmp_path: Path) -
             3: junk,
             4: lambda m: None,
             5: _city(files.cities[1]),
+            6: refuse,
         },
         undeliverable=[5],
     )
     exchange = GridExchange(grid, reply_timeout=0.3, poll_interval=0.01)
     instruction = decode_instruction(encode_instruction(Instruction("moments", fed, 1)))
     # Execute
-    replies = dict(exchange.exchange(instruction, [1, 2, 3, 4, 5]))
+    replies = dict(exchange.exchange(instruction, [1, 2, 3, 4, 5, 6]))
     # Assert
-    assert sorted(replies) == [1, 2, 3, 4, 5]
+    assert sorted(replies) == [1, 2, 3, 4, 5, 6]
+    assert replies[6].status == "refused" and replies[6].reason == "not CityFed's"
     assert replies[1].status == "ok" and replies[1].moments is not None
     assert replies[2].status == "failed" and replies[2].reason == "city.toml not readable"
     assert replies[3].status == "failed" and replies[3].reason.startswith("malformed reply")

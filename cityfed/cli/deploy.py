@@ -249,6 +249,48 @@ def city_status(
         raise typer.Exit(1)
 
 
+@city_app.command("audit")
+def city_audit(
+    action: Annotated[
+        str, typer.Argument(help="show: the entries; verify: check the hash chain")
+    ] = "verify",
+    config: Annotated[Path | None, typer.Option("--config")] = None,
+    state: Annotated[Path | None, typer.Option("--state")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The city's audit trail: every instruction, what was sent back, every refusal."""
+    from cityfed.ops.audit import AuditLog
+
+    if action not in ("show", "verify"):
+        raise typer.BadParameter(f"expected show or verify, got {action!r}")
+    log = AuditLog(_node_layout(config, state).state / "audit.jsonl")
+    if action == "show":
+        entries = list(log.entries())
+        if as_json:
+            _print_json(entries)
+            return
+        console = _console()
+        for entry in entries:
+            what = entry.get("phase") or entry.get("message_type") or ""
+            console.print(
+                f"{entry['seq']:>5} {entry['kind']:<8} run {escape(str(entry.get('run')))} "
+                f"{escape(str(entry.get('federation') or entry.get('app') or ''))} "
+                f"{escape(str(what))} {escape(str(entry.get('reason') or ''))}"
+            )
+        return
+    problems = log.verify()
+    if as_json:
+        _print_json({"intact": not problems, "problems": [str(p) for p in problems]})
+    elif problems:
+        for problem in problems:
+            Console(stderr=True).print(f"[red]{escape(str(log.path))}: {escape(str(problem))}[/]")
+    else:
+        count = sum(1 for _ in log.entries())
+        _console().print(f"{escape(str(log.path))}: intact ({count} entries)")
+    if problems:
+        raise typer.Exit(1)
+
+
 def run_command(
     federation: Annotated[
         Path | None, typer.Argument(help="federation.toml (default: the coordinator's)")

@@ -149,6 +149,8 @@ class PolicySpec:
     max_evaluations: int = 2
     max_runs_per_day: int = 20
     max_abs_weight: float = 1e4
+    #: CityFed app versions a node accepts; empty: the version installed on the node.
+    accepted_versions: tuple[str, ...] = ()
 
     def agreement(self, fed: FederationSpec) -> Agreement | None:
         """The agreement ``fed`` is exactly, if any."""
@@ -496,6 +498,7 @@ def _policy(top: _Table, source: str, base_dir: Path) -> PolicySpec:
         max_abs_weight=table.number(
             "max_abs_weight", defaults.max_abs_weight, minimum=0.0, strict=True
         ),
+        accepted_versions=table.string_list("accepted_versions", []),
     )  # fmt: skip
     table.finish()
     return policy

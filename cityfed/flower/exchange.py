@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from flwr.app import Message
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from cityfed.errors import FederationError
+from cityfed.federation.outcome import CityOutcome
 from cityfed.federation.protocol import CityReply, Instruction, message_type_of
 from cityfed.flower.records import (
     decode_instruction,
@@ -109,7 +111,11 @@ class GridExchange:
 
     def _decode(self, node: int, reply: Message) -> CityReply:
         if reply.has_error():
-            return self._failed(node, _first_line(reply.error.reason or ""))
+            reason = _first_line(reply.error.reason or "")
+            if reply.error.code == ErrorCode.INVALID_FAB:  # the city's gatekeeper refused
+                name = self.names.get(node, f"node {node}")
+                return CityReply(CityOutcome(city=name, status="refused", reason=reason))
+            return self._failed(node, reason)
         try:
             decoded = decode_reply(reply.content)
         except (KeyError, ValueError, TypeError) as exc:

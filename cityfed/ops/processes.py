@@ -179,3 +179,13 @@ class Daemon:
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the log."""
         return log_tail(self.log_file, lines)
+
+    def log_since_start(self, lines: int = 20) -> str:
+        """The last lines the latest start wrote (earlier runs stay in the log)."""
+        tail = self.log_tail(max(lines, 2000)).splitlines()
+        marker = f" start {self.name}"
+        starts = [
+            i for i, line in enumerate(tail) if line.startswith("==== ") and line.endswith(marker)
+        ]
+        since = tail[starts[-1] + 1 :] if starts else tail
+        return "\n".join(since[-lines:])

@@ -13,10 +13,20 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from cityfed.flower.records import decode_instruction, encode_reply
-from cityfed_client.handlers import NodeRuntime, answer
+from cityfed_client.handlers import INSTALLED_APP, NodeRuntime, answer
 from cityfed_client.node_config import NodeSettings
 
-__all__ = ["app", "make_client_app"]
+__all__ = ["app", "handle_message", "make_client_app"]
+
+
+def handle_message(
+    msg: Message, context: Context, *, simulated: Sequence[str] = (), app: str = INSTALLED_APP
+) -> Message:
+    """Answer one CityFed message on this node (``app``: what delivered it, for the audit)."""
+    settings = NodeSettings.from_node_config(context.node_config, simulated)
+    node = NodeRuntime(run=str(context.run_id), settings=settings, app=app)
+    reply = answer(decode_instruction(msg.content), node)
+    return Message(encode_reply(reply), reply_to=msg)
 
 
 def make_client_app(simulated_cities: Sequence[str] = ()) -> ClientApp:
@@ -25,10 +35,7 @@ def make_client_app(simulated_cities: Sequence[str] = ()) -> ClientApp:
     client_app = ClientApp()
 
     def handle(msg: Message, context: Context) -> Message:
-        settings = NodeSettings.from_node_config(context.node_config, cities)
-        node = NodeRuntime(run=str(context.run_id), settings=settings)
-        reply = answer(decode_instruction(msg.content), node)
-        return Message(encode_reply(reply), reply_to=msg)
+        return handle_message(msg, context, simulated=cities)
 
     client_app.train()(handle)
     client_app.evaluate()(handle)

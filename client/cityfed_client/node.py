@@ -7,7 +7,10 @@ host; the ClientApp reads it there. Nothing about the CSV leaves the host.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import socket
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +31,8 @@ __all__ = [
     "NodeLayout",
     "check_node_key",
     "default_state",
+    "ensure_secret",
+    "gatekeeper_argv",
     "node_status",
     "start_node",
     "stop_node",
@@ -55,6 +60,16 @@ class NodeLayout:
     def supernode(self) -> Daemon:
         """The ``flower-supernode`` process."""
         return Daemon("supernode", self.state / "supernode.pid", self.state / "supernode.log")
+
+    @property
+    def gatekeeper(self) -> Daemon:
+        """The process that answers the SuperNode with the installed ClientApp only."""
+        return Daemon("gatekeeper", self.state / "gatekeeper.pid", self.state / "gatekeeper.log")
+
+    @property
+    def secret(self) -> Path:
+        """The secret the SuperNode and the gatekeeper share (0600)."""
+        return self.state / "superexec.secret"
 
 
 @dataclass(frozen=True)
@@ -91,19 +106,48 @@ def check_node_key(key: Path) -> None:
         )
 
 
+def _state(config: NodeConfig) -> Path:
+    return Path(config.state) if config.state else default_state(Path(config.config))
+
+
 def supernode_argv(config: NodeConfig) -> list[str]:
-    """The SuperNode's command line: TLS to the front, node key, city config."""
-    config_path = Path(config.config)
-    state = Path(config.state) if config.state else default_state(config_path)
+    """The SuperNode's command line: TLS to the front, node key, city config.
+
+    ``--isolation process``: the SuperNode runs no ClientApp itself; only the
+    gatekeeper, which holds the shared secret, takes its tasks.
+    """
+    state = _state(config)
     return [
         executable("flower-supernode"),
         "--superlink", config.coordinator,
         "--root-certificates", config.ca,
         "--auth-supernode-private-key", config.key,
         "--node-config",
-        node_config_argument(config_path, state),
+        node_config_argument(Path(config.config), state),
         "--port", str(config.runtime_port),
+        "--isolation", "process",
+        "--superexec-auth-secret-file", str(state / "superexec.secret"),
     ]  # fmt: skip
+
+
+def gatekeeper_argv(config: NodeConfig) -> list[str]:
+    """The gatekeeper's command line (:mod:`cityfed_client.gatekeeper`)."""
+    state = _state(config)
+    return [
+        sys.executable, "-m", "cityfed_client.gatekeeper",
+        "--runtime-api", f"127.0.0.1:{config.runtime_port}",
+        "--secret-file", str(state / "superexec.secret"),
+        "--config", config.config,
+        "--state", str(state),
+    ]  # fmt: skip
+
+
+def ensure_secret(path: Path) -> None:
+    """Create the SuperNode/gatekeeper secret (32 random bytes, 0600) if missing."""
+    if path.is_file() and path.stat().st_size > 0:
+        os.chmod(path, 0o600)
+        return
+    write_atomic(path, secrets.token_bytes(32), mode=0o600)
 
 
 def start_node(
@@ -139,20 +183,21 @@ def start_node(
         runtime_port=runtime_port or _free_port(),
         state=str(layout.state),
     )
-    layout.state.mkdir(parents=True, exist_ok=True)
+    layout.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(layout.state, 0o700)
     write_atomic(layout.config_file, (json.dumps(asdict(config), indent=2) + "\n").encode())
+    ensure_secret(layout.secret)
+    stop_node(layout)
+    layout.gatekeeper.start(gatekeeper_argv(config), flower_env(), cwd=layout.state)
     daemon = layout.supernode
-    if daemon.running():
-        daemon.stop()
-    daemon.log_file.unlink(missing_ok=True)
     daemon.start(supernode_argv(config), flower_env(), cwd=layout.state)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        log = daemon.log_tail(200)
+        log = daemon.log_since_start(200)
         if _CONNECTED in log:
             return node_status(layout)
         if not daemon.running():
-            daemon.stop()
+            stop_node(layout)
             if _REFUSED in log:
                 raise CityFedError(
                     f"coordinator {address} refused city {city.name!r}: its node key is not "
@@ -165,15 +210,17 @@ def start_node(
                 f"(log: {daemon.log_file})"
             )
         time.sleep(0.3)
-    daemon.stop()
+    stop_node(layout)
     raise CityFedError(
         f"city node {city.name!r}: not admitted within {timeout:g} s (log: {daemon.log_file})"
     )
 
 
 def stop_node(layout: NodeLayout) -> bool:
-    """Stop the city's SuperNode; True if it was running."""
-    return layout.supernode.stop()
+    """Stop the city's SuperNode and its gatekeeper; True if the SuperNode was running."""
+    running = layout.supernode.stop()
+    layout.gatekeeper.stop()
+    return running
 
 
 def node_status(layout: NodeLayout) -> dict[str, Any]:
@@ -184,11 +231,12 @@ def node_status(layout: NodeLayout) -> dict[str, Any]:
         raise CityFedError(
             f"{layout.state}: no city node here (run `cityfed city start` first)"
         ) from None
-    log = layout.supernode.log_tail(400)
+    log = layout.supernode.log_since_start(400)
     return {
         **config,
-        "running": layout.supernode.running(),
+        "running": layout.supernode.running() and layout.gatekeeper.running(),
         "pid": layout.supernode.pid(),
+        "gatekeeper_pid": layout.gatekeeper.pid(),
         "admitted": _CONNECTED in log,
         "state": str(layout.state),
     }

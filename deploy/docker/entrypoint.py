@@ -13,6 +13,7 @@ flags, so the supervisor sees ``flower-superlink``, ``nginx`` or
     cityfed-entrypoint front               # nginx with deploy/nginx/nginx.conf
     cityfed-entrypoint city                # flower-supernode of one city
     cityfed-entrypoint check-city          # only the checks (systemd ExecStartPre)
+    cityfed-entrypoint gatekeeper          # the city's gatekeeper: the installed ClientApp
     cityfed-entrypoint health [HOST:PORT]  # exit 0 when /health answers 200 over TLS
     cityfed-entrypoint backup DEST         # consistent copy of the coordinator's state
 
@@ -260,6 +261,10 @@ def check_city(settings: CitySettings, *, say: bool = True) -> list[str]:
                 print(f"waiting for the coordinator: {exc}", file=sys.stderr, flush=True)
             last = str(exc)
             time.sleep(3.0)
+    from cityfed_client.node import ensure_secret
+
+    settings.state.mkdir(parents=True, exist_ok=True)
+    ensure_secret(settings.state / "superexec.secret")  # shared with the gatekeeper
     return supernode_argv(
         str(address),
         settings.ca,
@@ -463,6 +468,9 @@ def _parser() -> argparse.ArgumentParser:
     city.add_argument("--wait", type=float, default=_env("CITYFED_WAIT", "60"))
     commands.add_parser("city", parents=[city], help="run flower-supernode")
     commands.add_parser("check-city", parents=[city], help="only check the city's files")
+    commands.add_parser(
+        "gatekeeper", parents=[city], help="run the gatekeeper (the installed ClientApp only)"
+    )
 
     health = commands.add_parser("health", help="exit 0 when /health answers 200")
     health.add_argument(
@@ -526,6 +534,54 @@ def _superlink(args: argparse.Namespace) -> int:
     _exec(argv, flower_env(layout.flwr_home), cwd=layout.state)
 
 
+def gatekeeper_argv(config: Path, port: int, state: Path) -> list[str]:
+    """The gatekeeper's command line: the one of ``client/cityfed_client/node.py``.
+
+    Parameters
+    ----------
+    config : Path
+        The city's ``city.toml``.
+    port : int
+        Local port of the SuperNode's runtime API (127.0.0.1).
+    state : Path
+        The node's state folder (the shared secret, the audit trail, the cache).
+
+    Returns
+    -------
+    list of str
+        Executable and arguments.
+    """
+    from cityfed_client.node import NodeConfig
+    from cityfed_client.node import gatekeeper_argv as argv_of
+
+    node = NodeConfig(
+        city="",
+        config=str(config.absolute()),
+        coordinator="",
+        ca="",
+        key="",
+        runtime_port=port,
+        state=str(state.absolute()),
+    )
+    return argv_of(node)
+
+
+def _gatekeeper(args: argparse.Namespace) -> int:
+    from cityfed.config.spec import load_city
+    from cityfed.ops.processes import flower_env
+
+    settings = _city_settings(args)
+    load_city(settings.config)  # a broken config fails here, in one line
+    secret = settings.state / "superexec.secret"
+    deadline = time.monotonic() + settings.wait
+    while not secret.is_file():  # written by the SuperNode's side (`city`/`check-city`)
+        if time.monotonic() >= deadline:
+            raise EntrypointError(f"{secret}: not found; start the city's SuperNode first")
+        time.sleep(1.0)
+    argv = gatekeeper_argv(settings.config, settings.runtime_port, settings.state)
+    _exec(argv, flower_env(), cwd=settings.state)
+
+
 def _city(args: argparse.Namespace) -> int:
     from cityfed.ops.processes import flower_env
 
@@ -545,6 +601,7 @@ _COMMANDS = {
     "front": _front,
     "city": _city,
     "check-city": _city,
+    "gatekeeper": _gatekeeper,
     "health": _health,
     "backup": _backup,
 }
