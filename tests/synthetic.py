@@ -79,7 +79,7 @@ def write_federation(
     min_rows_per_city: int = 20,
     min_cities: int = 2,
     extra: str = "",
-    policy: str = 'agreed = ["federation.toml"]\nmin_rows = 10\n',
+    policy: str = 'agreed = ["agreed-federation.toml"]\nmin_rows = 10\n',
 ) -> SyntheticFederation:
     """Write ``federation.toml`` and one ``city_k.toml`` + CSV per city."""
     rng = np.random.default_rng(seed)
@@ -96,6 +96,8 @@ def write_federation(
         f'[target]\nname = "{target[0]}"\nunit = "{target[1]}"\n\n{features}',
         encoding="utf-8",
     )
+    # The cities' own copy of the spec they agreed to (the coordinator's may change).
+    (root / "agreed-federation.toml").write_bytes((root / "federation.toml").read_bytes())
     fed = SyntheticFederation(root / "federation.toml", [], [], [])
     for k, n in enumerate(sizes):
         X, y = draw_city(rng, k, n, task)

@@ -82,3 +82,23 @@ def test_deleting_the_last_lines_is_found_by_the_head(log: AuditLog) -> None:
 def test_appending_after_verification_continues_the_chain(log: AuditLog) -> None:
     entry = log.append("refusal", run="r2", reason="not agreed")
     assert entry["seq"] == 5 and log.verify() == []
+
+
+def test_cityfed_city_audit_verify_names_the_tampered_line(
+    log: AuditLog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cityfed.cli.main import main
+
+    state = ["--state", str(log.path.parent)]
+    log.path.rename(log.path.with_name("audit.jsonl"))
+    log.head.rename(log.path.with_name("audit.jsonl.head"))
+    audit = AuditLog(log.path.with_name("audit.jsonl"))
+    assert main(["city", "audit", "verify", *state]) == 0
+    assert "intact (5 entries)" in capsys.readouterr().out
+    lines = _lines(audit)
+    lines[3] = lines[3].replace('"rows": 120', '"rows": 7')
+    _write(audit, lines)
+    assert main(["city", "audit", "verify", *state]) == 1
+    assert "line 4: content changed" in capsys.readouterr().err
+    assert main(["city", "audit", "show", *state]) == 0
+    assert "newton" in capsys.readouterr().out

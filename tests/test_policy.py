@@ -23,7 +23,7 @@ from cityfed.ops.audit import AuditLog
 
 from .synthetic import local_exchange, write_federation
 
-AGREED = 'agreed = ["federation.toml"]\nmin_rows = 10\n'
+AGREED = 'agreed = ["agreed-federation.toml"]\nmin_rows = 10\n'
 
 
 def _model(fed: FederationSpec, weights: np.ndarray | None = None) -> dict[str, object]:
@@ -83,7 +83,10 @@ def test_a_federation_with_a_changed_spec_fails_with_every_city_refusing(tmp_pat
 
 def test_the_city_floor_beats_the_federation_floor(tmp_path: Path) -> None:
     files = write_federation(
-        tmp_path, sizes=(40, 300, 300), min_rows_per_city=1, policy='agreed = ["federation.toml"]\n'
+        tmp_path,
+        sizes=(40, 300, 300),
+        min_rows_per_city=1,
+        policy='agreed = ["agreed-federation.toml"]\n',
     )
     fed = load_federation(files.federation)
     reply = responder(files.cities[0])(Instruction("moments", fed, 1))

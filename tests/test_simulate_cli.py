@@ -170,6 +170,16 @@ def _corrupt(path: Path, old: str, new: str) -> None:
         ),
         (lambda d: (d / "city_0.csv").write_text(""), ["city_0.csv", "empty"]),
         (
+            lambda d: _corrupt(
+                d / "city_1.toml", 'agreed = ["agreed-federation.toml"]', "agreed = []"
+            ),
+            ["city_1.toml", "[policy] agreed", "has not agreed"],
+        ),
+        (
+            lambda d: _corrupt(d / "federation.toml", "seed = 3", "seed = 4"),
+            ["city_0.toml", "[policy] agreed", "has not agreed"],
+        ),
+        (
             lambda d: _corrupt(d / "federation.toml", "[target]", "[target"),
             ["federation.toml", "invalid TOML"],
         ),
