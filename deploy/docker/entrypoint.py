@@ -59,7 +59,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from cityfed_client.node import NodeConfig as NodeConfigType
 
 __all__ = [
     "CitySettings",
@@ -303,19 +306,32 @@ def supernode_argv(
     list of str
         Executable and arguments.
     """
-    from cityfed_client.node import NodeConfig
     from cityfed_client.node import supernode_argv as argv_of
 
-    node = NodeConfig(
+    return argv_of(_node_config(config, port, state, coordinator=coordinator, ca=ca, key=key))
+
+
+def _node_config(
+    config: Path,
+    port: int,
+    state: Path,
+    *,
+    coordinator: str = "",
+    ca: Path | None = None,
+    key: Path | None = None,
+) -> NodeConfigType:
+    """The settings ``cityfed city start`` keeps, from the entrypoint's (paths absolute)."""
+    from cityfed_client.node import NodeConfig
+
+    return NodeConfig(
         city="",
         config=str(config.absolute()),
         coordinator=coordinator,
-        ca=str(ca.absolute()),
-        key=str(key.absolute()),
+        ca=str(ca.absolute()) if ca is not None else "",
+        key=str(key.absolute()) if key is not None else "",
         runtime_port=port,
         state=str(state.absolute()),
     )
-    return argv_of(node)
 
 
 def check_health(address: str, ca: Path, *, timeout: float = 5.0) -> int:
@@ -551,19 +567,9 @@ def gatekeeper_argv(config: Path, port: int, state: Path) -> list[str]:
     list of str
         Executable and arguments.
     """
-    from cityfed_client.node import NodeConfig
     from cityfed_client.node import gatekeeper_argv as argv_of
 
-    node = NodeConfig(
-        city="",
-        config=str(config.absolute()),
-        coordinator="",
-        ca="",
-        key="",
-        runtime_port=port,
-        state=str(state.absolute()),
-    )
-    return argv_of(node)
+    return argv_of(_node_config(config, port, state))
 
 
 def _gatekeeper(args: argparse.Namespace) -> int:
