@@ -413,6 +413,33 @@ def main(grid, context):
 """
 
 
+def test_an_impostor_is_refused_under_its_enrolled_name(deployment: Deployment) -> None:
+    # Prepare: mallory's key is enrolled as "mallory", but its node says it is city1.
+    dep = deployment
+    dep.serve(dep.regression)
+    ok(cityfed("certs", "city", "mallory", "--ca", dep.certs, "--out", dep.keys("mallory")))
+    pub = dep.keys("mallory") / "mallory.node.pub"
+    ok(cityfed("coordinator", "enrol", "mallory", pub, "--state", dep.state))
+    claims_city1 = dep.root / "regression" / "claims-city1.toml"
+    claims_city1.write_text(dep.regression.cities[1].read_text())
+    try:
+        ok(dep.start_city("mallory", claims_city1))
+        # Execute
+        report, _ = _run(dep, dep.regression.federation)
+    finally:
+        cityfed("city", "stop", "--state", dep.node_state("mallory"))
+        cityfed("coordinator", "revoke", "mallory", "--state", dep.state)
+    # Assert: the real city1 is in the model and the report; mallory is refused
+    assert report["model"]["cities"] == ["city0", "city1", "city2"]
+    refused = report["cities"]["mallory"]
+    assert refused["status"] == "refused"
+    assert "enrolled as 'mallory' but answered as 'city1'" in refused["reason"]
+    assert report["cities"]["city1"]["rows_read"] == len(dep.regression.y[1])
+    assert report["model"]["training_rows"] == sum(
+        report["cities"][c]["rows_train"] for c in ("city0", "city1", "city2")
+    )
+
+
 @pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning")  # flwr's FAB build
 def test_a_foreign_app_is_refused_by_every_city(deployment: Deployment) -> None:
     # Prepare: the attacker's app, submitted through the coordinator's own Control API

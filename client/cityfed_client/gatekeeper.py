@@ -225,6 +225,7 @@ class Gatekeeper:
         self.settings = settings
         self.audit = AuditLog(settings.audit_log)
         self.stopping = threading.Event()
+        self.busy = False  # answering a task: a stop waits for its reply
 
     def serve(self) -> None:
         """Poll for tasks until stopped."""
@@ -240,7 +241,11 @@ class Gatekeeper:
                 self.stopping.wait(2.0)
                 continue
             if task.HasField("task") and task.token:
-                self.handle(task.token)
+                self.busy = True
+                try:
+                    self.handle(task.token)
+                finally:
+                    self.busy = False
             else:
                 self.stopping.wait(0.5)
 
@@ -346,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         del signum, frame
         keeper.stopping.set()
+        if not keeper.busy:  # idle (perhaps waiting on the runtime API): leave now
+            raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -217,10 +217,9 @@ def start_node(
 
 
 def stop_node(layout: NodeLayout) -> bool:
-    """Stop the city's SuperNode and its gatekeeper; True if the SuperNode was running."""
-    running = layout.supernode.stop()
+    """Stop the city's gatekeeper, then its SuperNode; True if the SuperNode was running."""
     layout.gatekeeper.stop()
-    return running
+    return layout.supernode.stop()
 
 
 def node_status(layout: NodeLayout) -> dict[str, Any]:
