@@ -276,6 +276,23 @@ def test_ridge_run_publishes_the_simulated_model(deployment: Deployment) -> None
     assert np.max(np.abs(deployed.predict(frame) - simulated.predict(frame))) <= tolerance
     reference = make_pipeline(StandardScaler(), Ridge(alpha=2.0)).fit(X, y)
     assert np.max(np.abs(deployed.predict(frame) - reference.predict(X))) <= tolerance
+    # The coordinator's audit trail has the run, its app and the published model.
+    audit = AuditLog(deployment.state / "audit.jsonl")
+    assert audit.verify() == []
+    events = list(audit.entries())
+    assert {e["city"] for e in events if e["kind"] == "enrol"} >= {"city0", "city1", "city2"}
+    [submitted] = [
+        e for e in events if e["kind"] == "run-submitted" and e["run"] == report["run_id"]
+    ]
+    assert (
+        submitted["app"].startswith("cityfed/cityfed-federation ") and "sha256:" in submitted["app"]
+    )
+    [published] = [
+        e for e in events if e["kind"] == "model-published" and e["run"] == report["run_id"]
+    ]
+    digest = hashlib.sha256((store / "model.pb").read_bytes()).hexdigest()
+    assert published["model"] == f"sha256:{digest}" and published["user"]
+    ok(cityfed("coordinator", "audit", "verify", "--state", deployment.state))
     deployment.timings["ridge_run"] = report["_elapsed"]
     print(f"\ndeployed ridge run: {report['_elapsed']:.1f} s, {report['model']['rounds']} round(s)")
 
@@ -506,6 +523,50 @@ def test_logistic_run_publishes_the_simulated_model(deployment: Deployment) -> N
     print(
         f"\ndeployed logistic run: {report['_elapsed']:.1f} s, {report['model']['rounds']} round(s)"
     )
+
+
+def test_a_superlink_killed_mid_run_is_reported_and_leaves_no_folder(
+    deployment: Deployment,
+) -> None:
+    # Prepare: a logistic run (several rounds), the SuperLink killed in the middle
+    dep = deployment
+    dep.serve(dep.classification)
+    models_before = {p.name for p in (dep.state / "models").iterdir()}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cityfed.cli", "run", str(dep.classification.federation),
+         "--coordinator", str(dep.state), "--json", "--wait", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            progress = [
+                p.read_text()
+                for p in (dep.state / "models").glob("*/progress.jsonl")
+                if p.parent.name not in models_before
+            ]
+            if any("Newton round" in text for text in progress):
+                break
+            time.sleep(0.5)
+        status = json.loads(
+            ok(cityfed("coordinator", "status", "--state", dep.state, "--json")).stdout
+        )
+        os.kill(status["superlink"]["pid"], signal.SIGKILL)
+        # Execute
+        _, stderr = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        ok(dep.coordinator_start())  # the coordinator comes back for the other tests
+    # Assert
+    assert run.returncode != 0
+    assert "is lost: the SuperLink stopped during the run" in stderr, stderr
+    assert "Traceback" not in stderr
+    assert {p.name for p in (dep.state / "models").iterdir()} == models_before
+    audit = AuditLog(dep.state / "audit.jsonl")
+    assert audit.verify() == []
+    assert [e for e in audit.entries() if e["kind"] == "run-failed"][-1]["reason"].count("lost")
 
 
 def test_superlink_killed_and_restarted_keeps_cities_and_models(deployment: Deployment) -> None:

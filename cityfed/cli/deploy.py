@@ -249,21 +249,13 @@ def city_status(
         raise typer.Exit(1)
 
 
-@city_app.command("audit")
-def city_audit(
-    action: Annotated[
-        str, typer.Argument(help="show: the entries; verify: check the hash chain")
-    ] = "verify",
-    config: Annotated[Path | None, typer.Option("--config")] = None,
-    state: Annotated[Path | None, typer.Option("--state")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """The city's audit trail: every instruction, what was sent back, every refusal."""
+def _audit(log_path: Path, action: str, as_json: bool) -> None:
+    """``audit show`` (the entries) or ``audit verify`` (the hash chain) of one log."""
     from cityfed.ops.audit import AuditLog
 
     if action not in ("show", "verify"):
         raise typer.BadParameter(f"expected show or verify, got {action!r}")
-    log = AuditLog(_node_layout(config, state).state / "audit.jsonl")
+    log = AuditLog(log_path)
     if action == "show":
         entries = list(log.entries())
         if as_json:
@@ -271,10 +263,10 @@ def city_audit(
             return
         console = _console()
         for entry in entries:
-            what = entry.get("phase") or entry.get("message_type") or ""
+            what = entry.get("phase") or entry.get("message_type") or entry.get("city") or ""
+            subject = entry.get("federation") or entry.get("run") or entry.get("app") or ""
             console.print(
-                f"{entry['seq']:>5} {entry['kind']:<8} run {escape(str(entry.get('run')))} "
-                f"{escape(str(entry.get('federation') or entry.get('app') or ''))} "
+                f"{entry['seq']:>5} {entry['kind']:<16} {escape(str(subject))} "
                 f"{escape(str(what))} {escape(str(entry.get('reason') or ''))}"
             )
         return
@@ -289,6 +281,33 @@ def city_audit(
         _console().print(f"{escape(str(log.path))}: intact ({count} entries)")
     if problems:
         raise typer.Exit(1)
+
+
+AuditAction = Annotated[str, typer.Argument(help="show: the entries; verify: check the hash chain")]
+
+
+@city_app.command("audit")
+def city_audit(
+    action: AuditAction = "verify",
+    config: Annotated[Path | None, typer.Option("--config")] = None,
+    state: Annotated[Path | None, typer.Option("--state")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The city's audit trail: every instruction, what was sent back, every refusal."""
+    _audit(_node_layout(config, state).state / "audit.jsonl", action, as_json)
+
+
+@coordinator_app.command("audit")
+def coordinator_audit(
+    action: AuditAction = "verify",
+    state: StateOption = _DEFAULT_STATE,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The coordinator's audit trail: starts, enrolments, runs, published models."""
+    from cityfed_server.audit import coordinator_audit as audit_of
+    from cityfed_server.layout import CoordinatorLayout
+
+    _audit(audit_of(CoordinatorLayout(state.resolve())).path, action, as_json)
 
 
 def run_command(

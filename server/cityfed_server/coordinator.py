@@ -17,13 +17,14 @@ from typing import Any
 
 from cryptography import x509
 
-from cityfed.config.spec import load_federation
+from cityfed.config.spec import federation_digest, load_federation
 from cityfed.errors import CityFedError
 from cityfed.files import write_atomic
 from cityfed.ops.certs import CA_CERT, COORDINATOR_CERT, COORDINATOR_KEY
 from cityfed.ops.processes import Daemon, executable, flower_env
 from cityfed.ops.tls import Address, https_request, parse_address
 from cityfed.version import __version__
+from cityfed_server.audit import record
 from cityfed_server.flwr_cli import write_connection
 from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout, load_config
 from cityfed_server.nginx import FrontConfig, render_nginx_conf
@@ -140,7 +141,9 @@ def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> d
     """Start the SuperLink and the TLS front unless they run; returns the status."""
     prepare_state(layout, config)
     certs = Path(config.certs)
+    started = []
     if not layout.superlink.running():
+        started.append("superlink")
         layout.superlink.start(
             superlink_argv(layout, config), flower_env(layout.flwr_home), cwd=layout.state
         )
@@ -158,6 +161,7 @@ def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> d
     )
     write_atomic(layout.nginx_conf, render_nginx_conf(front).encode())
     if not layout.nginx.running():
+        started.append("nginx")
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(nginx).exists():
             raise CityFedError("nginx: not installed (apt-get install nginx)")
@@ -172,6 +176,16 @@ def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> d
             flower_env(),
         )
     _wait_healthy(config.local_address, config.ca, layout.nginx, timeout=20.0)
+    if started:
+        fed = load_federation(config.federation)
+        record(
+            layout,
+            "coordinator-start",
+            started=started,
+            public=config.public,
+            federation=fed.name,
+            federation_digest=federation_digest(fed),
+        )
     return coordinator_status(layout)
 
 

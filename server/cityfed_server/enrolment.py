@@ -7,6 +7,7 @@ was enrolled and when revoked.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from cityfed.errors import CityFedError
+from cityfed_server.audit import record
 from cityfed_server.flwr_cli import CONNECTION, flwr_json
 from cityfed_server.layout import CoordinatorLayout
 from cityfed_server.registry import load_registry, save_registry
@@ -70,6 +72,8 @@ def enrol(layout: CoordinatorLayout, name: str, public_key: Path) -> dict[str, A
     }
     registry[name] = entry
     save_registry(layout.enrolment, registry)
+    key_digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    record(layout, "enrol", city=name, node_id=entry["node_id"], public_key=key_digest)
     return entry
 
 
@@ -82,4 +86,5 @@ def revoke(layout: CoordinatorLayout, name: str) -> dict[str, Any]:
     flwr_json(["supernode", "unregister", str(entry["node_id"]), CONNECTION], layout.flwr_home)
     entry["revoked_at"] = _now()
     save_registry(layout.enrolment, registry)
+    record(layout, "revoke", city=name, node_id=entry["node_id"])
     return entry

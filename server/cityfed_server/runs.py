@@ -8,16 +8,19 @@ artifacts ``model.pb``, ``report.json`` and ``report.html``.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cityfed.config.spec import load_federation
+from cityfed.config.spec import federation_digest, load_federation
 from cityfed.errors import CityFedError, FederationError
 from cityfed.files import write_atomic
 from cityfed.ops.progress import PROGRESS_FILE, ProgressEvent, ProgressFollower
+from cityfed.report.build import read_report
+from cityfed_server.audit import file_sha256, record
 from cityfed_server.enrolment import active_cities
 from cityfed_server.flwr_cli import CONNECTION, flwr_json
 from cityfed_server.layout import CoordinatorLayout, load_config
@@ -29,10 +32,15 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-def _status(layout: CoordinatorLayout, flwr_run_id: int) -> str:
+def _run_row(layout: CoordinatorLayout, flwr_run_id: int) -> dict[str, object]:
+    """Flower's record of a run (status, app id and hash), from ``flwr ls``."""
     answer = flwr_json(["ls", CONNECTION, "--run-id", str(flwr_run_id)], layout.flwr_home)
     runs = answer.get("runs") or []
-    return str(runs[0].get("status", "")) if runs else ""
+    return dict(runs[0]) if runs else {}
+
+
+def _status(layout: CoordinatorLayout, flwr_run_id: int) -> str:
+    return str(_run_row(layout, flwr_run_id).get("status", ""))
 
 
 def run_federation(
@@ -95,6 +103,50 @@ def run_federation(
     )
     on_event(ProgressEvent("info", f"run {label} submitted (Flower run {flwr_run_id})", {}))
 
+    row = _run_row(layout, flwr_run_id)
+    record(
+        layout,
+        "run-submitted",
+        run=label,
+        flwr_run_id=flwr_run_id,
+        federation=fed.name,
+        federation_digest=federation_digest(fed),
+        app=f"{row.get('fab-id')} {row.get('fab-version')} sha256:{row.get('fab-hash')}",
+    )
+    try:
+        _follow(layout, label, flwr_run_id, out, timeout, on_event)
+    except CityFedError as exc:
+        failure = exc
+        if not layout.superlink.running():
+            failure = FederationError(
+                f"run {label} is lost: the SuperLink stopped during the run (see "
+                f"{layout.superlink.log_file}); `cityfed coordinator start` brings it back, "
+                "then submit the run again"
+            )
+        if not (out / "model.pb").exists():
+            shutil.rmtree(out, ignore_errors=True)  # no empty model folder is left
+        record(layout, "run-failed", run=label, reason=str(failure))
+        raise failure from None
+    report = read_report(out / "report.json")
+    record(
+        layout,
+        "model-published",
+        run=label,
+        model=file_sha256(out / "model.pb"),
+        cities=list(report.model.cities),
+        rounds=report.model.rounds,
+    )
+    return out
+
+
+def _follow(
+    layout: CoordinatorLayout,
+    label: str,
+    flwr_run_id: int,
+    out: Path,
+    timeout: float,
+    on_event: Callable[[ProgressEvent], None],
+) -> None:
     follower = ProgressFollower(out / PROGRESS_FILE, on_event)
     deadline, next_check = time.monotonic() + timeout, 0.0
     while time.monotonic() < deadline:
@@ -112,6 +164,6 @@ def run_federation(
         if final is not None:
             if final.kind == "error":
                 raise FederationError(f"run {label}: {final.message}")
-            return out
+            return
         time.sleep(0.5)
     raise CityFedError(f"run {label}: no result within {timeout:g} s")
