@@ -251,6 +251,48 @@ def test_coordinator_exposes_only_the_fleet_api(deployment: Deployment) -> None:
     assert _listening_hosts(deployment.superlink_port) == {"0100007F"}
 
 
+def _post_body(dep: Deployment, size: int, *, chunked: bool) -> int:
+    """POST ``size`` junk bytes to the Fleet API; the front's status code."""
+    ca = ssl.create_default_context(cafile=str(dep.certs / "ca.pem"))
+    conn = http.client.HTTPSConnection("localhost", dep.public_port, context=ca, timeout=30)
+    conn.putrequest("POST", "/v1/fleet/push-messages")
+    conn.putheader("Content-Type", "application/protobuf")
+    if chunked:
+        conn.putheader("Transfer-Encoding", "chunked")
+    else:
+        conn.putheader("Content-Length", str(size))
+    conn.endheaders()
+    block = os.urandom(1 << 20)
+    try:
+        for _ in range(size >> 20):
+            conn.send(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
+        if chunked:
+            conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+        pass  # the front stopped reading: its answer is already on the way
+    try:
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_the_front_refuses_oversized_bodies_without_writing_them(deployment: Deployment) -> None:
+    body_dir = deployment.state / "nginx" / "tmp" / "body"
+    for size, chunked in ((100 << 20, False), (40 << 20, True)):
+        # Execute
+        status = _post_body(deployment, size, chunked=chunked)
+        # Assert: refused, and no part of it was kept on disk
+        assert status == 413, (size, chunked)
+        kept = [p for p in body_dir.rglob("*") if p.is_file()] if body_dir.exists() else []
+        assert kept == []
+    # The front still serves.
+    ca = ssl.create_default_context(cafile=str(deployment.certs / "ca.pem"))
+    conn = http.client.HTTPSConnection("localhost", deployment.public_port, context=ca)
+    conn.request("GET", "/health")
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
 def test_plaintext_to_the_public_port_is_refused(deployment: Deployment) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", deployment.public_port, timeout=10)
     conn.request("GET", "/health")

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from cityfed.ops.tls import Address
 
-__all__ = ["FrontConfig", "render_nginx_conf"]
+__all__ = [
+    "AEAD_CIPHERS",
+    "BURST",
+    "MAX_BODY_MIB",
+    "MAX_CONNECTIONS",
+    "RATE",
+    "FrontConfig",
+    "render_nginx_conf",
+]
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,23 @@ class FrontConfig:
 
 def _listen(address: Address) -> str:
     return f"[{address.host}]:{address.port}" if ":" in address.host else str(address)
+
+
+#: Largest request body the front accepts, in MiB. The body buffer is 1 MiB larger,
+#: so that a chunked body is refused while still in memory, never spilled to disk.
+MAX_BODY_MIB = 16
+#: Requests per second and burst one client address may send to the Fleet API.
+RATE, BURST = "50r/s", 200
+#: Connections one client address may hold open at once.
+MAX_CONNECTIONS = 32
+#: TLS 1.2 suites allowed (AEAD, for the ECDSA certificates `cityfed certs` makes).
+AEAD_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+    )
+)
 
 
 def render_nginx_conf(front: FrontConfig) -> str:
@@ -61,18 +86,37 @@ http {{
   fastcgi_temp_path {tmp / "fastcgi"};
   uwsgi_temp_path {tmp / "uwsgi"};
   scgi_temp_path {tmp / "scgi"};
-  client_max_body_size 512m;
   server_tokens off;
+
+  # Bounded: CityFed's largest message is a city's scatter matrix ((d+1)^2 float64,
+  # 8 MB at d = 1,000), so bodies stop at {MAX_BODY_MIB} MiB; a body is held in memory and
+  # never written to disk; slow or idle clients are cut off; a client address gets
+  # a bounded number of connections and requests.
+  client_max_body_size {MAX_BODY_MIB}m;
+  client_body_buffer_size {MAX_BODY_MIB + 1}m;
+  client_header_timeout 30s;
+  client_body_timeout 60s;
+  send_timeout 60s;
+  keepalive_timeout 65s;
+  limit_conn_zone $binary_remote_addr zone=per_client:1m;
+  limit_req_zone $binary_remote_addr zone=fleet:1m rate={RATE};
+  limit_conn_status 429;
+  limit_req_status 429;
 
   server {{
     listen {_listen(front.public)} ssl;
     ssl_certificate {front.cert};
     ssl_certificate_key {front.key};
     ssl_protocols TLSv1.2 TLSv1.3;
+    # AEAD only (TLS 1.3's suites are all AEAD; these for TLS 1.2, ECDSA certificates).
+    ssl_ciphers {AEAD_CIPHERS};
+    ssl_prefer_server_ciphers on;
+    limit_conn per_client {MAX_CONNECTIONS};
 
     # Flower's Fleet API: what SuperNodes use (node authentication happens
     # in the SuperLink, on signed headers that pass through unchanged).
     location /v1/fleet/ {{
+      limit_req zone=fleet burst={BURST} nodelay;
       proxy_pass {upstream};
       proxy_http_version 1.1;
 {proxy_tls}
