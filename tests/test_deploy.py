@@ -335,6 +335,23 @@ def test_ridge_run_publishes_the_simulated_model(deployment: Deployment) -> None
     digest = hashlib.sha256((store / "model.pb").read_bytes()).hexdigest()
     assert published["model"] == f"sha256:{digest}" and published["user"]
     ok(cityfed("coordinator", "audit", "verify", "--state", deployment.state))
+    # Private state: every folder 0700 and file 0600 that the coordinator wrote or
+    # started a process to write, the run's model and report included.
+    status = json.loads(
+        ok(cityfed("coordinator", "status", "--state", deployment.state, "--json")).stdout
+    )
+    assert status["warnings"] == []
+    for path in [store, *store.iterdir(), deployment.state / "superlink.db"]:
+        assert path.stat().st_mode & 0o077 == 0, path
+    loose = store / "report.json"
+    loose.chmod(0o644)
+    try:
+        status = json.loads(
+            ok(cityfed("coordinator", "status", "--state", deployment.state, "--json")).stdout
+        )
+        assert status["warnings"] == [f"{loose}: file mode 644, expected private"]
+    finally:
+        loose.chmod(0o600)
     deployment.timings["ridge_run"] = report["_elapsed"]
     print(f"\ndeployed ridge run: {report['_elapsed']:.1f} s, {report['model']['rounds']} round(s)")
 

@@ -120,6 +120,8 @@ def _print_status(status: dict[str, Any]) -> None:
         state = "revoked " + entry["revoked_at"] if entry.get("revoked_at") else "enrolled"
         console.print(f"  city {escape(city)}: {state} (node {entry['node_id']})")
     console.print(f"  models: {len(status['models'])}")
+    for warning in status.get("warnings", []):
+        console.print(f"  [yellow]warning[/]: {escape(warning)}")
 
 
 @coordinator_app.command("stop")

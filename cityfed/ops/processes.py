@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cityfed.errors import CityFedError
+from cityfed.files import PRIVATE_UMASK
 
 __all__ = ["Daemon", "executable", "flower_env", "log_tail", "stop_process_group"]
 
@@ -151,6 +152,7 @@ class Daemon:
                 env=dict(env),
                 cwd=cwd,
                 start_new_session=True,
+                umask=PRIVATE_UMASK,  # its files 0600, its folders 0700
             )
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(f"{proc.pid}\n")

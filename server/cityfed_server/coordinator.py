@@ -9,7 +9,9 @@ which live in the SuperLink's database and the model store under ``--state``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +21,7 @@ from cryptography import x509
 
 from cityfed.config.spec import federation_digest, load_federation
 from cityfed.errors import CityFedError
-from cityfed.files import write_atomic
+from cityfed.files import private_umask, write_atomic
 from cityfed.ops.certs import CA_CERT, COORDINATOR_CERT, COORDINATOR_KEY
 from cityfed.ops.processes import Daemon, executable, flower_env
 from cityfed.ops.tls import Address, https_request, parse_address
@@ -108,17 +110,19 @@ def prepare_state(layout: CoordinatorLayout, config: CoordinatorConfig) -> None:
     load_federation(config.federation)
     check_certs(Path(config.certs))
     parse_address(config.public, what="--public")
-    for folder in (
-        layout.state,
-        layout.models,
-        layout.nginx_conf.parent / "tmp",
-        layout.state / "logs",
-    ):
-        folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(layout.config_file, (json.dumps(asdict(config), indent=2) + "\n").encode())
-    write_connection(layout.flwr_home, config.superlink_port, config.ca)
-    layout.app_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(layout.app_dir / "pyproject.toml", app_pyproject().encode())
+    with private_umask():
+        for folder in (
+            layout.state,
+            layout.models,
+            layout.nginx_conf.parent / "tmp",
+            layout.state / "logs",
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(layout.state, 0o700)  # private, even when it existed before
+        write_atomic(layout.config_file, (json.dumps(asdict(config), indent=2) + "\n").encode())
+        write_connection(layout.flwr_home, config.superlink_port, config.ca)
+        layout.app_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(layout.app_dir / "pyproject.toml", app_pyproject().encode())
 
 
 def superlink_argv(layout: CoordinatorLayout, config: CoordinatorConfig) -> list[str]:
@@ -139,6 +143,11 @@ def superlink_argv(layout: CoordinatorLayout, config: CoordinatorConfig) -> list
 
 def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> dict[str, Any]:
     """Start the SuperLink and the TLS front unless they run; returns the status."""
+    with private_umask():
+        return _start(layout, config)
+
+
+def _start(layout: CoordinatorLayout, config: CoordinatorConfig) -> dict[str, Any]:
     prepare_state(layout, config)
     certs = Path(config.certs)
     started = []
@@ -194,6 +203,22 @@ def stop_coordinator(layout: CoordinatorLayout) -> dict[str, bool]:
     return {"nginx": layout.nginx.stop(), "superlink": layout.superlink.stop()}
 
 
+def loose_permissions(state: Path) -> list[str]:
+    """What under the state folder other users could read: it should all be private."""
+    found = []
+    for path in [state, *state.rglob("*")]:
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISSOCK(info.st_mode) or stat.S_ISLNK(info.st_mode):
+            continue
+        if info.st_mode & 0o077:
+            kind = "folder" if stat.S_ISDIR(info.st_mode) else "file"
+            found.append(f"{path}: {kind} mode {stat.S_IMODE(info.st_mode):o}, expected private")
+    return found
+
+
 def coordinator_status(layout: CoordinatorLayout) -> dict[str, Any]:
     """Processes, health, enrolled cities and published models."""
     config = load_config(layout)
@@ -208,6 +233,7 @@ def coordinator_status(layout: CoordinatorLayout) -> dict[str, Any]:
         else []
     )
     return {
+        "warnings": loose_permissions(layout.state),
         "state": str(layout.state),
         "public": config.public,
         "superlink": {"running": layout.superlink.running(), "pid": layout.superlink.pid()},

@@ -94,6 +94,7 @@ http {{
   # a bounded number of connections and requests.
   client_max_body_size {MAX_BODY_MIB}m;
   client_body_buffer_size {MAX_BODY_MIB + 1}m;
+  proxy_max_temp_file_size 0;
   client_header_timeout 30s;
   client_body_timeout 60s;
   send_timeout 60s;
