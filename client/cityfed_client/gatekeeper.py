@@ -94,6 +94,8 @@ CITYFED_APP_ID = "cityfed/cityfed-federation"
 COMPONENTS = {"serverapp": "cityfed_server.app:app", "clientapp": "cityfed_client.app:app"}
 #: Heartbeats to the SuperNode while a task runs (it gives up after 60 s).
 _HEARTBEAT_SECONDS = 15.0
+#: How long a message may take to arrive from the SuperNode (CityFed's are small).
+_PULL_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,10 @@ class Gatekeeper:
                     client.ConfirmMessageReceived, node, context.run_id
                 ),
                 return_type=Message,
+                # Flower's default waits two hours for a message whose objects never
+                # come (a SuperLink killed mid-transfer): this node would answer no
+                # one meanwhile. Give up instead; the SuperNode then reports the task.
+                max_time=_PULL_SECONDS,
             )
             message.metadata.__dict__["_message_id"] = tree.object_id
             app: AppIdentity | None = None
