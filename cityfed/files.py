@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-__all__ = ["PRIVATE_UMASK", "current_umask", "private_umask", "write_atomic"]
+__all__ = ["PRIVATE_UMASK", "current_umask", "private_umask", "privately", "write_atomic"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 #: The umask of everything the coordinator writes and starts: files 0600, folders 0700.
 PRIVATE_UMASK = 0o077
@@ -35,6 +40,17 @@ def private_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
+
+
+def privately(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``func`` under :func:`private_umask` (for the coordinator's commands)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with private_umask():
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:

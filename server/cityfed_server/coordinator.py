@@ -21,7 +21,7 @@ from cryptography import x509
 
 from cityfed.config.spec import federation_digest, load_federation
 from cityfed.errors import CityFedError
-from cityfed.files import private_umask, write_atomic
+from cityfed.files import private_umask, privately, write_atomic
 from cityfed.ops.certs import CA_CERT, COORDINATOR_CERT, COORDINATOR_KEY
 from cityfed.ops.processes import Daemon, executable, flower_env
 from cityfed.ops.tls import Address, https_request, parse_address
@@ -141,13 +141,9 @@ def superlink_argv(layout: CoordinatorLayout, config: CoordinatorConfig) -> list
     ]  # fmt: skip
 
 
+@privately
 def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> dict[str, Any]:
     """Start the SuperLink and the TLS front unless they run; returns the status."""
-    with private_umask():
-        return _start(layout, config)
-
-
-def _start(layout: CoordinatorLayout, config: CoordinatorConfig) -> dict[str, Any]:
     prepare_state(layout, config)
     certs = Path(config.certs)
     started = []

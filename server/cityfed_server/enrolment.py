@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from cityfed.errors import CityFedError
-from cityfed.files import private_umask
+from cityfed.files import privately
 from cityfed_server.audit import record
 from cityfed_server.flwr_cli import CONNECTION, flwr_json
 from cityfed_server.layout import CoordinatorLayout
@@ -34,6 +34,7 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@privately
 def enrol(layout: CoordinatorLayout, name: str, public_key: Path) -> dict[str, Any]:
     """Register a city's node key with the SuperLink.
 
@@ -43,11 +44,6 @@ def enrol(layout: CoordinatorLayout, name: str, public_key: Path) -> dict[str, A
         If the key is not an OpenSSH elliptic-curve public key, the name is
         already enrolled, or the SuperLink refuses.
     """
-    with private_umask():
-        return _enrol(layout, name, public_key)
-
-
-def _enrol(layout: CoordinatorLayout, name: str, public_key: Path) -> dict[str, Any]:
     try:
         text = public_key.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -83,13 +79,9 @@ def _enrol(layout: CoordinatorLayout, name: str, public_key: Path) -> dict[str, 
     return entry
 
 
+@privately
 def revoke(layout: CoordinatorLayout, name: str) -> dict[str, Any]:
     """Unregister a city's node: the SuperLink refuses it from now on."""
-    with private_umask():
-        return _revoke(layout, name)
-
-
-def _revoke(layout: CoordinatorLayout, name: str) -> dict[str, Any]:
     registry = load_registry(layout.enrolment)
     entry = registry.get(name)
     if entry is None or entry.get("revoked_at"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cityfed.config.spec import federation_digest, load_federation
 from cityfed.errors import CityFedError, FederationError
-from cityfed.files import private_umask, write_atomic
+from cityfed.files import privately, write_atomic
 from cityfed.ops.progress import PROGRESS_FILE, ProgressEvent, ProgressFollower
 from cityfed.report.build import read_report
 from cityfed_server.audit import file_sha256, record
@@ -43,6 +43,7 @@ def _status(layout: CoordinatorLayout, flwr_run_id: int) -> str:
     return str(_run_row(layout, flwr_run_id).get("status", ""))
 
 
+@privately
 def run_federation(
     layout: CoordinatorLayout,
     federation: Path | None = None,
@@ -75,26 +76,6 @@ def run_federation(
     FederationError
         If the run failed; the message says why.
     """
-    with private_umask():
-        return _run_federation(
-            layout,
-            federation,
-            expected_cities=expected_cities,
-            wait_seconds=wait_seconds,
-            timeout=timeout,
-            on_event=on_event,
-        )
-
-
-def _run_federation(
-    layout: CoordinatorLayout,
-    federation: Path | None = None,
-    *,
-    expected_cities: int | None = None,
-    wait_seconds: float = 120.0,
-    timeout: float = 3600.0,
-    on_event: Callable[[ProgressEvent], None] = lambda event: None,
-) -> Path:
     config = load_config(layout)
     spec_path = Path(federation or config.federation).resolve()
     fed = load_federation(spec_path)
