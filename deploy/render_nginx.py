@@ -5,12 +5,15 @@ The coordinator's TLS front is rendered by
 ``cityfed coordinator start`` uses; this script only fixes the paths that the
 Docker, Kubernetes and systemd variants share, and writes:
 
-- ``deploy/nginx/nginx.conf`` (mounted by compose, installed by systemd);
-- ``deploy/k8s/nginx-configmap.yaml`` (the same text as a ConfigMap).
+- ``deploy/nginx/nginx.conf`` (mounted by compose; the SuperLink on the
+  container's private ``127.0.0.1:9092``);
+- ``deploy/k8s/nginx-configmap.yaml`` (the same text as a ConfigMap);
+- ``deploy/nginx/nginx-systemd.conf`` (installed by systemd; the SuperLink in its
+  own network namespace, reached through ``/run/cityfed/superlink.sock``).
 
 Run it after a change to ``server/cityfed_server/nginx.py``::
 
-    python deploy/render_nginx.py          # rewrite both files
+    python deploy/render_nginx.py          # rewrite the three files
     python deploy/render_nginx.py --check  # exit 1 if they are out of date
 
 ``tests/test_deploy_assets.py`` fails when the committed files differ.
@@ -35,6 +38,8 @@ __all__ = [
     "NGINX_CONF_FILE",
     "PUBLIC_PORT",
     "RUNTIME_DIR",
+    "SUPERLINK_SOCKET",
+    "SYSTEMD_CONF_FILE",
     "configmap_text",
     "deploy_front",
     "main",
@@ -46,6 +51,10 @@ DEPLOY = Path(__file__).resolve().parent
 NGINX_CONF_FILE = DEPLOY / "nginx" / "nginx.conf"
 #: The same text as a Kubernetes ConfigMap.
 CONFIGMAP_FILE = DEPLOY / "k8s" / "nginx-configmap.yaml"
+#: The systemd front's config: upstream the SuperLink's socket.
+SYSTEMD_CONF_FILE = DEPLOY / "nginx" / "nginx-systemd.conf"
+#: Where systemd's cityfed-superlink-bridge.socket listens (SocketMode=0600).
+SUPERLINK_SOCKET = Path("/run/cityfed/superlink.sock")
 
 #: The only port of the coordinator that is reachable from outside.
 PUBLIC_PORT = 9443
@@ -57,8 +66,14 @@ RUNTIME_DIR = Path("/run/cityfed-nginx")
 LOG_DIR = Path("/var/log/cityfed-nginx")
 
 
-def deploy_front() -> FrontConfig:
+def deploy_front(*, systemd: bool = False) -> FrontConfig:
     """The front of the container and systemd deployments.
+
+    Parameters
+    ----------
+    systemd : bool
+        The systemd variant: upstream :data:`SUPERLINK_SOCKET` instead of the
+        container's loopback port.
 
     Returns
     -------
@@ -70,7 +85,7 @@ def deploy_front() -> FrontConfig:
     """
     return FrontConfig(
         public=Address("0.0.0.0", PUBLIC_PORT),
-        upstream_port=DEFAULT_SUPERLINK_PORT,
+        upstream=(f"unix:{SUPERLINK_SOCKET}" if systemd else f"127.0.0.1:{DEFAULT_SUPERLINK_PORT}"),
         cert=CERTS_DIR / COORDINATOR_CERT,
         key=CERTS_DIR / COORDINATOR_KEY,
         ca=CERTS_DIR / CA_CERT,
@@ -81,15 +96,20 @@ def deploy_front() -> FrontConfig:
     )
 
 
-def nginx_conf_text() -> str:
-    """The text of ``deploy/nginx/nginx.conf``.
+def nginx_conf_text(*, systemd: bool = False) -> str:
+    """The text of ``deploy/nginx/nginx.conf`` (or ``nginx-systemd.conf``).
+
+    Parameters
+    ----------
+    systemd : bool
+        The systemd variant.
 
     Returns
     -------
     str
-        ``render_nginx_conf(deploy_front())``.
+        ``render_nginx_conf(deploy_front(systemd=systemd))``.
     """
-    return render_nginx_conf(deploy_front())
+    return render_nginx_conf(deploy_front(systemd=systemd))
 
 
 def configmap_text(conf: str) -> str:
@@ -144,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     conf = nginx_conf_text()
-    wanted = {NGINX_CONF_FILE: conf, CONFIGMAP_FILE: configmap_text(conf)}
+    wanted = {
+        NGINX_CONF_FILE: conf,
+        CONFIGMAP_FILE: configmap_text(conf),
+        SYSTEMD_CONF_FILE: nginx_conf_text(systemd=True),
+    }
     stale = [
         path
         for path, text in wanted.items()

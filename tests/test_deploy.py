@@ -247,8 +247,105 @@ def test_coordinator_exposes_only_the_fleet_api(deployment: Deployment) -> None:
         conn.request(method, path, body=b"" if method == "POST" else None)
         assert conn.getresponse().status == expected, path
         conn.close()
-    # The SuperLink itself listens on loopback only.
-    assert _listening_hosts(deployment.superlink_port) == {"0100007F"}
+    # The SuperLink does not listen in the host's network at all (its own namespace).
+    assert _listening_hosts(deployment.superlink_port) == set()
+
+
+OTHER_USER = "cityfed-other"
+
+
+@pytest.fixture
+def other_user() -> Iterator[str]:
+    """A second local account, created for the test and removed after it."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd to create a second local user")
+    subprocess.run(["userdel", OTHER_USER], capture_output=True, check=False)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", OTHER_USER],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield OTHER_USER
+    finally:
+        subprocess.run(["userdel", OTHER_USER], capture_output=True, check=False)
+
+
+_ATTACK = r"""
+import http.client, json, socket, ssl, sys
+port, sock_path = int(sys.argv[1]), sys.argv[2]
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+results = {}
+for path in ("/v1/control/list-runs", "/v1/control/register-node"):
+    try:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+        conn.request("POST", path, body=b"{}", headers={"Content-Type": "application/json"})
+        results[path] = conn.getresponse().status
+    except OSError as exc:
+        results[path] = type(exc).__name__
+for name in (sock_path, sock_path.rsplit("/", 2)[0]):
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sock_path) if name == sock_path else __import__("os").listdir(name)
+        results[name] = "open"
+    except OSError as exc:
+        results[name] = type(exc).__name__
+print(json.dumps(results))
+"""
+
+
+def test_another_local_user_cannot_reach_the_control_api(
+    deployment: Deployment, other_user: str
+) -> None:
+    dep = deployment
+    socket_path = dep.state / "run" / "superlink.sock"
+    # The folders above the state folder are traversable, as on a real host, so that
+    # only the state folder's own mode keeps the second user out.
+    above = [p for p in dep.state.parents if str(p).startswith("/tmp/") and p != Path("/tmp")]
+    modes = {p: p.stat().st_mode & 0o7777 for p in above}
+    for folder in above:
+        folder.chmod(modes[folder] | 0o011)
+    try:
+        # Execute: as the second user, the Control API on the SuperLink's port and socket
+        attack = subprocess.run(
+            ["su", other_user, "-s", "/bin/sh", "-c",
+             f"/usr/bin/python3 - {dep.superlink_port} {socket_path}"],
+            input=_ATTACK, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        for folder, mode in modes.items():
+            folder.chmod(mode)
+    # Assert: nothing listens there, and the socket and state are the operator's only
+    assert attack.returncode == 0, attack.stderr
+    results = json.loads(attack.stdout)
+    assert results == {
+        "/v1/control/list-runs": "ConnectionRefusedError",
+        "/v1/control/register-node": "ConnectionRefusedError",
+        str(socket_path): "PermissionError",
+        str(dep.state): "PermissionError",
+    }
+    # ... and neither can the second user enter the SuperLink's network namespace.
+    pid = int((dep.state / "run" / "superlink.pid").read_text())
+    enter = subprocess.run(
+        ["su", other_user, "-s", "/bin/sh", "-c",
+         f"nsenter --target={pid} --net -- true"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert enter.returncode != 0
+    # The operator can: list runs and register a key through the same Control API.
+    from cityfed_server.flwr_cli import CONNECTION, flwr_json
+    from cityfed_server.layout import CoordinatorLayout, control_prefix
+
+    layout = CoordinatorLayout(dep.state)
+    listed = flwr_json(["ls", CONNECTION], layout.flwr_home, prefix=control_prefix(layout))
+    assert listed["success"]
+    ok(cityfed("certs", "city", "probe", "--ca", dep.certs, "--out", dep.keys("probe")))
+    try:
+        ok(cityfed("coordinator", "enrol", "probe", dep.keys("probe") / "probe.node.pub",
+                   "--state", dep.state))  # fmt: skip
+    finally:
+        ok(cityfed("coordinator", "revoke", "probe", "--state", dep.state))
 
 
 def _post_body(dep: Deployment, size: int, *, chunked: bool) -> int:
@@ -529,9 +626,12 @@ def test_a_foreign_app_is_refused_by_every_city(deployment: Deployment) -> None:
     (app / "harvest.py").write_text(HARVEST_CODE)
     out, marker = dep.root / "harvest-replies.json", dep.root / "harvest-marker"
     fab_hash = hashlib.sha256(build_fab_from_disk(app)).hexdigest()
+    from cityfed_server.layout import CoordinatorLayout, control_prefix
+
     # Execute
     submitted = subprocess.run(
-        [str(Path(sys.executable).parent / "flwr"), "run", str(app), "coordinator",
+        [*control_prefix(CoordinatorLayout(dep.state)),
+         str(Path(sys.executable).parent / "flwr"), "run", str(app), "coordinator",
          "--run-config", f"out={json.dumps(str(out))} marker={json.dumps(str(marker))}",
          "--format", "json"],
         capture_output=True, text=True, timeout=120, env=flower_env(dep.state / "flwr"),

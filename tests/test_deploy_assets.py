@@ -639,7 +639,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         (bin_dir / name).write_text("#!/bin/sh\n")
         (bin_dir / name).chmod(0o755)
     units = []
-    for path in SYSTEMD.glob("*.service"):
+    for path in [*SYSTEMD.glob("*.service"), *SYSTEMD.glob("*.socket")]:
         target = tmp_path / path.name.replace("@.", "@lisbon.")
         target.write_text(path.read_text().replace("/opt/cityfed/bin/", f"{bin_dir}/"))
         units.append(str(target))
@@ -660,7 +660,7 @@ def test_committed_nginx_conf_is_rendered_from_the_code() -> None:
     expected = render_nginx_conf(
         FrontConfig(
             public=Address("0.0.0.0", PUBLIC_PORT),
-            upstream_port=SUPERLINK_PORT,
+            upstream=f"127.0.0.1:{SUPERLINK_PORT}",
             cert=Path("/etc/cityfed/certs/coordinator.pem"),
             key=Path("/etc/cityfed/certs/coordinator.key"),
             ca=Path("/etc/cityfed/certs/ca.pem"),
@@ -673,6 +673,28 @@ def test_committed_nginx_conf_is_rendered_from_the_code() -> None:
     assert NGINX_CONF.read_text(encoding="utf-8") == expected
     assert render_nginx.nginx_conf_text() == expected
     assert render_nginx.main(["--check"]) == 0
+    # systemd's front: the same text, upstream the SuperLink's socket.
+    systemd = render_nginx.SYSTEMD_CONF_FILE.read_text(encoding="utf-8")
+    assert systemd == expected.replace(
+        f"https://127.0.0.1:{SUPERLINK_PORT};", f"https://unix:{render_nginx.SUPERLINK_SOCKET}:;"
+    )
+    assert systemd != expected
+
+
+def test_systemd_superlink_is_reachable_only_through_its_socket() -> None:
+    superlink = _unit(SYSTEMD / "cityfed-superlink.service")
+    assert _values(superlink, "Service", "PrivateNetwork") == ["yes"]
+    socket_unit = _unit(SYSTEMD / "cityfed-superlink-bridge.socket")
+    socket = dict(socket_unit["Socket"])
+    assert socket["ListenStream"] == str(render_nginx.SUPERLINK_SOCKET)
+    assert (socket["SocketUser"], socket["SocketMode"]) == ("cityfed", "0600")
+    bridge = _unit(SYSTEMD / "cityfed-superlink-bridge.service")
+    assert _values(bridge, "Unit", "JoinsNamespaceOf") == ["cityfed-superlink.service"]
+    assert _values(bridge, "Service", "PrivateNetwork") == ["yes"]
+    [start] = _values(bridge, "Service", "ExecStart")
+    assert start.split()[1] == "127.0.0.1:${CITYFED_SUPERLINK_PORT}"
+    front = _unit(SYSTEMD / "cityfed-front.service")
+    assert "cityfed-superlink-bridge.socket" in " ".join(_values(front, "Unit", "Wants"))
 
 
 def _local_conf(tmp_path: Path, certs: Path) -> Path:
@@ -746,9 +768,15 @@ def test_entrypoint_superlink_is_what_coordinator_start_runs(
             front=f"localhost:{PUBLIC_PORT}",
         )
     )
-    # Assert: the same flags and the same state for enrol, revoke, status and run
-    assert argv == started.value.argv
+    # Assert: the same flags and the same state for enrol, revoke, status and run;
+    # `coordinator start` wraps them in a network namespace of their own, where the
+    # container (or systemd's PrivateNetwork=) gives the entrypoint its own network.
+    wrapped = started.value.argv
+    assert wrapped[-len(argv) - 1 :] == ["--", *argv]
+    assert Path(wrapped[0]).name == "unshare" and "cityfed.ops.isolate" in wrapped
     for name, text in written.items():
+        if name == "coordinator.json":
+            text = text.replace('"private_network": true', '"private_network": false')
         assert (state / name).read_text() == text, name
     assert (state / "models").is_dir() and (state / "run").is_dir()
 

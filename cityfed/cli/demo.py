@@ -22,8 +22,10 @@ from cityfed_server.enrolment import enrol
 from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
 from cityfed_server.runs import run_federation
 
+from cityfed.errors import CityFedError
 from cityfed.files import write_atomic
 from cityfed.ops.certs import COORDINATOR_CERT, issue_city, write_coordinator
+from cityfed.ops.netns import check_private_network
 from cityfed.ops.progress import ProgressEvent
 from cityfed.report.build import read_report
 from cityfed.report.types import Report
@@ -74,14 +76,25 @@ def deploy_demo(
         write_coordinator(certs, ["localhost"], name="cityfed-demo")
         say(f"certificates: federation CA and coordinator certificate in {certs}")
         public = f"127.0.0.1:{_free_port()}"
+        try:
+            check_private_network()
+            private = True
+        except CityFedError as exc:
+            say(f"note: the SuperLink shares this host's loopback ({exc})")
+            private = False
         config = CoordinatorConfig(
             federation=str(data / federation),
             certs=str(certs),
             public=public,
             superlink_port=_free_port(),
+            private_network=private,
         )
         start_coordinator(layout, config)
-        say(f"coordinator: SuperLink on 127.0.0.1:{config.superlink_port}, TLS front on {public}")
+        where = "in its own network namespace" if private else "on this host's loopback"
+        say(
+            f"coordinator: SuperLink on 127.0.0.1:{config.superlink_port} {where}, "
+            f"TLS front on {public}"
+        )
         for name, toml in DEMO_CITIES.items():
             keys = issue_city(name, certs, work / "cities" / name)
             entry = enrol(layout, name, keys["node_pub"])

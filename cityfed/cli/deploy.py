@@ -89,8 +89,17 @@ def coordinator_start(
     superlink_port: Annotated[
         int, typer.Option("--superlink-port", help="the SuperLink's loopback port")
     ] = 9092,
+    private_network: Annotated[
+        bool,
+        typer.Option(
+            "--private-network/--no-private-network",
+            help="run the SuperLink in a network namespace of its own, so that no other "
+            "local user reaches its Control API; turn off only where the network is "
+            "private already (a container)",
+        ),
+    ] = True,
 ) -> None:
-    """Start the SuperLink (loopback) and the TLS front; idempotent."""
+    """Start the SuperLink (private loopback) and the TLS front; idempotent."""
     from cityfed_server.coordinator import start_coordinator
     from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
 
@@ -99,11 +108,13 @@ def coordinator_start(
         certs=str(certs.resolve()),
         public=public,
         superlink_port=superlink_port,
+        private_network=private_network,
     )
     status = start_coordinator(CoordinatorLayout(state.resolve()), config)
+    where = "its own network namespace" if private_network else "this host's"
     _console().print(
         f"coordinator running: cities connect to [bold]{escape(public)}[/] "
-        f"(SuperLink on 127.0.0.1:{superlink_port}, state in {escape(str(state))})"
+        f"(SuperLink on 127.0.0.1:{superlink_port} in {where}, state in {escape(str(state))})"
     )
     _print_status(status)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 from pathlib import Path
 
 from cityfed.errors import CityFedError
 
-__all__ = ["Address", "https_request", "parse_address", "probe_coordinator"]
+__all__ = ["Address", "https_request", "parse_address", "probe_coordinator", "unix_https_request"]
 
 
 class Address(tuple[str, int]):
@@ -60,6 +61,43 @@ def https_request(
     conn = http.client.HTTPSConnection(address.host, address.port, context=context, timeout=timeout)
     try:
         conn.request(method, path, body=b"" if method == "POST" else None)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+class _UnixHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS over a Unix socket, the certificate checked for ``host``."""
+
+    def __init__(
+        self, socket_path: Path, host: str, context: ssl.SSLContext, timeout: float
+    ) -> None:
+        super().__init__(host, context=context, timeout=timeout)
+        self._socket_path = socket_path
+        self._tls = context
+
+    def connect(self) -> None:
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.settimeout(self.timeout)
+        try:
+            raw.connect(str(self._socket_path))
+        except OSError:
+            raw.close()
+            raise
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+
+
+def unix_https_request(
+    socket_path: Path, path: str, ca: Path, *, tls_name: str, timeout: float = 5.0
+) -> int:
+    """Status code of one HTTPS GET through the socket file ``socket_path``.
+
+    The server's certificate is verified against ``ca`` for the name ``tls_name``.
+    """
+    context = ssl.create_default_context(cafile=str(ca))
+    conn = _UnixHTTPSConnection(socket_path, tls_name, context, timeout)
+    try:
+        conn.request("GET", path)
         return conn.getresponse().status
     finally:
         conn.close()

@@ -141,6 +141,9 @@ def prepare_superlink(settings: SuperlinkSettings) -> list[str]:
         certs=str(settings.certs.absolute()),
         public=settings.front,
         superlink_port=settings.port,
+        # The container (or systemd's PrivateNetwork=) gives the SuperLink its own
+        # network; the entrypoint does not make another one.
+        private_network=False,
     )
     coordinator.prepare_state(layout, config)
     (layout.state / "run").mkdir(parents=True, exist_ok=True)
@@ -168,7 +171,11 @@ def superlink_argv(state: Path, certs: Path, port: int) -> list[str]:
     from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
 
     config = CoordinatorConfig(
-        federation="", certs=str(certs), public="localhost:9443", superlink_port=port
+        federation="",
+        certs=str(certs),
+        public="localhost:9443",
+        superlink_port=port,
+        private_network=False,
     )
     return argv_of(CoordinatorLayout(state), config)
 

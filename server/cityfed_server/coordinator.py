@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import stat
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,9 @@ from cityfed.config.spec import federation_digest, load_federation
 from cityfed.errors import CityFedError
 from cityfed.files import private_umask, privately, write_atomic
 from cityfed.ops.certs import CA_CERT, COORDINATOR_CERT, COORDINATOR_KEY
+from cityfed.ops.netns import check_private_network, private_argv
 from cityfed.ops.processes import Daemon, executable, flower_env
-from cityfed.ops.tls import Address, https_request, parse_address
+from cityfed.ops.tls import https_request, parse_address, unix_https_request
 from cityfed.version import __version__
 from cityfed_server.audit import record
 from cityfed_server.flwr_cli import write_connection
@@ -36,6 +40,8 @@ __all__ = [
     "app_pyproject",
     "check_certs",
     "coordinator_status",
+    "front_config",
+    "isolated_superlink_argv",
     "prepare_state",
     "start_coordinator",
     "stop_coordinator",
@@ -89,19 +95,40 @@ enrolment = ""
 """.replace("{version}", __version__)
 
 
-def _wait_healthy(address: Address, ca: Path, daemon: Daemon, timeout: float) -> None:
+#: Longest path a Unix socket may have (``sun_path`` is 108 bytes with its NUL).
+_MAX_SOCKET_PATH = 107
+
+
+def _superlink_healthy(layout: CoordinatorLayout, config: CoordinatorConfig) -> bool:
+    try:
+        if config.private_network:
+            status = unix_https_request(
+                layout.superlink_socket, "/health", config.ca, tls_name="localhost", timeout=2.0
+            )
+        else:
+            status = https_request(config.internal_address, "/health", config.ca, timeout=2.0)
+    except OSError:
+        return False
+    return status == 200
+
+
+def _front_healthy(config: CoordinatorConfig) -> bool:
+    try:
+        return https_request(config.local_address, "/health", config.ca, timeout=2.0) == 200
+    except OSError:
+        return False
+
+
+def _wait_healthy(daemon: Daemon, healthy: Callable[[], bool], where: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if https_request(address, "/health", ca, timeout=2.0) == 200:
-                return
-        except OSError:
-            pass
+        if healthy():
+            return
         if not daemon.running():
             break
         time.sleep(0.3)
     raise CityFedError(
-        f"{daemon.name} did not become healthy on {address}; last log lines:\n{daemon.log_tail()}"
+        f"{daemon.name} did not become healthy on {where}; last log lines:\n{daemon.log_tail()}"
     )
 
 
@@ -110,12 +137,21 @@ def prepare_state(layout: CoordinatorLayout, config: CoordinatorConfig) -> None:
     load_federation(config.federation)
     check_certs(Path(config.certs))
     parse_address(config.public, what="--public")
+    if config.private_network:
+        socket_path = len(os.fsencode(layout.superlink_socket))
+        if socket_path > _MAX_SOCKET_PATH:
+            raise CityFedError(
+                f"{layout.state}: path too long for the SuperLink's socket "
+                f"({socket_path} > {_MAX_SOCKET_PATH} bytes); choose a shorter --state"
+            )
+        check_private_network()
     with private_umask():
         for folder in (
             layout.state,
             layout.models,
             layout.nginx_conf.parent / "tmp",
             layout.state / "logs",
+            layout.state / "run",
         ):
             folder.mkdir(parents=True, exist_ok=True)
         os.chmod(layout.state, 0o700)  # private, even when it existed before
@@ -141,30 +177,71 @@ def superlink_argv(layout: CoordinatorLayout, config: CoordinatorConfig) -> list
     ]  # fmt: skip
 
 
-@privately
-def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> dict[str, Any]:
-    """Start the SuperLink and the TLS front unless they run; returns the status."""
-    prepare_state(layout, config)
-    certs = Path(config.certs)
-    started = []
-    if not layout.superlink.running():
-        started.append("superlink")
-        layout.superlink.start(
-            superlink_argv(layout, config), flower_env(layout.flwr_home), cwd=layout.state
-        )
-    _wait_healthy(config.internal_address, config.ca, layout.superlink, timeout=60.0)
+def isolated_superlink_argv(layout: CoordinatorLayout, config: CoordinatorConfig) -> list[str]:
+    """The SuperLink in a network namespace of its own, bridged to its socket file.
 
-    front = FrontConfig(
+    Its ``127.0.0.1`` is then a loopback no other local user's process shares: the
+    front reaches it through ``run/superlink.sock`` (0600 in the 0700 state folder)
+    and the operator's ``flwr`` commands enter the namespace
+    (:func:`cityfed_server.layout.control_prefix`).
+    """
+    return private_argv(
+        [
+            sys.executable,
+            "-m",
+            "cityfed.ops.isolate",
+            "--socket",
+            str(layout.superlink_socket),
+            "--port",
+            str(config.superlink_port),
+            "--",
+            *superlink_argv(layout, config),
+        ]
+    )
+
+
+def front_config(layout: CoordinatorLayout, config: CoordinatorConfig) -> FrontConfig:
+    """The nginx front of ``cityfed coordinator start``."""
+    certs = Path(config.certs)
+    return FrontConfig(
         public=config.public_address,
-        upstream_port=config.superlink_port,
+        upstream=(
+            f"unix:{layout.superlink_socket}"
+            if config.private_network
+            else f"127.0.0.1:{config.superlink_port}"
+        ),
         cert=certs / COORDINATOR_CERT,
         key=certs / COORDINATOR_KEY,
         ca=config.ca,
         tls_name="localhost",
         runtime_dir=layout.nginx_conf.parent,
         log_dir=layout.state / "logs",
+        # As root, nginx's workers would otherwise be `nobody`, and so would anyone
+        # who could then open the SuperLink's socket.
+        user=pwd.getpwuid(0).pw_name if config.private_network and os.geteuid() == 0 else None,
     )
-    write_atomic(layout.nginx_conf, render_nginx_conf(front).encode())
+
+
+@privately
+def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> dict[str, Any]:
+    """Start the SuperLink and the TLS front unless they run; returns the status."""
+    prepare_state(layout, config)
+    started = []
+    if not layout.superlink.running():
+        started.append("superlink")
+        argv = (
+            isolated_superlink_argv(layout, config)
+            if config.private_network
+            else superlink_argv(layout, config)
+        )
+        layout.superlink.start(argv, flower_env(layout.flwr_home), cwd=layout.state)
+    _wait_healthy(
+        layout.superlink,
+        lambda: _superlink_healthy(layout, config),
+        str(layout.superlink_socket if config.private_network else config.internal_address),
+        timeout=60.0,
+    )
+    write_atomic(layout.nginx_conf, render_nginx_conf(front_config(layout, config)).encode())
     if not layout.nginx.running():
         started.append("nginx")
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -180,7 +257,7 @@ def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> d
             ],
             flower_env(),
         )
-    _wait_healthy(config.local_address, config.ca, layout.nginx, timeout=20.0)
+    _wait_healthy(layout.nginx, lambda: _front_healthy(config), str(config.local_address), 20.0)
     if started:
         fed = load_federation(config.federation)
         record(
@@ -218,11 +295,7 @@ def loose_permissions(state: Path) -> list[str]:
 def coordinator_status(layout: CoordinatorLayout) -> dict[str, Any]:
     """Processes, health, enrolled cities and published models."""
     config = load_config(layout)
-    healthy = False
-    try:
-        healthy = https_request(config.local_address, "/health", config.ca, timeout=2.0) == 200
-    except OSError:
-        healthy = False
+    healthy = _front_healthy(config)
     models = (
         sorted(p.name for p in layout.models.iterdir() if (p / "model.pb").is_file())
         if layout.models.is_dir()

@@ -19,7 +19,7 @@ from cityfed.errors import CityFedError
 from cityfed.files import privately
 from cityfed_server.audit import record
 from cityfed_server.flwr_cli import CONNECTION, flwr_json
-from cityfed_server.layout import CoordinatorLayout
+from cityfed_server.layout import CoordinatorLayout, control_prefix
 from cityfed_server.registry import load_registry, save_registry
 
 __all__ = ["active_cities", "enrol", "revoke"]
@@ -64,7 +64,9 @@ def enrol(layout: CoordinatorLayout, name: str, public_key: Path) -> dict[str, A
             f"city {name!r} is already enrolled (node {existing['node_id']}); revoke it first"
         )
     answer = flwr_json(
-        ["supernode", "register", str(public_key), CONNECTION, "--name", name], layout.flwr_home
+        ["supernode", "register", str(public_key), CONNECTION, "--name", name],
+        layout.flwr_home,
+        prefix=control_prefix(layout),
     )
     entry = {
         "node_id": str(answer["node-id"]),
@@ -86,7 +88,11 @@ def revoke(layout: CoordinatorLayout, name: str) -> dict[str, Any]:
     entry = registry.get(name)
     if entry is None or entry.get("revoked_at"):
         raise CityFedError(f"city {name!r} is not enrolled")
-    flwr_json(["supernode", "unregister", str(entry["node_id"]), CONNECTION], layout.flwr_home)
+    flwr_json(
+        ["supernode", "unregister", str(entry["node_id"]), CONNECTION],
+        layout.flwr_home,
+        prefix=control_prefix(layout),
+    )
     entry["revoked_at"] = _now()
     save_registry(layout.enrolment, registry)
     record(layout, "revoke", city=name, node_id=entry["node_id"])

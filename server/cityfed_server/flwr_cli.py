@@ -1,6 +1,8 @@
 """The ``flwr`` command line, as the coordinator uses it (JSON output only).
 
-The Control API is reached from the coordinator host only, on loopback; the
+The Control API is reached from the coordinator host only, on the SuperLink's
+loopback (inside its private network namespace: the caller passes the
+``nsenter`` prefix of :func:`cityfed_server.layout.control_prefix`); the
 connection lives in ``$FLWR_HOME/config.toml`` under the coordinator's state.
 """
 
@@ -33,15 +35,21 @@ def write_connection(flwr_home: Path, port: int, ca: Path) -> None:
     )
 
 
-def flwr_json(args: Sequence[str], flwr_home: Path, *, timeout: float = 120.0) -> dict[str, Any]:
-    """Run ``flwr ARGS --format json`` and return its JSON answer.
+def flwr_json(
+    args: Sequence[str],
+    flwr_home: Path,
+    *,
+    prefix: Sequence[str] = (),
+    timeout: float = 120.0,
+) -> dict[str, Any]:
+    """Run ``PREFIX flwr ARGS --format json`` and return its JSON answer.
 
     Raises
     ------
     CityFedError
         If flwr fails or answers ``success: false``.
     """
-    command = [executable("flwr"), *args, "--format", "json"]
+    command = [*prefix, executable("flwr"), *args, "--format", "json"]
     try:
         proc = subprocess.run(
             command,

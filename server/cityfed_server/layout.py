@@ -8,10 +8,17 @@ from pathlib import Path
 
 from cityfed.errors import CityFedError
 from cityfed.ops.certs import CA_CERT
+from cityfed.ops.netns import join_argv
 from cityfed.ops.processes import Daemon
 from cityfed.ops.tls import Address, parse_address
 
-__all__ = ["DEFAULT_SUPERLINK_PORT", "CoordinatorConfig", "CoordinatorLayout", "load_config"]
+__all__ = [
+    "DEFAULT_SUPERLINK_PORT",
+    "CoordinatorConfig",
+    "CoordinatorLayout",
+    "control_prefix",
+    "load_config",
+]
 
 
 #: The SuperLink's loopback port unless told otherwise.
@@ -55,6 +62,11 @@ class CoordinatorLayout:
         return self.state / "enrolment.json"
 
     @property
+    def superlink_socket(self) -> Path:
+        """Where the front reaches a SuperLink kept in its own network namespace."""
+        return self.state / "run" / "superlink.sock"
+
+    @property
     def nginx_conf(self) -> Path:
         """The generated nginx config."""
         return self.state / "nginx" / "nginx.conf"
@@ -82,6 +94,9 @@ class CoordinatorConfig:
     certs: str
     public: str
     superlink_port: int = DEFAULT_SUPERLINK_PORT
+    #: The SuperLink in a network namespace of its own (no other local user reaches
+    #: its Control API); False where the network is private already (a container).
+    private_network: bool = True
 
     @property
     def ca(self) -> Path:
@@ -116,3 +131,24 @@ def load_config(layout: CoordinatorLayout) -> CoordinatorConfig:
             f"{layout.state}: no coordinator here (run `cityfed coordinator start` first)"
         ) from None
     return CoordinatorConfig(**data)
+
+
+def control_prefix(layout: CoordinatorLayout) -> list[str]:
+    """What to put before a ``flwr`` command so that it reaches the Control API.
+
+    Nothing when the SuperLink shares this process's network (a container, or a
+    coordinator started with ``--no-private-network``); otherwise ``nsenter``
+    into the SuperLink's namespace, which only its operator (and root) may enter.
+
+    Raises
+    ------
+    CityFedError
+        If the SuperLink is not running.
+    """
+    pid = layout.superlink.pid()
+    if pid is None or not layout.superlink.running():
+        raise CityFedError(
+            f"{layout.state}: the SuperLink is not running (start it with "
+            "`cityfed coordinator start`)"
+        )
+    return join_argv(pid, [])

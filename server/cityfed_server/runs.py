@@ -23,7 +23,7 @@ from cityfed.report.build import read_report
 from cityfed_server.audit import file_sha256, record
 from cityfed_server.enrolment import active_cities
 from cityfed_server.flwr_cli import CONNECTION, flwr_json
-from cityfed_server.layout import CoordinatorLayout, load_config
+from cityfed_server.layout import CoordinatorLayout, control_prefix, load_config
 
 __all__ = ["run_federation"]
 
@@ -34,7 +34,11 @@ def _toml_string(value: str) -> str:
 
 def _run_row(layout: CoordinatorLayout, flwr_run_id: int) -> dict[str, object]:
     """Flower's record of a run (status, app id and hash), from ``flwr ls``."""
-    answer = flwr_json(["ls", CONNECTION, "--run-id", str(flwr_run_id)], layout.flwr_home)
+    answer = flwr_json(
+        ["ls", CONNECTION, "--run-id", str(flwr_run_id)],
+        layout.flwr_home,
+        prefix=control_prefix(layout),
+    )
     runs = answer.get("runs") or []
     return dict(runs[0]) if runs else {}
 
@@ -95,7 +99,9 @@ def run_federation(
         encoding="utf-8",
     )
     answer = flwr_json(
-        ["run", str(layout.app_dir), CONNECTION, "--run-config", str(run_config)], layout.flwr_home
+        ["run", str(layout.app_dir), CONNECTION, "--run-config", str(run_config)],
+        layout.flwr_home,
+        prefix=control_prefix(layout),
     )
     flwr_run_id = int(answer["run-id"])
     write_atomic(
