@@ -210,6 +210,20 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         assert not leftovers, f"processes left behind: {leftovers}"
 
 
+#: Keys that every city reply carries (cityfed.flower.records): found in a database
+#: file, they mean a reply's bytes are still there.
+_REPLY_MARKERS = (b"rows_read", b"drop_reasons", b"scatter")
+
+
+def _payload_traces(state: Path) -> list[str]:
+    """Reply markers found in ``superlink.db`` and its WAL and shared-memory files."""
+    found = []
+    for path in sorted(state.glob("superlink.db*")):
+        data = path.read_bytes()
+        found += [f"{path.name}: {m.decode()}" for m in _REPLY_MARKERS if m in data]
+    return found
+
+
 def _run(dep: Deployment, federation: Path) -> tuple[dict, Path]:  # type: ignore[type-arg]
     started = time.monotonic()
     proc = ok(cityfed("run", federation, "--coordinator", dep.state, "--json", "--wait", "60"))
@@ -449,6 +463,8 @@ def test_ridge_run_publishes_the_simulated_model(deployment: Deployment) -> None
         assert status["warnings"] == [f"{loose}: file mode 644, expected private"]
     finally:
         loose.chmod(0o600)
+    # No message payload is left in the SuperLink's database files after the run.
+    assert _payload_traces(deployment.state) == []
     deployment.timings["ridge_run"] = report["_elapsed"]
     print(f"\ndeployed ridge run: {report['_elapsed']:.1f} s, {report['model']['rounds']} round(s)")
 

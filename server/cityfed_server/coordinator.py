@@ -35,6 +35,7 @@ from cityfed_server.flwr_cli import write_connection
 from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout, load_config
 from cityfed_server.nginx import FrontConfig, render_nginx_conf
 from cityfed_server.registry import load_registry
+from cityfed_server.scrub import scrub_database
 
 __all__ = [
     "app_pyproject",
@@ -229,6 +230,7 @@ def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> d
     started = []
     if not layout.superlink.running():
         started.append("superlink")
+        scrub_database(layout.database)  # what a killed SuperLink left behind
         argv = (
             isolated_superlink_argv(layout, config)
             if config.private_network
@@ -272,8 +274,14 @@ def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> d
 
 
 def stop_coordinator(layout: CoordinatorLayout) -> dict[str, bool]:
-    """Stop the front, then the SuperLink (and everything they started)."""
-    return {"nginx": layout.nginx.stop(), "superlink": layout.superlink.stop()}
+    """Stop the front, then the SuperLink (and everything they started).
+
+    The database is scrubbed of deleted message bytes once the SuperLink is down.
+    """
+    stopped = {"nginx": layout.nginx.stop(), "superlink": layout.superlink.stop()}
+    with private_umask():
+        scrub_database(layout.database)
+    return stopped
 
 
 def loose_permissions(state: Path) -> list[str]:

@@ -24,6 +24,7 @@ from cityfed_server.audit import file_sha256, record
 from cityfed_server.enrolment import active_cities
 from cityfed_server.flwr_cli import CONNECTION, flwr_json
 from cityfed_server.layout import CoordinatorLayout, control_prefix, load_config
+from cityfed_server.scrub import scrub_database
 
 __all__ = ["run_federation"]
 
@@ -124,6 +125,7 @@ def run_federation(
         _follow(layout, label, flwr_run_id, out, timeout, on_event)
     except CityFedError as exc:
         failure = exc
+        _purge(layout, flwr_run_id)
         if not layout.superlink.running():
             failure = FederationError(
                 f"run {label} is lost: the SuperLink stopped during the run (see "
@@ -134,6 +136,7 @@ def run_federation(
             shutil.rmtree(out, ignore_errors=True)  # no empty model folder is left
         record(layout, "run-failed", run=label, reason=str(failure))
         raise failure from None
+    _purge(layout, flwr_run_id)
     report = read_report(out / "report.json")
     record(
         layout,
@@ -144,6 +147,21 @@ def run_federation(
         rounds=report.model.rounds,
     )
     return out
+
+
+def _purge(layout: CoordinatorLayout, flwr_run_id: int, patience: float = 30.0) -> None:
+    """Once Flower has closed the run (and deleted its messages), scrub their bytes."""
+    if layout.superlink.running():
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            try:
+                if _status(layout, flwr_run_id).startswith("finished"):
+                    break
+            except CityFedError:
+                break
+            time.sleep(0.5)
+    if not scrub_database(layout.database):
+        record(layout, "scrub-incomplete", database=str(layout.database))
 
 
 def _follow(
