@@ -765,6 +765,35 @@ def test_superlink_killed_and_restarted_keeps_cities_and_models(deployment: Depl
     assert report["model"]["cities"] == ["city0", "city1", "city2"]
 
 
+def test_a_live_backup_restored_onto_a_fresh_folder_runs(deployment: Deployment) -> None:
+    # Prepare: a backup taken while the coordinator runs; then the coordinator is gone
+    dep = deployment
+    dep.serve(dep.regression)
+    before = json.loads(ok(cityfed("coordinator", "status", "--state", dep.state, "--json")).stdout)
+    backup = dep.root / "backup"
+    ok(cityfed("coordinator", "backup", backup, "--state", dep.state))
+    ok(cityfed("coordinator", "stop", "--state", dep.state))
+    # Execute: restore onto a new folder and start the coordinator from it
+    dep.state = dep.root / "restored"
+    ok(cityfed("coordinator", "restore", backup, "--state", dep.state))
+    ok(dep.coordinator_start())
+    # Assert: the same cities (their keys, in the restored database) and models
+    status = json.loads(ok(cityfed("coordinator", "status", "--state", dep.state, "--json")).stdout)
+    assert status["cities"] == before["cities"] and status["models"] == before["models"]
+    assert status["warnings"] == []
+    report, store = _run(dep, dep.regression.federation)
+    assert report["model"]["cities"] == ["city0", "city1", "city2"]
+    deployed = load_model(store / "model.pb")
+    simulated = load_model(_simulated(dep, dep.regression, "restored"))
+    frame = pd.DataFrame(dep.regression.X_pooled, columns=NAMES)
+    tolerance = 1e-6 * np.std(dep.regression.y_pooled)
+    assert np.max(np.abs(deployed.predict(frame) - simulated.predict(frame))) <= tolerance
+    audit = AuditLog(dep.state / "audit.jsonl")
+    assert audit.verify() == []
+    kinds = [e["kind"] for e in audit.entries()]
+    assert "restore" in kinds and kinds[-1] == "model-published"
+
+
 def test_demo_deploy_runs_and_leaves_no_process(tmp_path: Path) -> None:
     before = {line.split(":")[0] for line in _processes_mentioning("cityfed-deploy-demo-")}
     proc = ok(cityfed("demo", "--deploy", "--out", tmp_path / "demo"))

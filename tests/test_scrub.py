@@ -26,7 +26,7 @@ def test_deleted_payloads_are_gone_after_a_scrub_while_another_connection_is_ope
     flower.execute("CREATE TABLE message (id INTEGER PRIMARY KEY, content BLOB)")
     flower.execute("CREATE TABLE node (id INTEGER PRIMARY KEY, name TEXT)")
     flower.execute("INSERT INTO node (name) VALUES ('lisbon')")
-    for k in range(50):
+    for _ in range(50):
         flower.execute("INSERT INTO message (content) VALUES (?)", (MARKER + os.urandom(3000),))
     flower.execute("DELETE FROM message")
     assert _files_with_marker(db)  # SQLite kept the deleted bytes

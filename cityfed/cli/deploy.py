@@ -310,6 +310,36 @@ def city_audit(
     _audit(_node_layout(config, state).state / "audit.jsonl", action, as_json)
 
 
+@coordinator_app.command("backup")
+def coordinator_backup(
+    dest: Annotated[Path, typer.Argument(help="a new folder for the backup")],
+    state: StateOption = _DEFAULT_STATE,
+) -> None:
+    """Copy the coordinator's state, consistent while it runs (database, models, audit)."""
+    from cityfed_server.backup import MANIFEST, backup_state
+    from cityfed_server.layout import CoordinatorLayout
+
+    done = backup_state(CoordinatorLayout(state.resolve()), dest.resolve())
+    _console().print(f"backup written to {escape(str(done))} (hashes in {MANIFEST})")
+
+
+@coordinator_app.command("restore")
+def coordinator_restore(
+    backup: Annotated[Path, typer.Argument(help="a folder made by `coordinator backup`")],
+    state: StateOption = _DEFAULT_STATE,
+) -> None:
+    """Restore a backup into a new state folder; then `coordinator start` from it."""
+    from cityfed_server.backup import restore_state
+    from cityfed_server.layout import CoordinatorLayout
+
+    manifest = restore_state(backup.resolve(), CoordinatorLayout(state.resolve()))
+    _console().print(
+        f"restored the backup of {escape(str(manifest.get('source')))} made "
+        f"{escape(str(manifest.get('created')))} into {escape(str(state))}; start it with "
+        "`cityfed coordinator start --state ...`"
+    )
+
+
 @coordinator_app.command("audit")
 def coordinator_audit(
     action: AuditAction = "verify",

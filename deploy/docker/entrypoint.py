@@ -52,7 +52,6 @@ import http.client
 import os
 import re
 import shutil
-import sqlite3
 import ssl
 import sys
 import time
@@ -77,9 +76,6 @@ __all__ = [
     "superlink_argv",
     "supernode_argv",
 ]
-
-#: Files of the state folder that are live and never copied as they are.
-_LIVE = ("superlink.db", "superlink.db-wal", "superlink.db-shm", "superlink.db-journal")
 
 
 class EntrypointError(Exception):
@@ -374,9 +370,10 @@ def check_health(address: str, ca: Path, *, timeout: float = 5.0) -> int:
 def backup_state(state: Path, dest: Path) -> Path:
     """Copy a coordinator's state folder while the SuperLink runs.
 
-    The SuperLink's SQLite database is copied with SQLite's online backup, so
-    the copy is consistent; models, the enrolment registry and the rest are
-    copied as files (CityFed writes them atomically). Pid files are left out.
+    The same backup as ``cityfed coordinator backup``
+    (:func:`cityfed_server.backup.backup_state`): SQLite's online backup of the
+    database, the audit log under its lock, the rest as files, and a manifest of
+    sha256 hashes that ``cityfed coordinator restore`` checks.
 
     Parameters
     ----------
@@ -395,23 +392,15 @@ def backup_state(state: Path, dest: Path) -> Path:
     EntrypointError
         If ``state`` is not a coordinator's state or ``dest`` exists.
     """
-    if not (state / "coordinator.json").is_file():
-        raise EntrypointError(f"{state}: not a coordinator state folder (no coordinator.json)")
-    if dest.exists():
-        raise EntrypointError(f"{dest}: already exists; give a new folder")
-    shutil.copytree(state, dest, ignore=shutil.ignore_patterns(*_LIVE, "run", "tmp"))
-    database = state / "superlink.db"
-    if database.is_file():
-        source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-        target = sqlite3.connect(dest / "superlink.db")
-        try:
-            source.backup(target)
-            # One self-contained file; the SuperLink turns WAL on again when it opens it.
-            target.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            source.close()
-            target.close()
-    return dest
+    from cityfed_server.backup import backup_state as back_up
+    from cityfed_server.layout import CoordinatorLayout
+
+    from cityfed.errors import CityFedError
+
+    try:
+        return back_up(CoordinatorLayout(state), dest)
+    except CityFedError as exc:
+        raise EntrypointError(str(exc)) from None
 
 
 def _write_pid(pid_file: Path) -> None:
