@@ -37,9 +37,11 @@ class FakeGrid:
         self.undeliverable = set(undeliverable)
         self.pushed: dict[str, Message] = {}
         self.pulls = 0
+        #: Nodes that have left: still scripted, no longer in get_node_ids.
+        self.disconnected: set[int] = set()
 
     def get_node_ids(self) -> list[int]:
-        return list(self.behaviour)
+        return [n for n in self.behaviour if n not in self.disconnected]
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         ids = []
@@ -167,3 +169,36 @@ def _inside_a_serverapp(monkeypatch: pytest.MonkeyPatch) -> None:
     # Flower stamps new messages with the identity of the running ServerApp.
     for name, value in (("_run_id", 7), ("_node_id", 0), ("_task_id", 1)):
         monkeypatch.setattr(TaskIdentity, name, value)
+
+
+def test_a_lost_reply_is_asked_again_while_the_city_is_connected(tmp_path: Path) -> None:
+    # Prepare: node 2's first reply is lost in transit (a front restarted); node 3
+    # left the federation and is never asked again; node 1 answers at once.
+    files = write_federation(tmp_path)
+    fed = load_federation(files.federation)
+    city = _city(files.cities[1])
+    first: dict[str, str] = {}
+
+    def loses_the_first(message: Message) -> Message | None:
+        first.setdefault("id", message.metadata.message_id)
+        return None if message.metadata.message_id == first["id"] else city(message)
+
+    grid = FakeGrid({1: _city(files.cities[0]), 2: loses_the_first, 3: lambda m: None})
+    exchange = GridExchange(
+        grid, reply_timeout=2.0, resend_after=0.1, max_asks=3, poll_interval=0.01
+    )
+    instruction = Instruction("moments", fed, 1)
+    grid.disconnected.add(3)
+    # Execute
+    replies = dict(exchange.exchange(instruction, [1, 2, 3]))
+    # Assert: node 2 answered the second time; node 3 timed out, asked only once
+    assert replies[1].status == "ok" and replies[2].status == "ok"
+    assert replies[2].moments is not None
+    assert replies[3].status == "failed" and "no reply within 2 s" in replies[3].reason
+    asked = [m.metadata.dst_node_id for m in grid.pushed.values()]
+    assert asked.count(1) == 1 and asked.count(2) == 2 and asked.count(3) == 1
+    assert exchange.asked_again == [(1, 2)]
+    # The same moments as an exchange where nothing was lost.
+    reference = dict(GridExchange(FakeGrid({2: city})).exchange(instruction, [2]))
+    assert reference[2].moments is not None
+    np.testing.assert_array_equal(replies[2].moments.scatter, reference[2].moments.scatter)

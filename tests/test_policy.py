@@ -117,9 +117,31 @@ def test_a_third_evaluation_is_refused(tmp_path: Path) -> None:
     files = write_federation(tmp_path, holdout_fraction=0.3)
     fed = load_federation(files.federation)
     respond = responder(files.cities[0])
-    replies = [respond(Instruction("evaluate", fed, 2, **_model(fed))) for _ in range(3)]  # type: ignore[arg-type]
+    d = len(fed.features)
+    models = [_model(fed, np.full(d + 1, 0.1 * k)) for k in range(3)]  # three questions
+    replies = [respond(Instruction("evaluate", fed, 2, **m)) for m in models]  # type: ignore[arg-type]
     assert [r.status for r in replies[:2]] == ["ok", "ok"]
     _refused(replies[2], "[policy] max_evaluations = 2")
+
+
+def test_the_same_question_asked_again_gets_the_same_answer_and_counts_once(
+    tmp_path: Path,
+) -> None:
+    # Prepare: a coordinator whose first reply was lost asks again, more than the limit
+    files = write_federation(
+        tmp_path, holdout_fraction=0.3, policy=AGREED + "max_evaluations = 1\n"
+    )
+    fed = load_federation(files.federation)
+    respond = responder(files.cities[0])
+    question = Instruction("evaluate", fed, 2, **_model(fed))  # type: ignore[arg-type]
+    # Execute
+    replies = [respond(question) for _ in range(3)]
+    # Assert: answered each time with the very same scores; a new question is refused
+    assert [r.status for r in replies] == ["ok", "ok", "ok"]
+    assert replies[0].outcome.evaluation == replies[2].outcome.evaluation
+    d = len(fed.features)
+    other = Instruction("evaluate", fed, 2, **_model(fed, np.full(d + 1, 0.5)))  # type: ignore[arg-type]
+    _refused(respond(other), "[policy] max_evaluations = 1")
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,8 @@ FEDERATION_KEYS = {
     "local_epochs",
     "max_rounds",
     "tolerance",
+    "reply_timeout",
+    "resend_after",
 }
 MODEL_KEYS = {
     "kind",

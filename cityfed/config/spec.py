@@ -93,6 +93,11 @@ class FederationSpec:
     local_epochs: int = 1
     max_rounds: int = 25
     tolerance: float = 1e-6
+    #: Seconds the coordinator waits for the cities' replies to one exchange.
+    reply_timeout: float = 600.0
+    #: Seconds after which a still-connected city that has not replied is asked
+    #: the same question again (a reply lost in transit; phases are idempotent).
+    resend_after: float = 60.0
     source: str = field(default="federation spec", compare=False)
 
     @property
@@ -370,7 +375,15 @@ def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
         "local_epochs": fed.integer("local_epochs", 1, minimum=1),
         "max_rounds": fed.integer("max_rounds", 25, minimum=2),
         "tolerance": fed.number("tolerance", 1e-6, minimum=0.0, strict=True),
+        "reply_timeout": fed.number("reply_timeout", 600.0, minimum=0.0, strict=True),
+        "resend_after": fed.number("resend_after", 60.0, minimum=0.0, strict=True),
     }
+    if spec_kwargs["resend_after"] >= spec_kwargs["reply_timeout"]:
+        raise SpecError(
+            f"{fed.where('resend_after')}: {spec_kwargs['resend_after']:g} s is not shorter "
+            f"than reply_timeout ({spec_kwargs['reply_timeout']:g} s); a lost reply would "
+            "never be asked again"
+        )
     if model == "linear" and "alpha" in fed._data:
         raise SpecError(f"{fed.where('alpha')}: model 'linear' has no alpha; use 'ridge'")
     fed.finish()

@@ -7,17 +7,28 @@ holdout scores), never rows. The wire form of these types is in
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-from cityfed.config.spec import FederationSpec
+import numpy as np
+
+from cityfed.config.spec import FederationSpec, federation_digest
 from cityfed.core.logistic import LogisticTerms
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.federation.outcome import CityOutcome, Status
 from cityfed.typing import FloatArray
 
-__all__ = ["PHASES", "CityReply", "Instruction", "MessageType", "Phase", "message_type_of"]
+__all__ = [
+    "PHASES",
+    "CityReply",
+    "Instruction",
+    "MessageType",
+    "Phase",
+    "instruction_digest",
+    "message_type_of",
+]
 
 #: What an instruction asks for.
 Phase = Literal["moments", "newton", "fedavg", "evaluate"]
@@ -40,6 +51,26 @@ class Instruction:
     round: int = 0
     scaler: Scaler | None = None
     weights: FloatArray | None = None  # intercept first, on scaled features
+
+
+def instruction_digest(ins: Instruction) -> str:
+    """``sha256:`` of everything an instruction asks: the same question, the same digest.
+
+    A city answers a question it already answered (a coordinator asking again
+    after a lost reply) without counting it twice against its policy: the
+    answer is the same, and so discloses nothing new.
+    """
+    digest = hashlib.sha256()
+    digest.update(federation_digest(ins.federation).encode())
+    digest.update(f"|{ins.phase}|{ins.round}|".encode())
+    for part in (
+        None if ins.scaler is None else ins.scaler.mean,
+        None if ins.scaler is None else ins.scaler.scale,
+        ins.weights,
+    ):
+        data = b"-" if part is None else np.ascontiguousarray(part, dtype="<f8").tobytes()
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return "sha256:" + digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -47,23 +47,43 @@ def _first_line(text: str, limit: int = 300) -> str:
 class GridExchange:
     """Exchange through a Flower :class:`~flwr.serverapp.Grid`.
 
+    A city that is still connected but has not replied after ``resend_after``
+    seconds is asked the same question again (up to ``max_asks`` times in all):
+    a reply lost in transit, to a restart of the front for instance, is then
+    answered again instead of the city dropping out. Phases are idempotent, so
+    the first reply to arrive is the answer; later copies are ignored.
+
     Parameters
     ----------
     grid : Grid
         The grid the ServerApp was given.
     reply_timeout : float
         Seconds to wait for the replies of one exchange.
+    resend_after : float, optional
+        Seconds without a reply before asking a connected city again; None never.
+    max_asks : int
+        How many times a city is asked the same question at most.
     poll_interval : float
         Seconds between two pulls of replies.
     """
 
     def __init__(
-        self, grid: Grid, *, reply_timeout: float = 600.0, poll_interval: float = 0.05
+        self,
+        grid: Grid,
+        *,
+        reply_timeout: float = 600.0,
+        resend_after: float | None = None,
+        max_asks: int = 3,
+        poll_interval: float = 0.05,
     ) -> None:
         self.grid = grid
         self.reply_timeout = reply_timeout
+        self.resend_after = resend_after
+        self.max_asks = max_asks
         self.poll_interval = poll_interval
         self.names: dict[int, str] = {}
+        #: (round, node) of every question asked again, for the record.
+        self.asked_again: list[tuple[int, int]] = []
 
     def nodes(self) -> list[int]:
         """Connected node ids, sorted."""
@@ -78,35 +98,77 @@ class GridExchange:
             nodes = self.nodes()
         return nodes
 
+    def _push(self, node: int, instruction: Instruction) -> str | None:
+        message = Message(
+            encode_instruction(instruction),
+            dst_node_id=node,
+            message_type=message_type_of(instruction.phase),
+            group_id=str(instruction.round),
+        )
+        ids = list(self.grid.push_messages([message]))
+        return str(ids[0]) if ids else None
+
+    def _ask_again(
+        self, instruction: Instruction, asked: dict[int, tuple[float, int]]
+    ) -> dict[str, int]:
+        """Ask again the connected cities whose reply is overdue; their new message ids."""
+        assert self.resend_after is not None
+        now = time.monotonic()
+        overdue = [
+            node
+            for node, (since, asks) in asked.items()
+            if now - since >= self.resend_after and asks < self.max_asks
+        ]
+        if not overdue:
+            return {}
+        connected = set(self.nodes())
+        again: dict[str, int] = {}
+        for node in overdue:
+            since, asks = asked[node]
+            asked[node] = (now, asks + 1 if node in connected else asks)
+            if node not in connected:
+                continue
+            message_id = self._push(node, instruction)
+            if message_id is not None:
+                name = self.names.get(node, f"node {node}")
+                logger.warning(
+                    "%s: no reply to %s round %d after %.0f s; asking again (%d of %d)",
+                    name, instruction.phase, instruction.round, now - since, asks + 1,
+                    self.max_asks,
+                )  # fmt: skip
+                self.asked_again.append((instruction.round, node))
+                again[message_id] = node
+        return again
+
     def exchange(
         self, instruction: Instruction, nodes: Sequence[int]
     ) -> Iterator[tuple[int, CityReply]]:
         """Push one message per node and yield replies while pulling."""
-        content = encode_instruction(instruction)
-        message_type = message_type_of(instruction.phase)
         pending: dict[str, int] = {}
+        asked: dict[int, tuple[float, int]] = {}
         for node in nodes:
-            message = Message(
-                content,
-                dst_node_id=node,
-                message_type=message_type,
-                group_id=str(instruction.round),
-            )
-            ids = list(self.grid.push_messages([message]))
-            if ids:
-                pending[ids[0]] = node
+            message_id = self._push(node, instruction)
+            if message_id is not None:
+                pending[message_id] = node
+                asked[node] = (time.monotonic(), 1)
             else:
                 yield node, self._failed(node, "the message could not be delivered")
         deadline = time.monotonic() + self.reply_timeout
-        while pending and time.monotonic() < deadline:
+        while asked and time.monotonic() < deadline:
             replies = list(self.grid.pull_messages(list(pending)))
             for reply in replies:
                 node_id = pending.pop(reply.metadata.reply_to_message_id, None)
-                if node_id is not None:
-                    yield node_id, self._decode(node_id, reply)
+                if node_id is None or node_id not in asked:
+                    continue  # a later copy of an answer already in
+                del asked[node_id]
+                for message_id in [m for m, n in pending.items() if n == node_id]:
+                    del pending[message_id]
+                yield node_id, self._decode(node_id, reply)
             if not replies:
+                if self.resend_after is not None:
+                    pending.update(self._ask_again(instruction, asked))
                 time.sleep(self.poll_interval)
-        for node in pending.values():
+        for node in asked:
             yield node, self._failed(node, f"no reply within {self.reply_timeout:g} s")
 
     def _decode(self, node: int, reply: Message) -> CityReply:

@@ -27,7 +27,7 @@ from cityfed.core.stats import Moments
 from cityfed.data.cache import DataCache
 from cityfed.errors import CityFedError
 from cityfed.federation.outcome import CityOutcome
-from cityfed.federation.protocol import CityReply, Instruction
+from cityfed.federation.protocol import CityReply, Instruction, instruction_digest
 from cityfed.ops.audit import AuditLog
 from cityfed_client.evaluation import evaluate_city
 from cityfed_client.fedavg import local_update
@@ -138,6 +138,7 @@ def _audited(node: NodeRuntime, ins: Instruction, reply: CityReply) -> CityReply
             federation_digest=federation_digest(ins.federation),
             phase=ins.phase,
             round=ins.round,
+            instruction=instruction_digest(ins),
             rows_train=outcome.rows_train,
             reason=outcome.reason or None,
             sent=_sent(reply) if outcome.status == "ok" else {},

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cityfed.config.spec import CitySpec, FederationSpec, federation_digest
-from cityfed.federation.protocol import Instruction
+from cityfed.federation.protocol import Instruction, instruction_digest
 
 __all__ = ["DAY_SECONDS", "RunHistory", "check_data", "check_instruction", "training_round_limit"]
 
@@ -32,6 +32,8 @@ class RunHistory:
     training_answers: int = 0
     evaluation_answers: int = 0
     runs_today: int = 0  # other runs of the same agreed federation
+    #: Digests of the questions answered in this run (:func:`instruction_digest`).
+    answered: frozenset[str] = frozenset()
 
     @classmethod
     def of(
@@ -42,21 +44,30 @@ class RunHistory:
         digest: str,
         now: float | None = None,
     ) -> RunHistory:
-        """Count the audit entries of this city (answers only, refusals do not count)."""
+        """Count the audit entries of this city (answers only, refusals do not count).
+
+        The same question answered twice (asked again after a lost reply) counts once.
+        """
         since = (time.time() if now is None else now) - DAY_SECONDS
         training = evaluations = 0
+        answered: set[str] = set()
         other_runs: set[str] = set()
         for entry in entries:
             if entry.get("kind") != "answer" or entry.get("federation_digest") != digest:
                 continue
             if entry.get("run") == run:
+                question = entry.get("instruction")
+                if question is not None and question in answered:
+                    continue
+                if question is not None:
+                    answered.add(str(question))
                 if entry.get("phase") == "evaluate":
                     evaluations += 1
                 else:
                     training += 1
             elif float(entry.get("time", 0.0)) >= since:
                 other_runs.add(str(entry.get("run")))
-        return cls(training, evaluations, len(other_runs))
+        return cls(training, evaluations, len(other_runs), frozenset(answered))
 
 
 def training_round_limit(city: CitySpec, fed: FederationSpec) -> tuple[int, str]:
@@ -79,6 +90,28 @@ def training_round_limit(city: CitySpec, fed: FederationSpec) -> tuple[int, str]
 def _finite_vector(values: Any, size: int) -> bool:
     array = np.asarray(values)
     return array.shape == (size,) and bool(np.all(np.isfinite(array)))
+
+
+def _over_limits(ins: Instruction, city: CitySpec, history: RunHistory) -> str | None:
+    """Why a new question would exceed the city's limits on runs and rounds, or None."""
+    policy, fed = city.policy, ins.federation
+    new_run = history.training_answers == 0 and history.evaluation_answers == 0
+    if new_run and history.runs_today >= policy.max_runs_per_day:
+        return (
+            f"[policy] max_runs_per_day = {policy.max_runs_per_day}: this city already "
+            f"answered {history.runs_today} runs of {fed.name!r} in the last 24 hours"
+        )
+    if ins.phase == "evaluate":
+        if history.evaluation_answers >= policy.max_evaluations:
+            return (
+                f"[policy] max_evaluations = {policy.max_evaluations}: this run already had "
+                f"{history.evaluation_answers} evaluation exchange(s)"
+            )
+        return None
+    limit, which = training_round_limit(city, fed)
+    if history.training_answers >= limit:
+        return f"{which}: this run already had {history.training_answers} training rounds"
+    return None
 
 
 def check_instruction(ins: Instruction, city: CitySpec, history: RunHistory) -> str | None:
@@ -106,22 +139,10 @@ def check_instruction(ins: Instruction, city: CitySpec, history: RunHistory) -> 
             f"[columns]: federation column {unmapped[0]!r} is not mapped in "
             f"{city.source}; this city summarises only the columns it maps"
         )
-    new_run = history.training_answers == 0 and history.evaluation_answers == 0
-    if new_run and history.runs_today >= policy.max_runs_per_day:
-        return (
-            f"[policy] max_runs_per_day = {policy.max_runs_per_day}: this city already "
-            f"answered {history.runs_today} runs of {fed.name!r} in the last 24 hours"
-        )
-    if ins.phase == "evaluate":
-        if history.evaluation_answers >= policy.max_evaluations:
-            return (
-                f"[policy] max_evaluations = {policy.max_evaluations}: this run already had "
-                f"{history.evaluation_answers} evaluation exchange(s)"
-            )
-    else:
-        limit, which = training_round_limit(city, fed)
-        if history.training_answers >= limit:
-            return f"{which}: this run already had {history.training_answers} training rounds"
+    if instruction_digest(ins) not in history.answered:  # a repeat is the same answer
+        over = _over_limits(ins, city, history)
+        if over is not None:
+            return over
     d = len(fed.features)
     if ins.phase != "moments":
         if ins.scaler is None or ins.weights is None:

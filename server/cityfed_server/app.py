@@ -39,7 +39,6 @@ class ServerSettings:
     run_id: str
     expected_cities: int = 0
     wait_seconds: float = 120.0
-    reply_timeout: float = 600.0
     #: The registry of enrolled cities; replies are bound to it (deployment only).
     enrolment: Path | None = None
 
@@ -57,7 +56,6 @@ class ServerSettings:
             run_id=str(config.get("run-id", run_id)),
             expected_cities=int(str(config.get("expected-cities", 0))),
             wait_seconds=float(str(config.get("wait-seconds", 120.0))),
-            reply_timeout=float(str(config.get("reply-timeout", 600.0))),
             enrolment=Path(str(config["enrolment"])) if config.get("enrolment") else None,
         )
 
@@ -78,7 +76,9 @@ def run_server(grid: Grid, settings: ServerSettings) -> None:
     log = ProgressLog(settings.out_dir / PROGRESS_FILE)
     try:
         fed = load_federation(settings.federation)
-        grid_exchange = GridExchange(grid, reply_timeout=settings.reply_timeout)
+        grid_exchange = GridExchange(
+            grid, reply_timeout=fed.reply_timeout, resend_after=fed.resend_after
+        )
         wanted = settings.expected_cities or fed.min_cities
         log.emit("info", f"waiting for {wanted} cities to connect")
         nodes = grid_exchange.wait_for_nodes(wanted, settings.wait_seconds)

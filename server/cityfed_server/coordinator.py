@@ -91,7 +91,6 @@ out-dir = ""
 run-id = ""
 expected-cities = 0
 wait-seconds = 120.0
-reply-timeout = 600.0
 enrolment = ""
 """.replace("{version}", __version__)
 
