@@ -97,6 +97,7 @@ CITY_KEYS = {
     "drop_reasons",
     "rows_train",
     "rows_holdout",
+    "rounds",
     "holdout",
     "personalization",
     "calibration",

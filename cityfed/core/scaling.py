@@ -68,6 +68,14 @@ class Scaler:
         coef = np.asarray(coef_scaled, dtype=np.float64) / self.scale
         return coef, float(intercept_scaled - coef @ self.mean)
 
+    def rescale(self, coef: FloatArray, intercept: float) -> FloatArray:
+        """``[intercept, coef...]`` on this scaler's features from federation units.
+
+        The inverse of :meth:`unscale`: it carries a model over to another scaler.
+        """
+        coef = np.asarray(coef, dtype=np.float64)
+        return np.concatenate([[intercept + float(coef @ self.mean)], coef * self.scale])
+
     def scaled_moments(self, moments: Moments) -> tuple[FloatArray, FloatArray]:
         """Mean and scatter of ``[z_1 .. z_d, y]`` from moments of ``[x, y]``."""
         d = self.mean.shape[0]

@@ -9,10 +9,19 @@ from typing import Literal
 from cityfed.federation.evaluation import CityEvaluation
 from cityfed.model.record import FederatedModel
 
-__all__ = ["CityOutcome", "RunResult", "Status"]
+__all__ = ["CityOutcome", "RoundFate", "RunResult", "Status"]
 
 #: A city took part (``ok``), declined under a limit (``refused``) or could not (``failed``).
 Status = Literal["ok", "refused", "failed"]
+
+
+@dataclass(frozen=True)
+class RoundFate:
+    """What became of one city in one exchange of a run (the coordinator's record)."""
+
+    round: int
+    phase: str
+    status: Status
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,8 @@ class CityOutcome:
     rows_train: int = 0
     drop_reasons: Mapping[str, int] = field(default_factory=dict)
     evaluation: CityEvaluation | None = None
+    #: The city's fate in each exchange it was asked to take part in, in order.
+    rounds: tuple[RoundFate, ...] = ()
 
     @property
     def rows_used(self) -> int:

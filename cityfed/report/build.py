@@ -31,7 +31,7 @@ from cityfed.federation.evaluation import (
     evaluation_from_json,
     evaluation_to_json,
 )
-from cityfed.federation.outcome import CityOutcome, RunResult, Status
+from cityfed.federation.outcome import CityOutcome, RoundFate, RunResult, Status
 from cityfed.files import write_atomic
 from cityfed.report.html import render_html
 from cityfed.report.types import Compared, ModelSection, PooledCheck, Report, Timing
@@ -143,6 +143,10 @@ def _city_to_json(outcome: CityOutcome) -> dict[str, Any]:
         "drop_reasons": dict(outcome.drop_reasons),
         "rows_train": outcome.rows_train,
         "rows_holdout": outcome.rows_holdout,
+        "rounds": [
+            {"round": fate.round, "phase": fate.phase, "status": fate.status}
+            for fate in outcome.rounds
+        ],
         **evaluation_to_json(outcome.evaluation or CityEvaluation()),
     }
 
@@ -260,6 +264,17 @@ class _Object:
         parsed = [self._number(key, item, "a list of numbers") for item in value]
         return tuple(math.nan if item is None else item for item in parsed)
 
+    def objects(self, key: str, *, optional: bool = False) -> list[_Object]:
+        """A list of objects (``optional``: an absent key is an empty list)."""
+        if optional and key not in self.data:
+            return []
+        value = self.get(key)
+        if not isinstance(value, list):
+            raise self.fail(key, "a list of objects", value)
+        return [
+            _Object(item, self.source, f"{self.where(key)}[{i}]") for i, item in enumerate(value)
+        ]
+
     def strings(self, key: str) -> tuple[str, ...]:
         """A list of strings."""
         value = self.get(key)
@@ -335,6 +350,15 @@ def _city_from_json(name: str, table: _Object) -> CityOutcome:
         rows_train=table.integer("rows_train"),
         drop_reasons={reason: drops.integer(reason) for reason in drops.data},
         evaluation=None if evaluation == CityEvaluation() else evaluation,
+        rounds=tuple(_fate_from_json(fate) for fate in table.objects("rounds", optional=True)),
+    )
+
+
+def _fate_from_json(table: _Object) -> RoundFate:
+    return RoundFate(
+        round=table.integer("round"),
+        phase=table.text("phase"),
+        status=table.choice("status", _STATUSES),
     )
 
 

@@ -675,6 +675,13 @@ def _status_badge(status: Status) -> str:
     return f'<span class="status status-{kind}">{_text(status)}</span>'
 
 
+def _fates(city: CityOutcome) -> str:
+    """Render a city's fate per exchange, e.g. "1 moments ok · 2 newton failed"."""
+    if not city.rounds:
+        return "—"
+    return " · ".join(_text(f"{f.round} {f.phase} {f.status}") for f in city.rounds)
+
+
 def _cities_section(cities: Mapping[str, CityOutcome]) -> str:
     """Return the "Cities" section: one row per city with its row accounting."""
     rows = [
@@ -686,6 +693,7 @@ def _cities_section(cities: Mapping[str, CityOutcome]) -> str:
             _fmt(city.rows_holdout),
             _fmt(city.rows_dropped),
             _drop_reasons(city.drop_reasons),
+            _fates(city),
             _text(city.reason),
         ]
         for name, city in cities.items()
@@ -700,6 +708,7 @@ def _cities_section(cities: Mapping[str, CityOutcome]) -> str:
         "Holdout",
         "Dropped",
         "Drop reasons",
+        "Exchanges",
         "Reason",
     ]
     return _section("Cities", _table(header, rows, numeric=frozenset({2, 3, 4, 5})))

@@ -28,7 +28,7 @@ from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.errors import FederationError
 from cityfed.federation.exchange import Exchange
-from cityfed.federation.outcome import CityOutcome, RunResult
+from cityfed.federation.outcome import CityOutcome, RoundFate, RunResult, Status
 from cityfed.federation.protocol import CityReply, Instruction, Phase
 from cityfed.model.record import FederatedModel
 from cityfed.ops.progress import EventKind, Progress
@@ -50,13 +50,24 @@ class _Run:
         self.exchange = exchange
         self.progress = progress
         self.outcomes: dict[int, CityOutcome] = {}
+        self.fates: dict[int, dict[tuple[int, str], Status]] = {}
         self.active: list[int] = []
         self.rounds = 0
         self.aggregation_seconds = 0.0
+        #: The first question of the run; asked again, word for word, when a city
+        #: leaves, so that the scaler and the row count are those of the cities left.
+        self.moments_question: Instruction | None = None
+        #: The nodes whose moments the current scaler and row count sum.
+        self.summed: set[int] = set()
 
-    def _record(self, node: int, reply: CityReply) -> None:
+    def left_since_last_round(self) -> bool:
+        """True if a city whose moments are in the sums has left the run since."""
+        return set(self.active) != self.summed
+
+    def _record(self, node: int, reply: CityReply, ins: Instruction) -> None:
         earlier = self.outcomes.get(node)
         self.outcomes[node] = reply.outcome if earlier is None else earlier.then(reply.outcome)
+        self.fates.setdefault(node, {})[(ins.round, ins.phase)] = reply.status
         if reply.status != "ok":
             self.progress(
                 "city",
@@ -85,7 +96,7 @@ class _Run:
         instruction = Instruction(phase, self.fed, self.rounds, scaler, weights)
         replies = []
         for node, reply in self.exchange.exchange(instruction, list(self.active)):
-            self._record(node, reply)
+            self._record(node, reply, instruction)
             if reply.status == "ok":
                 replies.append((node, reply))
         self.active = [node for node, _ in replies]
@@ -95,24 +106,31 @@ class _Run:
 
 
 def _moments_round(run: _Run) -> Moments:
+    """The cities' moments, summed; asked again (the same question) after a city left."""
     dim = len(run.fed.features) + 1
     total = Moments.empty(dim)
-    run.rounds += 1
-    instruction = Instruction("moments", run.fed, run.rounds)
+    instruction = run.moments_question
+    if instruction is None:
+        run.rounds += 1
+        instruction = run.moments_question = Instruction("moments", run.fed, run.rounds)
     kept: list[int] = []
     first_node: dict[str, int] = {}  # city name -> first node that answered as it
     for node, reply in run.exchange.exchange(instruction, list(run.active)):
-        run._record(node, reply)
+        run._record(node, reply, instruction)
         first_node.setdefault(reply.city, node)
         if reply.status != "ok":
             continue
         if first_node[reply.city] != node:  # O(1): this loop stays linear in cities
             run._record(
-                node, CityReply.failed(reply.city, "another node already answers as this city")
+                node,
+                CityReply.failed(reply.city, "another node already answers as this city"),
+                instruction,
             )
             continue
         if reply.moments is None or reply.moments.dim != dim:
-            run._record(node, CityReply.failed(reply.city, "sent malformed statistics"))
+            run._record(
+                node, CityReply.failed(reply.city, "sent malformed statistics"), instruction
+            )
             continue
         tick = time.perf_counter()
         total = total.merge(reply.moments)  # streamed: O(d^2) memory
@@ -120,11 +138,32 @@ def _moments_round(run: _Run) -> Moments:
         kept.append(node)
         run.progress("city", f"{reply.city}: statistics of {reply.n} rows", city=reply.city)
     run.active = sorted(kept)
+    run.summed = set(kept)
     run._require_quorum()
     return total
 
 
-def _fit_logistic(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray, bool]:
+def _without_the_departed(
+    run: _Run, scaler: Scaler, w: FloatArray
+) -> tuple[Moments, Scaler, FloatArray]:
+    """After a city left: the moments, scaler and ``w`` of the cities still in the run.
+
+    The remaining cities are asked the run's first question again (they answer it
+    as before, at no cost to their limits), so that the published model is the
+    pooled fit of exactly the cities that completed the run: standardisation and
+    row count included. ``w`` is carried over to the new scaler unchanged in
+    federation units.
+    """
+    run.progress("info", "a city left the run; the others' statistics are summed again")
+    total = _moments_round(run)
+    new = Scaler.from_moments(total, len(run.fed.features), run.fed.standardize)
+    coef, intercept = scaler.unscale(w[1:], float(w[0]))
+    return total, new, new.rescale(coef, intercept)
+
+
+def _fit_logistic(
+    run: _Run, total: Moments, scaler: Scaler
+) -> tuple[FloatArray, bool, Moments, Scaler]:
     fed = run.fed
     solver = NewtonSolver(
         fed.C, len(fed.features) + 1, tolerance=fed.tolerance, max_evaluations=fed.max_rounds
@@ -139,9 +178,10 @@ def _fit_logistic(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray
         trial = solver.trial()
         replies = run.round_trip("newton", scaler=scaler, weights=trial)
         if set(run.active) != before:
-            # A city left: its terms are gone from the sums; re-evaluate here.
-            run.progress("info", "a city left the run; Newton restarts from the current point")
-            solver.restart(trial)
+            # A city left: its terms are gone from the sums, its rows from the scaler.
+            total, scaler, point = _without_the_departed(run, scaler, trial)
+            run.progress("info", "Newton restarts from the current point")
+            solver.restart(point)
             continue
         summed: LogisticTerms | None = None
         for _, reply in replies:
@@ -153,13 +193,15 @@ def _fit_logistic(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray
             raise FederationError("no city returned logistic terms")
         solver.observe(summed)
         run.progress("round", f"Newton round {run.rounds}: objective evaluated", round=run.rounds)
-    return solver.w, solver.converged
+    return solver.w, solver.converged, total, scaler
 
 
-def _fit_fedavg(run: _Run, scaler: Scaler) -> FloatArray:
+def _fit_fedavg(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray, Moments, Scaler]:
     dim = len(run.fed.features) + 1
     weights = np.zeros(dim)
     for _ in range(run.fed.rounds):
+        if run.left_since_last_round():
+            total, scaler, weights = _without_the_departed(run, scaler, weights)
         average = WeightedAverage(dim)
         for _, reply in run.round_trip("fedavg", scaler=scaler, weights=weights):
             if reply.weights is not None and reply.weights.shape == (dim,):
@@ -168,7 +210,9 @@ def _fit_fedavg(run: _Run, scaler: Scaler) -> FloatArray:
                 run.aggregation_seconds += time.perf_counter() - tick
         weights = average.mean()
         run.progress("round", f"FedAvg round {run.rounds}", round=run.rounds)
-    return weights
+    if run.left_since_last_round():
+        total, scaler, weights = _without_the_departed(run, scaler, weights)
+    return weights, total, scaler
 
 
 def train(
@@ -215,9 +259,9 @@ def train(
     converged = True
     metrics: dict[str, float] = {}
     if fed.algorithm == "fedavg":
-        w = _fit_fedavg(run, scaler)
+        w, total, scaler = _fit_fedavg(run, total, scaler)
     elif fed.model == "logistic":
-        w, converged = _fit_logistic(run, total, scaler)
+        w, converged, total, scaler = _fit_logistic(run, total, scaler)
     else:
         tick = time.perf_counter()
         fit = fit_linear(total, penalty=fed.penalty, standardize=fed.standardize)
@@ -260,15 +304,26 @@ def train(
         progress("info", "cities score the models on their holdout rows")
         instruction = Instruction("evaluate", fed, run.rounds, scaler, w)
         for node, reply in exchange.exchange(instruction, list(run.active)):
+            run.fates.setdefault(node, {})[(instruction.round, "evaluate")] = reply.status
             earlier = run.outcomes[node]
             if reply.status == "ok":
                 run.outcomes[node] = replace(earlier, evaluation=reply.outcome.evaluation)
             else:
                 reason = f"holdout evaluation failed: {reply.reason}"
                 run.outcomes[node] = replace(earlier, reason=reason)
+    outcomes = [
+        replace(
+            outcome,
+            rounds=tuple(
+                RoundFate(round=r, phase=phase, status=status)
+                for (r, phase), status in run.fates.get(node, {}).items()
+            ),
+        )
+        for node, outcome in run.outcomes.items()
+    ]
     return RunResult(
         model=model,
-        cities={o.city: o for o in run.outcomes.values()},
+        cities={o.city: o for o in outcomes},
         wall_seconds=time.monotonic() - started,
         aggregation_seconds=run.aggregation_seconds,
     )
