@@ -533,6 +533,11 @@ def test_refused_nodes_do_not_disturb_the_federation(deployment: Deployment) -> 
         and cityfed("city", "status", "--state", dep.node_state("rogue")).returncode == 0
     ):
         time.sleep(1)
+    # The revoked node says why it stopped.
+    cut_off = cityfed("city", "status", "--state", dep.node_state("rogue"))
+    assert "cut off: CityFed: the coordinator refused this node's key (HTTP 401" in (
+        cut_off.stdout.replace("\n", " ")
+    ), cut_off.stdout
     cityfed("city", "stop", "--state", dep.node_state("rogue"))
     proc = dep.start_city("rogue", rogue_toml)
     assert proc.returncode != 0 and "not enrolled or was revoked" in proc.stderr

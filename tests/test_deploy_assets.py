@@ -534,7 +534,7 @@ def test_systemd_unit_sections_binaries_and_hardening(unit_name: str) -> None:
     assert {"Unit", "Service", "Install"} <= set(unit)
     [start] = _values(unit, "Service", "ExecStart")
     binary = Path(shlex.split(start)[0])
-    assert binary.name in {"cityfed", "flower-superlink", "flower-supernode", "nginx"}
+    assert binary.name in {"cityfed", "flower-superlink", "cityfed-supernode", "nginx"}
     if binary.name == "nginx":
         assert binary == Path("/usr/sbin/nginx")
     else:
@@ -635,7 +635,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         pytest.skip("systemd-analyze is not installed")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("cityfed-entrypoint", "flower-superlink", "flower-supernode"):
+    for name in ("cityfed-entrypoint", "flower-superlink", "cityfed-supernode"):
         (bin_dir / name).write_text("#!/bin/sh\n")
         (bin_dir / name).chmod(0o755)
     units = []

@@ -258,6 +258,8 @@ def city_status(
             f"city {escape(status['city'])}: {'running' if status['running'] else 'stopped'}"
             f"{', admitted by ' + escape(status['coordinator']) if status['admitted'] else ''}"
         )
+        if status.get("cut_off"):
+            _console().print(f"  [red]cut off[/]: {escape(status['cut_off'])}")
     if not status["running"]:
         raise typer.Exit(1)
 

@@ -24,7 +24,7 @@ from cityfed.errors import CityFedError
 from cityfed.files import write_atomic
 from cityfed.ops.processes import Daemon, executable, flower_env
 from cityfed.ops.tls import parse_address, probe_coordinator
-from cityfed_client.node_config import default_state, node_config_argument
+from cityfed_client.node_config import CUT_OFF, default_state, node_config_argument
 
 __all__ = [
     "NodeConfig",
@@ -118,7 +118,7 @@ def supernode_argv(config: NodeConfig) -> list[str]:
     """
     state = _state(config)
     return [
-        executable("flower-supernode"),
+        executable("cityfed-supernode"),  # flower-supernode, saying why it was cut off
         "--superlink", config.coordinator,
         "--root-certificates", config.ca,
         "--auth-supernode-private-key", config.key,
@@ -231,11 +231,13 @@ def node_status(layout: NodeLayout) -> dict[str, Any]:
             f"{layout.state}: no city node here (run `cityfed city start` first)"
         ) from None
     log = layout.supernode.log_since_start(400)
+    cut_off = [line for line in log.splitlines() if CUT_OFF in line]
     return {
         **config,
         "running": layout.supernode.running() and layout.gatekeeper.running(),
         "pid": layout.supernode.pid(),
         "gatekeeper_pid": layout.gatekeeper.pid(),
         "admitted": _CONNECTED in log,
+        "cut_off": cut_off[-1][cut_off[-1].index(CUT_OFF) :] if cut_off else None,
         "state": str(layout.state),
     }

@@ -15,11 +15,16 @@ from pathlib import Path
 
 __all__ = [
     "CITY_CONFIG_KEY",
+    "CUT_OFF",
     "NODE_STATE_KEY",
     "NodeSettings",
     "default_state",
     "node_config_argument",
 ]
+
+#: The start of the line ``cityfed-supernode`` logs when the coordinator refuses
+#: this node's key (:mod:`cityfed_client.supernode`); ``cityfed city status`` shows it.
+CUT_OFF = "CityFed: the coordinator refused this node's key"
 
 #: Node-config key of the path to the city's ``city.toml`` on the city host.
 CITY_CONFIG_KEY = "city-config"
