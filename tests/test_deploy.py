@@ -770,6 +770,43 @@ def test_superlink_killed_and_restarted_keeps_cities_and_models(deployment: Depl
     assert report["model"]["cities"] == ["city0", "city1", "city2"]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_orphaned_front_workers_are_reported_and_replaced(deployment: Deployment) -> None:
+    dep = deployment
+    status = json.loads(ok(cityfed("coordinator", "status", "--state", dep.state, "--json")).stdout)
+    master = status["nginx"]["pid"]
+    # A changed config is reloaded by the running master, not restarted.
+    (dep.state / "nginx" / "nginx.conf").write_text("# stale\n")
+    ok(dep.coordinator_start())
+    status = json.loads(ok(cityfed("coordinator", "status", "--state", dep.state, "--json")).stdout)
+    assert status["nginx"]["pid"] == master and status["healthy"]
+    last_start = [e for e in AuditLog(dep.state / "audit.jsonl").entries()][-1]
+    assert last_start["kind"] == "coordinator-start"
+    assert last_start["started"] == ["nginx-reloaded"]
+    # kill -9 of the master leaves its worker serving: status says so.
+    os.kill(master, signal.SIGKILL)
+    time.sleep(1)
+    status = json.loads(cityfed("coordinator", "status", "--state", dep.state, "--json").stdout)
+    orphans = status["nginx"]["orphans"]
+    assert not status["nginx"]["running"] and orphans
+    assert any(
+        "nginx: stopped, but processes it started still run" in w for w in status["warnings"]
+    )
+    # Starting again replaces them with a new master and workers.
+    ok(dep.coordinator_start())
+    status = json.loads(ok(cityfed("coordinator", "status", "--state", dep.state, "--json")).stdout)
+    assert status["nginx"]["running"] and status["healthy"] and status["nginx"]["orphans"] == []
+    assert not any(_alive(pid) for pid in orphans)
+    assert status["warnings"] == []
+
+
 def test_a_live_backup_restored_onto_a_fresh_folder_runs(deployment: Deployment) -> None:
     # Prepare: a backup taken while the coordinator runs; then the coordinator is gone
     dep = deployment

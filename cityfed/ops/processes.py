@@ -60,6 +60,20 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Living processes of the process group ``pgid`` (its leader included)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+    return sorted(members)
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -68,15 +82,7 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     # killpg(0) succeeds while zombies remain; look for a living member.
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                return True
-    return False
+    return bool(_group_members(pgid))
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -136,6 +142,17 @@ class Daemon:
         """True while the process it started is alive."""
         pid = self.pid()
         return pid is not None and _alive(pid)
+
+    def orphans(self) -> list[int]:
+        """Processes it started that outlive it (its session's members, once it died).
+
+        nginx's workers keep serving when their master is killed; a status that
+        looked only at the master would call such a front stopped and healthy.
+        """
+        pid = self.pid()
+        if pid is None or _alive(pid):
+            return []
+        return _group_members(pid)
 
     def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> int:
         """Start the process detached from this one; returns its pid."""

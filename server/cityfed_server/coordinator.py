@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import stat
 import sys
 import time
@@ -44,6 +45,7 @@ __all__ = [
     "front_config",
     "isolated_superlink_argv",
     "prepare_state",
+    "reload_front",
     "start_coordinator",
     "stop_coordinator",
     "superlink_argv",
@@ -242,7 +244,14 @@ def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> d
         str(layout.superlink_socket if config.private_network else config.internal_address),
         timeout=60.0,
     )
-    write_atomic(layout.nginx_conf, render_nginx_conf(front_config(layout, config)).encode())
+    conf = render_nginx_conf(front_config(layout, config))
+    changed = not layout.nginx_conf.is_file() or layout.nginx_conf.read_text() != conf
+    write_atomic(layout.nginx_conf, conf.encode())
+    if layout.nginx.running() and changed:
+        # A new config is loaded by the running master: connections in flight
+        # (a city's reply on its way) finish on the old workers.
+        reload_front(layout)
+        started.append("nginx-reloaded")
     if not layout.nginx.running():
         started.append("nginx")
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -270,6 +279,20 @@ def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> d
             federation_digest=federation_digest(fed),
         )
     return coordinator_status(layout)
+
+
+def reload_front(layout: CoordinatorLayout) -> None:
+    """Make the running front load its config again (nginx's graceful reload).
+
+    Raises
+    ------
+    CityFedError
+        If the front is not running.
+    """
+    pid = layout.nginx.pid()
+    if pid is None or not layout.nginx.running():
+        raise CityFedError("nginx: not running; `cityfed coordinator start` starts it")
+    os.kill(pid, signal.SIGHUP)
 
 
 def stop_coordinator(layout: CoordinatorLayout) -> dict[str, bool]:
@@ -308,12 +331,21 @@ def coordinator_status(layout: CoordinatorLayout) -> dict[str, Any]:
         if layout.models.is_dir()
         else []
     )
+    warnings = loose_permissions(layout.state)
+    processes = {}
+    for name, daemon in (("superlink", layout.superlink), ("nginx", layout.nginx)):
+        orphans = daemon.orphans()
+        if orphans:
+            warnings.append(
+                f"{name}: stopped, but processes it started still run (pids "
+                f"{', '.join(map(str, orphans))}); `cityfed coordinator start` replaces them"
+            )
+        processes[name] = {"running": daemon.running(), "pid": daemon.pid(), "orphans": orphans}
     return {
-        "warnings": loose_permissions(layout.state),
+        "warnings": warnings,
         "state": str(layout.state),
         "public": config.public,
-        "superlink": {"running": layout.superlink.running(), "pid": layout.superlink.pid()},
-        "nginx": {"running": layout.nginx.running(), "pid": layout.nginx.pid()},
+        **processes,
         "healthy": healthy,
         "cities": load_registry(layout.enrolment),
         "models": models,
