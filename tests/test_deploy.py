@@ -404,6 +404,65 @@ def test_the_front_refuses_oversized_bodies_without_writing_them(deployment: Dep
     conn.close()
 
 
+def _flood(dep: Deployment, clients: int, seconds: float) -> dict[str, int]:
+    """``clients`` concurrent clients from 127.0.0.2 hammering the Fleet API; outcomes."""
+    import collections
+    import threading
+
+    counts: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    context = ssl.create_default_context(cafile=str(dep.certs / "ca.pem"))
+    stop_at = time.monotonic() + seconds
+
+    def client() -> None:
+        while time.monotonic() < stop_at:
+            try:
+                raw = socket.create_connection(
+                    ("127.0.0.1", dep.public_port), timeout=5, source_address=("127.0.0.2", 0)
+                )
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    body = os.urandom(2048)
+                    tls.sendall(
+                        b"POST /v1/fleet/pull-messages HTTP/1.1\r\nHost: localhost\r\n"
+                        b"Content-Type: application/protobuf\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                    )
+                    status = tls.recv(64).split(b" ")[1].decode()
+            except (OSError, IndexError) as exc:
+                status = type(exc).__name__
+            with lock:
+                counts[status] += 1
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 30)
+    return dict(counts)
+
+
+def test_a_flood_of_clients_does_not_stop_a_run(deployment: Deployment) -> None:
+    # Prepare: 200 concurrent clients for 10 s from another address, during a run
+    import concurrent.futures
+
+    dep = deployment
+    dep.serve(dep.regression)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        flood = pool.submit(_flood, dep, 200, 10.0)
+        # Execute
+        report, store = _run(dep, dep.regression.federation)
+        outcomes = flood.result()
+    # Assert: the front limited the flood (429) and the run equals the simulation
+    assert outcomes.get("429", 0) > 0, outcomes
+    assert report["model"]["cities"] == ["city0", "city1", "city2"]
+    deployed = load_model(store / "model.pb")
+    simulated = load_model(_simulated(dep, dep.regression, "flood"))
+    frame = pd.DataFrame(dep.regression.X_pooled, columns=NAMES)
+    tolerance = 1e-6 * np.std(dep.regression.y_pooled)
+    assert np.max(np.abs(deployed.predict(frame) - simulated.predict(frame))) <= tolerance
+    print(f"\nflood outcomes: {dict(sorted(outcomes.items()))}; run {report['_elapsed']:.1f} s")
+
+
 def test_plaintext_to_the_public_port_is_refused(deployment: Deployment) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", deployment.public_port, timeout=10)
     conn.request("GET", "/health")
