@@ -43,6 +43,10 @@ __all__ = [
 _CONNECTED = "SuperNode ID:"
 #: Flower's code for "the SuperLink refused to activate this node".
 _REFUSED = "code: 2004"
+#: How long the SuperLink keeps counting a node that vanished without signing off
+#: (a crash, ``kill -9``) as online, refusing to activate it again: Flower's
+#: heartbeat patience (2) times its interval (30 s), plus a margin.
+ONLINE_PATIENCE = 75.0
 
 
 @dataclass(frozen=True)
@@ -187,15 +191,26 @@ def start_node(
     os.chmod(layout.state, 0o700)
     write_atomic(layout.config_file, (json.dumps(asdict(config), indent=2) + "\n").encode())
     ensure_secret(layout.secret)
+    # An earlier session that was admitted and not cut off may still count as
+    # online at the coordinator if it ended without signing off: then Flower
+    # refuses the new one (2004) until that session expires, and we try again.
+    earlier = layout.supernode.log_since_start(400)
+    lingering = _CONNECTED in earlier and CUT_OFF not in earlier
     stop_node(layout)
     layout.gatekeeper.start(gatekeeper_argv(config), flower_env(), cwd=layout.state)
     daemon = layout.supernode
     daemon.start(supernode_argv(config), flower_env(), cwd=layout.state)
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    patience_until = started + (ONLINE_PATIENCE if lingering else 0.0)
+    deadline = max(started + timeout, patience_until + 15.0)
     while time.monotonic() < deadline:
         log = daemon.log_since_start(200)
         if _CONNECTED in log:
             return node_status(layout)
+        if not daemon.running() and _REFUSED in log and time.monotonic() < patience_until:
+            time.sleep(3.0)
+            daemon.start(supernode_argv(config), flower_env(), cwd=layout.state)
+            continue
         if not daemon.running():
             stop_node(layout)
             if _REFUSED in log:
