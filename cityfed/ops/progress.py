@@ -49,11 +49,14 @@ class ProgressEvent:
 
 
 class ProgressLog:
-    """Appends events to ``path`` (one JSON object per line, flushed at once)."""
+    """Appends events to ``path`` (one JSON object per line, flushed at once).
+
+    The folder must exist: the log never creates it, so that a ServerApp outliving
+    a run its coordinator gave up on cannot bring the run's folder back.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
 
     def emit(self, kind: EventKind, message: str, **fields: Any) -> None:
         """Record one event."""

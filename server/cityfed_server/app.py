@@ -73,6 +73,10 @@ def _enrolled(registry: Path) -> dict[int, str]:
 
 def run_server(grid: Grid, settings: ServerSettings) -> None:
     """Run one federation and publish its artifacts; never raises for user errors."""
+    if not settings.out_dir.is_dir():
+        # `cityfed run` gave up on this run (the SuperLink died) and removed its folder.
+        logger.warning("run folder %s is gone; the run was abandoned", settings.out_dir)
+        return
     log = ProgressLog(settings.out_dir / PROGRESS_FILE)
     try:
         fed = load_federation(settings.federation)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cityfed.config.spec import federation_digest, load_federation
+from cityfed.config.spec import FederationSpec, federation_digest, load_federation
 from cityfed.errors import CityFedError, FederationError
 from cityfed.files import privately, write_atomic
 from cityfed.ops.progress import PROGRESS_FILE, ProgressEvent, ProgressFollower
@@ -87,6 +87,49 @@ def run_federation(
     label = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     out = layout.models / label
     out.mkdir(parents=True)
+    flwr_run_id: int | None = None
+    try:
+        flwr_run_id = _submit(layout, fed, spec_path, out, label, expected_cities, wait_seconds)
+        _record_submitted(layout, fed, label, flwr_run_id)
+        on_event(ProgressEvent("info", f"run {label} submitted (Flower run {flwr_run_id})", {}))
+        _follow(layout, label, flwr_run_id, out, timeout, on_event)
+    except CityFedError as exc:
+        failure = exc
+        if flwr_run_id is not None:
+            _purge(layout, flwr_run_id)
+        if flwr_run_id is not None and not layout.superlink.running():
+            failure = FederationError(
+                f"run {label} is lost: the SuperLink stopped during the run (see "
+                f"{layout.superlink.log_file}); `cityfed coordinator start` brings it back, "
+                "then submit the run again"
+            )
+        if not (out / "model.pb").exists():
+            shutil.rmtree(out, ignore_errors=True)  # no empty model folder is left
+        record(layout, "run-failed", run=label, flwr_run_id=flwr_run_id, reason=str(failure))
+        raise failure from None
+    _purge(layout, flwr_run_id)
+    report = read_report(out / "report.json")
+    record(
+        layout,
+        "model-published",
+        run=label,
+        model=file_sha256(out / "model.pb"),
+        cities=list(report.model.cities),
+        rounds=report.model.rounds,
+    )
+    return out
+
+
+def _submit(
+    layout: CoordinatorLayout,
+    fed: FederationSpec,
+    spec_path: Path,
+    out: Path,
+    label: str,
+    expected_cities: int | None,
+    wait_seconds: float,
+) -> int:
+    """Write the run's folder, submit it through the Control API; Flower's run id."""
     write_atomic(out / "federation.toml", spec_path.read_bytes())
     expected = expected_cities if expected_cities is not None else len(active_cities(layout))
     run_config = out / "run-config.toml"
@@ -109,8 +152,13 @@ def run_federation(
         out / "run.json",
         json.dumps({"run": label, "flwr_run_id": flwr_run_id, "federation": fed.name}).encode(),
     )
-    on_event(ProgressEvent("info", f"run {label} submitted (Flower run {flwr_run_id})", {}))
+    return flwr_run_id
 
+
+def _record_submitted(
+    layout: CoordinatorLayout, fed: FederationSpec, label: str, flwr_run_id: int
+) -> None:
+    """The coordinator's audit entry of a submitted run, with the app Flower recorded."""
     row = _run_row(layout, flwr_run_id)
     record(
         layout,
@@ -121,32 +169,6 @@ def run_federation(
         federation_digest=federation_digest(fed),
         app=f"{row.get('fab-id')} {row.get('fab-version')} sha256:{row.get('fab-hash')}",
     )
-    try:
-        _follow(layout, label, flwr_run_id, out, timeout, on_event)
-    except CityFedError as exc:
-        failure = exc
-        _purge(layout, flwr_run_id)
-        if not layout.superlink.running():
-            failure = FederationError(
-                f"run {label} is lost: the SuperLink stopped during the run (see "
-                f"{layout.superlink.log_file}); `cityfed coordinator start` brings it back, "
-                "then submit the run again"
-            )
-        if not (out / "model.pb").exists():
-            shutil.rmtree(out, ignore_errors=True)  # no empty model folder is left
-        record(layout, "run-failed", run=label, reason=str(failure))
-        raise failure from None
-    _purge(layout, flwr_run_id)
-    report = read_report(out / "report.json")
-    record(
-        layout,
-        "model-published",
-        run=label,
-        model=file_sha256(out / "model.pb"),
-        cities=list(report.model.cities),
-        rounds=report.model.rounds,
-    )
-    return out
 
 
 def _purge(layout: CoordinatorLayout, flwr_run_id: int, patience: float = 30.0) -> None:
