@@ -10,9 +10,19 @@ __all__ = [
     "CityFedClassifier",
     "CityFedError",
     "CityFedRegressor",
+    "Client",
     "DataError",
     "FederationError",
     "SpecError",
     "__version__",
     "load_model",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``cityfed.Client`` is imported on first use (it loads gRPC)."""
+    if name == "Client":
+        from cityfed.client_api.client import Client
+
+        return Client
+    raise AttributeError(f"module 'cityfed' has no attribute {name!r}")

@@ -24,6 +24,8 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
             f"-I{ROOT / 'protos'}",
             f"--python_out={tmp_path}",
             f"--mypy_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            f"--mypy_grpc_out={tmp_path}",
             *map(str, protos),
         ],
         check=True,

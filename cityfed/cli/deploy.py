@@ -98,8 +98,16 @@ def coordinator_start(
             "private already (a container)",
         ),
     ] = True,
+    service: Annotated[
+        str,
+        typer.Option(
+            "--service",
+            help="HOST:PORT of the gRPC service (mutual TLS); default the --public host "
+            "on port 9444; 'none' for no service",
+        ),
+    ] = "",
 ) -> None:
-    """Start the SuperLink (private loopback) and the TLS front; idempotent."""
+    """Start the SuperLink (private loopback), the TLS front and the gRPC service; idempotent."""
     from cityfed_server.coordinator import start_coordinator
     from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
 
@@ -109,6 +117,7 @@ def coordinator_start(
         public=public,
         superlink_port=superlink_port,
         private_network=private_network,
+        service=_service_address(service, public),
     )
     status = start_coordinator(CoordinatorLayout(state.resolve()), config)
     where = "its own network namespace" if private_network else "this host's"
@@ -119,13 +128,27 @@ def coordinator_start(
     _print_status(status)
 
 
+def _service_address(option: str, public: str) -> str:
+    """The gRPC service's address from ``--service``: "" when turned off."""
+    from cityfed.ops.tls import parse_address
+
+    if option == "none":
+        return ""
+    if option:
+        return option
+    host = parse_address(public, what="--public").host
+    return f"[{host}]:9444" if ":" in host else f"{host}:9444"
+
+
 def _print_status(status: dict[str, Any]) -> None:
     console = _console()
-    for name in ("superlink", "nginx"):
+    for name in ("superlink", "nginx", "service"):
+        if name not in status:
+            continue
         info = status[name]
-        console.print(
-            f"  {name}: {'running, pid ' + str(info['pid']) if info['running'] else 'stopped'}"
-        )
+        where = f" on {info['listen']}" if info.get("listen") else ""
+        state = f"running, pid {info['pid']}{where}" if info["running"] else "stopped"
+        console.print(f"  {name}: {state}")
     console.print(f"  public front healthy: {status['healthy']}")
     for city, entry in status["cities"].items():
         state = "revoked " + entry["revoked_at"] if entry.get("revoked_at") else "enrolled"
@@ -161,7 +184,8 @@ def coordinator_status(
         _print_json(status)
     else:
         _print_status(status)
-    if not (status["superlink"]["running"] and status["nginx"]["running"]):
+    names = ("superlink", "nginx", "service")
+    if not all(status[name]["running"] for name in names if name in status):
         raise typer.Exit(1)
 
 

@@ -27,7 +27,7 @@ from cityfed.model.proto import read_model
 from cityfed.model.record import FederatedModel
 from cityfed.typing import FloatArray
 
-__all__ = ["CityFedClassifier", "CityFedRegressor", "load_model"]
+__all__ = ["CityFedClassifier", "CityFedRegressor", "estimator_of", "load_model"]
 
 
 class _CityFedBase(BaseEstimator):  # type: ignore[misc]
@@ -184,7 +184,11 @@ def load_model(path: str | Path) -> CityFedRegressor | CityFedClassifier:
         With ``feature_names_in_``, ``coef_`` and ``intercept_`` in federation
         units; ``predict`` takes a DataFrame with federation column names.
     """
-    model = read_model(path)
+    return estimator_of(read_model(path))
+
+
+def estimator_of(model: FederatedModel) -> CityFedRegressor | CityFedClassifier:
+    """The fitted scikit-learn estimator of a published model (see :func:`load_model`)."""
     estimator: CityFedRegressor | CityFedClassifier
     if model.task == "classification":
         estimator = CityFedClassifier(C=model.C, standardize=model.standardize)

@@ -4,7 +4,11 @@
 - the coordinator's TLS certificate for the names cities dial (DNS or IP SANs);
 - per city: the node key pair for Flower's node authentication (OpenSSH
   format, ECDSA P-384) and a client certificate signed by the CA for CityFed's
-  own mutual-TLS gRPC service.
+  own mutual-TLS gRPC service;
+- analysts and operators: a client certificate for that service.
+
+A client certificate says its holder's role in its organizational unit
+(``OU=city``, ``analyst`` or ``operator``); the gRPC service grants by it.
 
 Private keys are written with mode 0600, and nothing is overwritten unless asked.
 """
@@ -31,9 +35,11 @@ __all__ = [
     "COORDINATOR_CERT",
     "COORDINATOR_KEY",
     "INTERNAL_HOSTS",
+    "ROLES",
     "CertificateAuthority",
     "city_files",
     "issue_city",
+    "issue_person",
     "load_ca",
     "make_ca",
     "write_coordinator",
@@ -45,6 +51,9 @@ COORDINATOR_CERT = "coordinator.pem"
 COORDINATOR_KEY = "coordinator.key"
 
 _VALIDITY = dt.timedelta(days=825)
+
+#: The roles a client certificate can carry (its OU).
+ROLES = ("city", "analyst", "operator")
 
 #: Names always in the coordinator's certificate, for the hop inside the host.
 INTERNAL_HOSTS = ("localhost", "127.0.0.1")
@@ -73,7 +82,13 @@ class CertificateAuthority:
     cert: x509.Certificate
 
     def issue(
-        self, subject: str, *, hosts: Sequence[str] = (), client: bool = False
+        self,
+        subject: str,
+        *,
+        hosts: Sequence[str] = (),
+        client: bool = False,
+        role: str | None = None,
+        valid_for: dt.timedelta = _VALIDITY,
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         """A new key and a certificate for it signed by this CA.
 
@@ -85,6 +100,10 @@ class CertificateAuthority:
             DNS names or IP addresses for the subject alternative names.
         client : bool
             A client certificate (mutual TLS) instead of a server one.
+        role : str, optional
+            The holder's role, one of :data:`ROLES`, as the subject's OU.
+        valid_for : timedelta
+            How long the certificate is valid (negative: already expired).
         """
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -97,14 +116,19 @@ class CertificateAuthority:
         if client:
             sans.append(x509.DNSName(subject))
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        names = [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
+        if role is not None:
+            if role not in ROLES:
+                raise CityFedError(f"certs: role {role!r} is not one of {', '.join(ROLES)}")
+            names.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role))
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .subject_name(x509.Name(names))
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + _VALIDITY)
+            .not_valid_before(min(now, now + valid_for) - dt.timedelta(minutes=5))
+            .not_valid_after(now + valid_for)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(_key_usage(ca=False), critical=True)
@@ -247,10 +271,38 @@ def issue_city(name: str, ca_dir: Path, out: Path, *, force: bool = False) -> di
     node_public = node_key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    client_key, client_cert = ca.issue(name, client=True)
+    client_key, client_cert = ca.issue(name, client=True, role="city")
     _write(files["node_key"], node_private, private=True)
     _write(files["node_pub"], node_public + f" cityfed-{name}\n".encode(), private=False)
     _write(files["client_cert"], _pem_cert(client_cert), private=False)
     _write(files["client_key"], _pem_key(client_key), private=True)
+    _write(files["ca"], _pem_cert(ca.cert), private=False)
+    return files
+
+
+def issue_person(
+    name: str, role: str, ca_dir: Path, out: Path, *, force: bool = False
+) -> dict[str, Path]:
+    """``certs analyst|operator``: a client certificate for the gRPC service.
+
+    Returns
+    -------
+    dict[str, Path]
+        ``client_cert``, ``client_key`` and ``ca``, the files written.
+    """
+    if role not in ROLES or role == "city":
+        raise CityFedError(f"certs: {role!r} is not a person's role (analyst or operator)")
+    if not name or any(ch in name for ch in "/\\ \t\n"):
+        raise CityFedError(f"certs {role}: {name!r} is not a usable name")
+    ca = load_ca(ca_dir)
+    files = {
+        "client_cert": out / f"{name}.{role}.pem",
+        "client_key": out / f"{name}.{role}.key",
+        "ca": out / CA_CERT,
+    }
+    _check_free([files["client_cert"], files["client_key"]], force)
+    key, cert = ca.issue(name, client=True, role=role)
+    _write(files["client_cert"], _pem_cert(cert), private=False)
+    _write(files["client_key"], _pem_key(key), private=True)
     _write(files["ca"], _pem_cert(ca.cert), private=False)
     return files

@@ -46,6 +46,7 @@ __all__ = [
     "isolated_superlink_argv",
     "prepare_state",
     "reload_front",
+    "service_argv",
     "start_coordinator",
     "stop_coordinator",
     "superlink_argv",
@@ -139,6 +140,8 @@ def prepare_state(layout: CoordinatorLayout, config: CoordinatorConfig) -> None:
     load_federation(config.federation)
     check_certs(Path(config.certs))
     parse_address(config.public, what="--public")
+    if config.service:
+        parse_address(config.service, what="--service")
     if config.private_network:
         socket_path = len(os.fsencode(layout.superlink_socket))
         if socket_path > _MAX_SOCKET_PATH:
@@ -200,6 +203,20 @@ def isolated_superlink_argv(layout: CoordinatorLayout, config: CoordinatorConfig
             *superlink_argv(layout, config),
         ]
     )
+
+
+#: What the gRPC service logs once it listens.
+_SERVICE_READY = "CityFed gRPC service on"
+
+
+def service_argv(layout: CoordinatorLayout, config: CoordinatorConfig) -> list[str]:
+    """The gRPC service's command line (``cityfed_server.service.server``)."""
+    return [
+        sys.executable, "-m", "cityfed_server.service.server",
+        "--state", str(layout.state),
+        "--listen", config.service,
+        "--certs", config.certs,
+    ]  # fmt: skip
 
 
 def front_config(layout: CoordinatorLayout, config: CoordinatorConfig) -> FrontConfig:
@@ -268,6 +285,15 @@ def start_coordinator(layout: CoordinatorLayout, config: CoordinatorConfig) -> d
             flower_env(),
         )
     _wait_healthy(layout.nginx, lambda: _front_healthy(config), str(config.local_address), 20.0)
+    if config.service and not layout.service.running():
+        started.append("service")
+        layout.service.start(service_argv(layout, config), flower_env(), cwd=layout.state)
+        _wait_healthy(
+            layout.service,
+            lambda: _SERVICE_READY in layout.service.log_since_start(50),
+            config.service,
+            timeout=30.0,
+        )
     if started:
         fed = load_federation(config.federation)
         record(
@@ -300,7 +326,11 @@ def stop_coordinator(layout: CoordinatorLayout) -> dict[str, bool]:
 
     The database is scrubbed of deleted message bytes once the SuperLink is down.
     """
-    stopped = {"nginx": layout.nginx.stop(), "superlink": layout.superlink.stop()}
+    stopped = {
+        "service": layout.service.stop(),
+        "nginx": layout.nginx.stop(),
+        "superlink": layout.superlink.stop(),
+    }
     with private_umask():
         scrub_database(layout.database)
     return stopped
@@ -332,8 +362,11 @@ def coordinator_status(layout: CoordinatorLayout) -> dict[str, Any]:
         else []
     )
     warnings = loose_permissions(layout.state)
-    processes = {}
-    for name, daemon in (("superlink", layout.superlink), ("nginx", layout.nginx)):
+    processes: dict[str, dict[str, Any]] = {}
+    daemons = [("superlink", layout.superlink), ("nginx", layout.nginx)]
+    if config.service:
+        daemons.append(("service", layout.service))
+    for name, daemon in daemons:
         orphans = daemon.orphans()
         if orphans:
             warnings.append(
@@ -341,6 +374,8 @@ def coordinator_status(layout: CoordinatorLayout) -> dict[str, Any]:
                 f"{', '.join(map(str, orphans))}); `cityfed coordinator start` replaces them"
             )
         processes[name] = {"running": daemon.running(), "pid": daemon.pid(), "orphans": orphans}
+    if config.service:
+        processes["service"]["listen"] = config.service
     return {
         "warnings": warnings,
         "state": str(layout.state),

@@ -79,6 +79,13 @@ class CoordinatorLayout:
         )
 
     @property
+    def service(self) -> Daemon:
+        """The gRPC service (mutual TLS) on its own public port."""
+        return Daemon(
+            "service", self.state / "run" / "service.pid", self.state / "logs" / "service.log"
+        )
+
+    @property
     def nginx(self) -> Daemon:
         """The nginx front."""
         return Daemon(
@@ -97,6 +104,8 @@ class CoordinatorConfig:
     #: The SuperLink in a network namespace of its own (no other local user reaches
     #: its Control API); False where the network is private already (a container).
     private_network: bool = True
+    #: HOST:PORT of the gRPC service (mutual TLS); "" for none.
+    service: str = ""
 
     @property
     def ca(self) -> Path:

@@ -1,0 +1,1 @@
+"""A client of the coordinator's gRPC service, for notebooks and the command line."""
