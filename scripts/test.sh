@@ -31,4 +31,7 @@ echo "== mypy --strict"
 echo "== import-linter (the layers of ARCHITECTURE.md)"
 .venv/bin/lint-imports --no-cache
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+# Two workers, one test file each at a time (the deployment tests share one
+# module-scoped deployment): the deployment file waits on Flower's polling while
+# the other worker runs the CPU-bound simulation tests.
+.venv/bin/python -m pytest -n 2 --dist loadfile --durations=15 "$@"

@@ -78,6 +78,36 @@ def certs_city(
         _console().print(f"wrote {escape(str(path))}: {roles[role]}")
 
 
+def _certs_person(role: str, name: str, ca: Path, out: Path, force: bool) -> None:
+    from cityfed.ops.certs import issue_person
+
+    files = issue_person(name, role, ca, out, force=force)
+    for path in files.values():
+        _console().print(f"wrote {escape(str(path))}")
+
+
+@certs_app.command("analyst")
+def certs_analyst(
+    name: Annotated[str, typer.Argument(help="the analyst's name")],
+    ca: Annotated[Path, typer.Option("--ca", help="the folder of `certs init`")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the certificate and key")],
+    force: Annotated[bool, typer.Option("--force", help="replace existing files")] = False,
+) -> None:
+    """A client certificate for an analyst (models, predictions, reports, runs)."""
+    _certs_person("analyst", name, ca, out, force)
+
+
+@certs_app.command("operator")
+def certs_operator(
+    name: Annotated[str, typer.Argument(help="the operator's name")],
+    ca: Annotated[Path, typer.Option("--ca", help="the folder of `certs init`")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the certificate and key")],
+    force: Annotated[bool, typer.Option("--force", help="replace existing files")] = False,
+) -> None:
+    """A client certificate for an operator (also starts runs, approves enrolments)."""
+    _certs_person("operator", name, ca, out, force)
+
+
 @coordinator_app.command("start")
 def coordinator_start(
     federation: Annotated[
@@ -336,6 +366,51 @@ def city_audit(
     _audit(_node_layout(config, state).state / "audit.jsonl", action, as_json)
 
 
+@coordinator_app.command("approve")
+def coordinator_approve(
+    name: Annotated[str, typer.Argument(help="the city that asked")],
+    state: StateOption = _DEFAULT_STATE,
+) -> None:
+    """Enrol the node key a city asked for (through the gRPC service)."""
+    from cityfed_server.layout import CoordinatorLayout
+    from cityfed_server.requests import approve
+
+    entry = approve(CoordinatorLayout(state.resolve()), name)
+    _console().print(f"enrolled {escape(name)} (node {entry['node_id']}): its node may join")
+
+
+@coordinator_app.command("reject")
+def coordinator_reject(
+    name: Annotated[str, typer.Argument(help="the city that asked")],
+    reason: Annotated[str, typer.Option("--reason", help="told to the city")] = "",
+    state: StateOption = _DEFAULT_STATE,
+) -> None:
+    """Turn a city's enrolment request down."""
+    from cityfed_server.layout import CoordinatorLayout
+    from cityfed_server.requests import reject
+
+    reject(CoordinatorLayout(state.resolve()), name, reason)
+    _console().print(f"rejected the enrolment request of {escape(name)}")
+
+
+@coordinator_app.command("requests")
+def coordinator_requests(
+    state: StateOption = _DEFAULT_STATE,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Enrolment requests and enrolled cities."""
+    from cityfed_server.layout import CoordinatorLayout
+    from cityfed_server.requests import enrolments
+
+    found = enrolments(CoordinatorLayout(state.resolve()))
+    if as_json:
+        _print_json(found)
+        return
+    for name, entry in sorted(found.items()):
+        contact = f" ({escape(entry['contact'])})" if entry.get("contact") else ""
+        _console().print(f"{escape(name)}: {entry.get('status', '?')}{contact}")
+
+
 @coordinator_app.command("backup")
 def coordinator_backup(
     dest: Annotated[Path, typer.Argument(help="a new folder for the backup")],
@@ -432,6 +507,9 @@ def run_command(
 
 def register(app: typer.Typer) -> None:
     """Add the deployment commands to the main app."""
+    from cityfed.cli.service import register as register_service
+
+    register_service(app, city_app)
     app.add_typer(certs_app, name="certs")
     app.add_typer(coordinator_app, name="coordinator")
     app.add_typer(city_app, name="city")

@@ -10,24 +10,23 @@ operator) comes from that certificate. Rows travel in federation names and
 units, column by column.
 """
 
+from cityfed.v1 import service_pb2 as _service_pb2
+from collections import abc as _abc
+from grpc import aio as _aio
 import abc as _abc_1
+import grpc as _grpc
 import sys
 import typing as _typing
-from collections import abc as _abc
-
-import grpc as _grpc
-from grpc import aio as _aio
-
-from cityfed.v1 import service_pb2 as _service_pb2
 
 if sys.version_info >= (3, 11):
     from typing import Self as _Self
 else:
-    from typing import Self as _Self
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
 class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
+
 class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ignore[misc, type-arg]
     ...
 
@@ -39,107 +38,61 @@ class CityFedStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CityFedAsyncStub: ...
-    ListModels: _grpc.UnaryUnaryMultiCallable[
-        _service_pb2.ListModelsRequest, _service_pb2.ListModelsResponse
-    ]
+    ListModels: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListModelsRequest, _service_pb2.ListModelsResponse]
     """Published models, newest first."""
-    GetModel: _grpc.UnaryUnaryMultiCallable[
-        _service_pb2.GetModelRequest, _service_pb2.GetModelResponse
-    ]
+    GetModel: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetModelRequest, _service_pb2.GetModelResponse]
     """One model: by run id, or the latest of a federation."""
-    Predict: _grpc.UnaryUnaryMultiCallable[
-        _service_pb2.PredictRequest, _service_pb2.PredictResponse
-    ]
+    Predict: _grpc.UnaryUnaryMultiCallable[_service_pb2.PredictRequest, _service_pb2.PredictResponse]
     """Predictions for a batch of rows."""
-    PredictStream: _grpc.StreamStreamMultiCallable[
-        _service_pb2.PredictStreamRequest, _service_pb2.PredictStreamResponse
-    ]
+    PredictStream: _grpc.StreamStreamMultiCallable[_service_pb2.PredictStreamRequest, _service_pb2.PredictStreamResponse]
     """Predictions for many rows: chunks in, one chunk of predictions out per chunk."""
-    GetReport: _grpc.UnaryUnaryMultiCallable[
-        _service_pb2.GetReportRequest, _service_pb2.GetReportResponse
-    ]
+    GetReport: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetReportRequest, _service_pb2.GetReportResponse]
     """A run's report.json."""
-    ListRuns: _grpc.UnaryUnaryMultiCallable[
-        _service_pb2.ListRunsRequest, _service_pb2.ListRunsResponse
-    ]
+    ListRuns: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListRunsRequest, _service_pb2.ListRunsResponse]
     """Runs, newest first."""
     GetRun: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetRunRequest, _service_pb2.GetRunResponse]
     """One run, with its progress so far."""
-    StartRun: _grpc.UnaryUnaryMultiCallable[
-        _service_pb2.StartRunRequest, _service_pb2.StartRunResponse
-    ]
+    StartRun: _grpc.UnaryUnaryMultiCallable[_service_pb2.StartRunRequest, _service_pb2.StartRunResponse]
     """Operator only: submit a run of the federation the coordinator hosts."""
-    WatchRun: _grpc.UnaryStreamMultiCallable[
-        _service_pb2.WatchRunRequest, _service_pb2.WatchRunResponse
-    ]
+    WatchRun: _grpc.UnaryStreamMultiCallable[_service_pb2.WatchRunRequest, _service_pb2.WatchRunResponse]
     """A run's progress events as they happen, until it ends."""
-    RequestEnrolment: _grpc.UnaryUnaryMultiCallable[
-        _service_pb2.RequestEnrolmentRequest, _service_pb2.RequestEnrolmentResponse
-    ]
+    RequestEnrolment: _grpc.UnaryUnaryMultiCallable[_service_pb2.RequestEnrolmentRequest, _service_pb2.RequestEnrolmentResponse]
     """A city asks to be enrolled; the request waits for the operator."""
-    ListEnrolments: _grpc.UnaryUnaryMultiCallable[
-        _service_pb2.ListEnrolmentsRequest, _service_pb2.ListEnrolmentsResponse
-    ]
+    ListEnrolments: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListEnrolmentsRequest, _service_pb2.ListEnrolmentsResponse]
     """Enrolment requests and enrolled cities."""
-    ApproveEnrolment: _grpc.UnaryUnaryMultiCallable[
-        _service_pb2.ApproveEnrolmentRequest, _service_pb2.ApproveEnrolmentResponse
-    ]
+    ApproveEnrolment: _grpc.UnaryUnaryMultiCallable[_service_pb2.ApproveEnrolmentRequest, _service_pb2.ApproveEnrolmentResponse]
     """Operator only: admit a requested key (registered with the running SuperLink)."""
-    RejectEnrolment: _grpc.UnaryUnaryMultiCallable[
-        _service_pb2.RejectEnrolmentRequest, _service_pb2.RejectEnrolmentResponse
-    ]
+    RejectEnrolment: _grpc.UnaryUnaryMultiCallable[_service_pb2.RejectEnrolmentRequest, _service_pb2.RejectEnrolmentResponse]
     """Operator only: turn a request down."""
 
 @_typing.type_check_only
 class CityFedAsyncStub(CityFedStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    ListModels: _aio.UnaryUnaryMultiCallable[
-        _service_pb2.ListModelsRequest, _service_pb2.ListModelsResponse
-    ]  # type: ignore[assignment]
+    ListModels: _aio.UnaryUnaryMultiCallable[_service_pb2.ListModelsRequest, _service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Published models, newest first."""
-    GetModel: _aio.UnaryUnaryMultiCallable[
-        _service_pb2.GetModelRequest, _service_pb2.GetModelResponse
-    ]  # type: ignore[assignment]
+    GetModel: _aio.UnaryUnaryMultiCallable[_service_pb2.GetModelRequest, _service_pb2.GetModelResponse]  # type: ignore[assignment]
     """One model: by run id, or the latest of a federation."""
     Predict: _aio.UnaryUnaryMultiCallable[_service_pb2.PredictRequest, _service_pb2.PredictResponse]  # type: ignore[assignment]
     """Predictions for a batch of rows."""
-    PredictStream: _aio.StreamStreamMultiCallable[
-        _service_pb2.PredictStreamRequest, _service_pb2.PredictStreamResponse
-    ]  # type: ignore[assignment]
+    PredictStream: _aio.StreamStreamMultiCallable[_service_pb2.PredictStreamRequest, _service_pb2.PredictStreamResponse]  # type: ignore[assignment]
     """Predictions for many rows: chunks in, one chunk of predictions out per chunk."""
-    GetReport: _aio.UnaryUnaryMultiCallable[
-        _service_pb2.GetReportRequest, _service_pb2.GetReportResponse
-    ]  # type: ignore[assignment]
+    GetReport: _aio.UnaryUnaryMultiCallable[_service_pb2.GetReportRequest, _service_pb2.GetReportResponse]  # type: ignore[assignment]
     """A run's report.json."""
-    ListRuns: _aio.UnaryUnaryMultiCallable[
-        _service_pb2.ListRunsRequest, _service_pb2.ListRunsResponse
-    ]  # type: ignore[assignment]
+    ListRuns: _aio.UnaryUnaryMultiCallable[_service_pb2.ListRunsRequest, _service_pb2.ListRunsResponse]  # type: ignore[assignment]
     """Runs, newest first."""
     GetRun: _aio.UnaryUnaryMultiCallable[_service_pb2.GetRunRequest, _service_pb2.GetRunResponse]  # type: ignore[assignment]
     """One run, with its progress so far."""
-    StartRun: _aio.UnaryUnaryMultiCallable[
-        _service_pb2.StartRunRequest, _service_pb2.StartRunResponse
-    ]  # type: ignore[assignment]
+    StartRun: _aio.UnaryUnaryMultiCallable[_service_pb2.StartRunRequest, _service_pb2.StartRunResponse]  # type: ignore[assignment]
     """Operator only: submit a run of the federation the coordinator hosts."""
-    WatchRun: _aio.UnaryStreamMultiCallable[
-        _service_pb2.WatchRunRequest, _service_pb2.WatchRunResponse
-    ]  # type: ignore[assignment]
+    WatchRun: _aio.UnaryStreamMultiCallable[_service_pb2.WatchRunRequest, _service_pb2.WatchRunResponse]  # type: ignore[assignment]
     """A run's progress events as they happen, until it ends."""
-    RequestEnrolment: _aio.UnaryUnaryMultiCallable[
-        _service_pb2.RequestEnrolmentRequest, _service_pb2.RequestEnrolmentResponse
-    ]  # type: ignore[assignment]
+    RequestEnrolment: _aio.UnaryUnaryMultiCallable[_service_pb2.RequestEnrolmentRequest, _service_pb2.RequestEnrolmentResponse]  # type: ignore[assignment]
     """A city asks to be enrolled; the request waits for the operator."""
-    ListEnrolments: _aio.UnaryUnaryMultiCallable[
-        _service_pb2.ListEnrolmentsRequest, _service_pb2.ListEnrolmentsResponse
-    ]  # type: ignore[assignment]
+    ListEnrolments: _aio.UnaryUnaryMultiCallable[_service_pb2.ListEnrolmentsRequest, _service_pb2.ListEnrolmentsResponse]  # type: ignore[assignment]
     """Enrolment requests and enrolled cities."""
-    ApproveEnrolment: _aio.UnaryUnaryMultiCallable[
-        _service_pb2.ApproveEnrolmentRequest, _service_pb2.ApproveEnrolmentResponse
-    ]  # type: ignore[assignment]
+    ApproveEnrolment: _aio.UnaryUnaryMultiCallable[_service_pb2.ApproveEnrolmentRequest, _service_pb2.ApproveEnrolmentResponse]  # type: ignore[assignment]
     """Operator only: admit a requested key (registered with the running SuperLink)."""
-    RejectEnrolment: _aio.UnaryUnaryMultiCallable[
-        _service_pb2.RejectEnrolmentRequest, _service_pb2.RejectEnrolmentResponse
-    ]  # type: ignore[assignment]
+    RejectEnrolment: _aio.UnaryUnaryMultiCallable[_service_pb2.RejectEnrolmentRequest, _service_pb2.RejectEnrolmentResponse]  # type: ignore[assignment]
     """Operator only: turn a request down."""
 
 class CityFedServicer(metaclass=_abc_1.ABCMeta):
@@ -148,7 +101,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.ListModelsRequest,
         context: _ServicerContext,
-    ) -> _service_pb2.ListModelsResponse | _abc.Awaitable[_service_pb2.ListModelsResponse]:
+    ) -> _typing.Union[_service_pb2.ListModelsResponse, _abc.Awaitable[_service_pb2.ListModelsResponse]]:
         """Published models, newest first."""
 
     @_abc_1.abstractmethod
@@ -156,7 +109,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.GetModelRequest,
         context: _ServicerContext,
-    ) -> _service_pb2.GetModelResponse | _abc.Awaitable[_service_pb2.GetModelResponse]:
+    ) -> _typing.Union[_service_pb2.GetModelResponse, _abc.Awaitable[_service_pb2.GetModelResponse]]:
         """One model: by run id, or the latest of a federation."""
 
     @_abc_1.abstractmethod
@@ -164,7 +117,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.PredictRequest,
         context: _ServicerContext,
-    ) -> _service_pb2.PredictResponse | _abc.Awaitable[_service_pb2.PredictResponse]:
+    ) -> _typing.Union[_service_pb2.PredictResponse, _abc.Awaitable[_service_pb2.PredictResponse]]:
         """Predictions for a batch of rows."""
 
     @_abc_1.abstractmethod
@@ -172,10 +125,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request_iterator: _MaybeAsyncIterator[_service_pb2.PredictStreamRequest],
         context: _ServicerContext,
-    ) -> (
-        _abc.Iterator[_service_pb2.PredictStreamResponse]
-        | _abc.AsyncIterator[_service_pb2.PredictStreamResponse]
-    ):
+    ) -> _typing.Union[_abc.Iterator[_service_pb2.PredictStreamResponse], _abc.AsyncIterator[_service_pb2.PredictStreamResponse]]:
         """Predictions for many rows: chunks in, one chunk of predictions out per chunk."""
 
     @_abc_1.abstractmethod
@@ -183,7 +133,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.GetReportRequest,
         context: _ServicerContext,
-    ) -> _service_pb2.GetReportResponse | _abc.Awaitable[_service_pb2.GetReportResponse]:
+    ) -> _typing.Union[_service_pb2.GetReportResponse, _abc.Awaitable[_service_pb2.GetReportResponse]]:
         """A run's report.json."""
 
     @_abc_1.abstractmethod
@@ -191,7 +141,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.ListRunsRequest,
         context: _ServicerContext,
-    ) -> _service_pb2.ListRunsResponse | _abc.Awaitable[_service_pb2.ListRunsResponse]:
+    ) -> _typing.Union[_service_pb2.ListRunsResponse, _abc.Awaitable[_service_pb2.ListRunsResponse]]:
         """Runs, newest first."""
 
     @_abc_1.abstractmethod
@@ -199,7 +149,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.GetRunRequest,
         context: _ServicerContext,
-    ) -> _service_pb2.GetRunResponse | _abc.Awaitable[_service_pb2.GetRunResponse]:
+    ) -> _typing.Union[_service_pb2.GetRunResponse, _abc.Awaitable[_service_pb2.GetRunResponse]]:
         """One run, with its progress so far."""
 
     @_abc_1.abstractmethod
@@ -207,7 +157,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.StartRunRequest,
         context: _ServicerContext,
-    ) -> _service_pb2.StartRunResponse | _abc.Awaitable[_service_pb2.StartRunResponse]:
+    ) -> _typing.Union[_service_pb2.StartRunResponse, _abc.Awaitable[_service_pb2.StartRunResponse]]:
         """Operator only: submit a run of the federation the coordinator hosts."""
 
     @_abc_1.abstractmethod
@@ -215,10 +165,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.WatchRunRequest,
         context: _ServicerContext,
-    ) -> (
-        _abc.Iterator[_service_pb2.WatchRunResponse]
-        | _abc.AsyncIterator[_service_pb2.WatchRunResponse]
-    ):
+    ) -> _typing.Union[_abc.Iterator[_service_pb2.WatchRunResponse], _abc.AsyncIterator[_service_pb2.WatchRunResponse]]:
         """A run's progress events as they happen, until it ends."""
 
     @_abc_1.abstractmethod
@@ -226,10 +173,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.RequestEnrolmentRequest,
         context: _ServicerContext,
-    ) -> (
-        _service_pb2.RequestEnrolmentResponse
-        | _abc.Awaitable[_service_pb2.RequestEnrolmentResponse]
-    ):
+    ) -> _typing.Union[_service_pb2.RequestEnrolmentResponse, _abc.Awaitable[_service_pb2.RequestEnrolmentResponse]]:
         """A city asks to be enrolled; the request waits for the operator."""
 
     @_abc_1.abstractmethod
@@ -237,7 +181,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.ListEnrolmentsRequest,
         context: _ServicerContext,
-    ) -> _service_pb2.ListEnrolmentsResponse | _abc.Awaitable[_service_pb2.ListEnrolmentsResponse]:
+    ) -> _typing.Union[_service_pb2.ListEnrolmentsResponse, _abc.Awaitable[_service_pb2.ListEnrolmentsResponse]]:
         """Enrolment requests and enrolled cities."""
 
     @_abc_1.abstractmethod
@@ -245,10 +189,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.ApproveEnrolmentRequest,
         context: _ServicerContext,
-    ) -> (
-        _service_pb2.ApproveEnrolmentResponse
-        | _abc.Awaitable[_service_pb2.ApproveEnrolmentResponse]
-    ):
+    ) -> _typing.Union[_service_pb2.ApproveEnrolmentResponse, _abc.Awaitable[_service_pb2.ApproveEnrolmentResponse]]:
         """Operator only: admit a requested key (registered with the running SuperLink)."""
 
     @_abc_1.abstractmethod
@@ -256,11 +197,7 @@ class CityFedServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _service_pb2.RejectEnrolmentRequest,
         context: _ServicerContext,
-    ) -> (
-        _service_pb2.RejectEnrolmentResponse | _abc.Awaitable[_service_pb2.RejectEnrolmentResponse]
-    ):
+    ) -> _typing.Union[_service_pb2.RejectEnrolmentResponse, _abc.Awaitable[_service_pb2.RejectEnrolmentResponse]]:
         """Operator only: turn a request down."""
 
-def add_CityFedServicer_to_server(
-    servicer: CityFedServicer, server: _grpc.Server | _aio.Server
-) -> None: ...
+def add_CityFedServicer_to_server(servicer: CityFedServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
