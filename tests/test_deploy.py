@@ -1021,15 +1021,3 @@ def test_fault_soak_every_run_publishes_the_pooled_fit_of_who_finished_or_fails_
     recorded = {e["run"] for e in audit.entries() if e["kind"] == "model-published"}
     assert set(published) <= recorded
     print(f"\nfault soak (seed {seed}): {counts}")
-
-
-def test_demo_deploy_runs_and_leaves_no_process(tmp_path: Path) -> None:
-    before = {line.split(":")[0] for line in _processes_mentioning("cityfed-deploy-demo-")}
-    proc = ok(cityfed("demo", "--deploy", "--out", tmp_path / "demo"))
-    assert "Mutual benefit" in proc.stdout
-    report = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert report["model"]["rounds"] == 1
-    assert sorted(report["model"]["cities"]) == ["EWR", "JFK", "LGA"]
-    assert (tmp_path / "demo" / "model.pb").is_file()
-    left = {line.split(":")[0] for line in _processes_mentioning("cityfed-deploy-demo-")} - before
-    assert not left
