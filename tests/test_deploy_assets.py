@@ -910,6 +910,7 @@ def test_entrypoint_backup_copies_a_live_state(tmp_path: Path) -> None:
 
 
 def test_readme_names_every_asset_and_only_real_commands() -> None:
+    import cityfed.cli.main  # noqa: F401  (registers every command, `city enrol` too)
     from cityfed.cli.deploy import certs_app, city_app, coordinator_app
 
     readme = (DEPLOY / "README.md").read_text(encoding="utf-8")

@@ -265,6 +265,24 @@ def test_a_revoked_city_is_refused_without_a_restart(service: Service) -> None:
         )
 
 
+def test_a_revoked_certificate_is_refused_from_its_next_call(service: Service) -> None:
+    from cityfed_server.requests import revoke_certificate
+
+    with service.channel("olga") as channel:
+        stub = _stub(channel)
+        listing = pb.ListModelsRequest()
+        assert _code(lambda: stub.ListModels(listing, timeout=10)) == grpc.StatusCode.OK
+        revoke_certificate(service.layout, (service.root / "people" / "olga.pem").read_bytes())
+        try:
+            stub.ListModels(listing, timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "the certificate of 'olga'" in exc.details() and "was revoked" in exc.details()
+        else:
+            raise AssertionError("a revoked certificate was served")
+    _still_serving(service)
+
+
 _FEATURE_NAMES = st.sampled_from([*NAMES, "load", "", "x" * 300])
 _COLUMNS = st.lists(
     st.builds(

@@ -393,6 +393,25 @@ def coordinator_reject(
     _console().print(f"rejected the enrolment request of {escape(name)}")
 
 
+@coordinator_app.command("revoke-cert")
+def coordinator_revoke_cert(
+    cert: Annotated[Path, typer.Argument(help="the client certificate (PEM) to refuse")],
+    state: StateOption = _DEFAULT_STATE,
+) -> None:
+    """Refuse a client certificate at the gRPC service from its next call on."""
+    from cityfed_server.layout import CoordinatorLayout
+    from cityfed_server.requests import revoke_certificate
+
+    from cityfed.errors import CityFedError
+
+    try:
+        pem = cert.read_bytes()
+    except OSError as exc:
+        raise CityFedError(f"{cert}: cannot read ({exc.strerror})") from None
+    serial = revoke_certificate(CoordinatorLayout(state.resolve()), pem)
+    _console().print(f"revoked certificate {serial:x} ({escape(cert.name)})")
+
+
 @coordinator_app.command("requests")
 def coordinator_requests(
     state: StateOption = _DEFAULT_STATE,

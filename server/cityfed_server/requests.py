@@ -24,7 +24,7 @@ from cityfed_server.enrolment import enrol
 from cityfed_server.layout import CoordinatorLayout
 from cityfed_server.registry import load_registry
 
-__all__ = ["approve", "enrolments", "reject", "request_enrolment"]
+__all__ = ["approve", "enrolments", "reject", "request_enrolment", "revoke_certificate"]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -134,3 +134,30 @@ def reject(layout: CoordinatorLayout, name: str, reason: str) -> dict[str, Any]:
     _save(layout, requests)
     record(layout, "enrolment-rejected", city=name, reason=reason[:200])
     return entry
+
+
+@privately
+def revoke_certificate(layout: CoordinatorLayout, cert_pem: bytes) -> int:
+    """Refuse a client certificate at the gRPC service from its next call on; its serial.
+
+    The serial goes to ``revoked-certs.json``, which the service re-reads when it
+    changes (no restart).
+    """
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise CityFedError("not a PEM certificate") from None
+    path = layout.state / "revoked-certs.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        data = {"serials": []}
+    serials = [str(s) for s in data.get("serials", [])]
+    if str(cert.serial_number) not in serials:
+        serials.append(str(cert.serial_number))
+    write_atomic(path, (json.dumps({"serials": serials}, indent=2) + "\n").encode())
+    subject = cert.subject.rfc4514_string()
+    record(layout, "certificate-revoked", subject=subject, serial=f"{cert.serial_number:x}")
+    return int(cert.serial_number)
