@@ -116,8 +116,12 @@ class Deployment:
         """
         if self.serving is fed:
             return
-        for k in range(3):
-            ok(self.start_city(f"city{k}", fed.cities[k]))
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # three hosts, in parallel
+            starts = [pool.submit(self.start_city, f"city{k}", fed.cities[k]) for k in range(3)]
+            for started in starts:
+                ok(started.result())
         self.serving = fed
 
     def coordinator_start(self) -> subprocess.CompletedProcess[str]:

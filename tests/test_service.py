@@ -357,7 +357,7 @@ def test_a_million_rows_stream_with_bounded_server_memory(service: Service) -> N
         before = _peak_kib(proc.pid)
         # Execute
         with client:
-            predicted = client.predict(frame, RIDGE_RUN)
+            predicted = client.predict(frame, RIDGE_RUN, chunk_rows=20_000)
         after = _peak_kib(proc.pid)
     finally:
         proc.terminate()

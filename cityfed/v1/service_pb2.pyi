@@ -28,13 +28,18 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Column(_message.Message):
-    """One input column: its federation name and its values (units of the federation)."""
+    """One input column: its federation name and its values (units of the federation),
+    either as doubles or, much faster for large batches, packed.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
+    FLOAT64_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    float64: _builtins.bytes
+    """The values as little-endian IEEE 754 doubles, 8 bytes each (instead of values)."""
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     def __init__(
@@ -42,10 +47,11 @@ class Column(_message.Message):
         *,
         name: _builtins.str = ...,
         values: _abc.Iterable[_builtins.float] | None = ...,
+        float64: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["float64", b"float64", "name", b"name", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -289,11 +295,18 @@ class PredictStreamResponse(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     PREDICTIONS_FIELD_NUMBER: _builtins.int
     PROBABILITIES_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_FLOAT64_FIELD_NUMBER: _builtins.int
+    PROBABILITIES_FLOAT64_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     offset: _builtins.int
     """Index of this chunk's first row in the whole stream."""
+    predictions_float64: _builtins.bytes
+    """... packed (little-endian doubles) when they came packed."""
+    probabilities_float64: _builtins.bytes
     @_builtins.property
-    def predictions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def predictions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """As doubles when the chunk's columns came as values ..."""
+
     @_builtins.property
     def probabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     def __init__(
@@ -303,10 +316,12 @@ class PredictStreamResponse(_message.Message):
         offset: _builtins.int = ...,
         predictions: _abc.Iterable[_builtins.float] | None = ...,
         probabilities: _abc.Iterable[_builtins.float] | None = ...,
+        predictions_float64: _builtins.bytes = ...,
+        probabilities_float64: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "predictions", b"predictions", "probabilities", b"probabilities", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "predictions", b"predictions", "predictions_float64", b"predictions_float64", "probabilities", b"probabilities", "probabilities_float64", b"probabilities_float64", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class CityFedStub:
-    """Missing associated documentation comment in .proto file."""
+    """The coordinator's gRPC service (cityfed_server.service).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -102,7 +103,8 @@ class CityFedStub:
 
 
 class CityFedServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The coordinator's gRPC service (cityfed_server.service).
+    """
 
     def ListModels(self, request, context):
         """Published models, newest first.
@@ -272,7 +274,8 @@ def add_CityFedServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CityFed:
-    """Missing associated documentation comment in .proto file."""
+    """The coordinator's gRPC service (cityfed_server.service).
+    """
 
     @staticmethod
     def ListModels(request,

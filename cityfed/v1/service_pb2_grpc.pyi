@@ -34,6 +34,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class CityFedStub:
+    """The coordinator's gRPC service (cityfed_server.service)."""
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -67,6 +69,8 @@ class CityFedStub:
 
 @_typing.type_check_only
 class CityFedAsyncStub(CityFedStub):
+    """The coordinator's gRPC service (cityfed_server.service)."""
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListModels: _aio.UnaryUnaryMultiCallable[_service_pb2.ListModelsRequest, _service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Published models, newest first."""
@@ -96,6 +100,8 @@ class CityFedAsyncStub(CityFedStub):
     """Operator only: turn a request down."""
 
 class CityFedServicer(metaclass=_abc_1.ABCMeta):
+    """The coordinator's gRPC service (cityfed_server.service)."""
+
     @_abc_1.abstractmethod
     def ListModels(
         self,

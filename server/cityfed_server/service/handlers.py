@@ -142,9 +142,11 @@ class CityFedService(pb_grpc.CityFedServicer):
         def work(_: Caller) -> pb.PredictResponse:
             run_id = self._run_of(request)
             model = self.catalog.model(run_id)
-            predictions, probabilities = _predict(model, _rows(model, request.columns, ""))
+            predictions, probabilities = _predict(model, _rows(model, request.columns, "")[0])
             return pb.PredictResponse(
-                run_id=run_id, predictions=predictions, probabilities=probabilities
+                run_id=run_id,
+                predictions=predictions.tolist(),
+                probabilities=probabilities.tolist(),
             )
 
         return self._answer(context, _ANY, work)
@@ -160,15 +162,26 @@ class CityFedService(pb_grpc.CityFedServicer):
                 if model is None:
                     run_id = self._run_of(chunk)
                     model = self.catalog.model(run_id)
-                X = _rows(model, chunk.columns, f"chunk {index}: ")
+                X, packed = _rows(model, chunk.columns, f"chunk {index}: ")
                 predictions, probabilities = _predict(model, X)
             except _InvalidError as exc:
                 _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except NotFoundError as exc:
                 _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
-            yield pb.PredictStreamResponse(
-                run_id=run_id, offset=offset, predictions=predictions, probabilities=probabilities
-            )
+            if packed:
+                yield pb.PredictStreamResponse(
+                    run_id=run_id,
+                    offset=offset,
+                    predictions_float64=predictions.astype("<f8").tobytes(),
+                    probabilities_float64=probabilities.astype("<f8").tobytes(),
+                )
+            else:
+                yield pb.PredictStreamResponse(
+                    run_id=run_id,
+                    offset=offset,
+                    predictions=predictions.tolist(),
+                    probabilities=probabilities.tolist(),
+                )
             offset += X.shape[0]
 
     # ------------------------------------------------------------------ runs
@@ -339,10 +352,32 @@ def _page(items: list[str], size: int, token: str) -> list[str]:
     return items[start : start + (size or _PAGE)]
 
 
-def _rows(model: FederatedModel, columns: Any, where: str) -> FloatArray:
-    """The rows of a request as a matrix in model order; _InvalidError names what is wrong."""
+def _values(column: Any, where: str) -> FloatArray:
+    """A column's values, from doubles or from packed little-endian doubles."""
+    if column.float64:
+        if column.values:
+            raise _InvalidError(f"{where}columns[{column.name}]: give values or float64, not both")
+        if len(column.float64) % 8:
+            raise _InvalidError(
+                f"{where}columns[{column.name}]: float64 is {len(column.float64)} bytes, "
+                "not a whole number of 8-byte doubles"
+            )
+        return np.frombuffer(column.float64, dtype="<f8")
+    return np.asarray(column.values, dtype=np.float64)
+
+
+def _rows(model: FederatedModel, columns: Any, where: str) -> tuple[FloatArray, bool]:
+    """The rows of a request as a matrix in model order, and whether they came packed.
+
+    Raises
+    ------
+    _InvalidError
+        Naming the field: a column twice, one the model does not know, one missing,
+        columns of different lengths, too many rows, a value that is not finite.
+    """
     names = model.feature_names
-    given: dict[str, Any] = {}
+    given: dict[str, FloatArray] = {}
+    packed = {bool(column.float64) for column in columns}
     for column in columns:
         if column.name in given:
             raise _InvalidError(f"{where}columns: {column.name!r} appears twice")
@@ -351,11 +386,11 @@ def _rows(model: FederatedModel, columns: Any, where: str) -> FloatArray:
                 f"{where}columns: {column.name[:80]!r} is not a feature of the model "
                 f"({', '.join(names)})"
             )
-        given[column.name] = column.values
+        given[column.name] = _values(column, where)
     missing = [n for n in names if n not in given]
     if missing:
         raise _InvalidError(f"{where}columns: feature {missing[0]!r} missing")
-    lengths = {len(given[n]) for n in names}
+    lengths = {given[n].shape[0] for n in names}
     if len(lengths) != 1:
         raise _InvalidError(f"{where}columns: the columns have different lengths {sorted(lengths)}")
     rows = lengths.pop()
@@ -363,20 +398,19 @@ def _rows(model: FederatedModel, columns: Any, where: str) -> FloatArray:
         raise _InvalidError(f"{where}columns: {rows} rows; at most {MAX_ROWS} per message")
     X = np.empty((rows, len(names)))
     for j, name in enumerate(names):
-        X[:, j] = np.asarray(given[name], dtype=np.float64)
+        X[:, j] = given[name]
         bad = np.flatnonzero(~np.isfinite(X[:, j]))
         if bad.size:
             raise _InvalidError(f"{where}columns[{name}]: row {int(bad[0])} is not a finite number")
-    return X
+    return X, packed == {True}
 
 
-def _predict(model: FederatedModel, X: FloatArray) -> tuple[list[float], list[float]]:
+def _predict(model: FederatedModel, X: FloatArray) -> tuple[FloatArray, FloatArray]:
     """What the published estimator predicts (the same arithmetic as load_model)."""
     decision = model.decision(X)
     if model.task == "classification":
-        probabilities = expit(decision)
-        return (decision > 0.0).astype(np.float64).tolist(), probabilities.tolist()
-    return decision.tolist(), []
+        return (decision > 0.0).astype(np.float64), expit(decision)
+    return decision, np.empty(0)
 
 
 def _summary(run_id: str, model: FederatedModel) -> pb.ModelSummary:
