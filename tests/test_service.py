@@ -283,6 +283,42 @@ def test_a_revoked_certificate_is_refused_from_its_next_call(service: Service) -
     _still_serving(service)
 
 
+def test_streams_cannot_take_every_worker(service: Service) -> None:
+    # Prepare: a run that never ends, and more watchers than the service keeps
+    running = "20261201T100000Z-dddddd"
+    folder = service.layout.models / running
+    folder.mkdir()
+    ProgressLog(folder / PROGRESS_FILE).emit("info", "waiting for 3 cities to connect")
+    channels = [service.channel("ana") for _ in range(10)]
+    watches = []
+    try:
+        watches = [
+            _stub(c).WatchRun(pb.WatchRunRequest(run_id=running), timeout=20) for c in channels
+        ]
+        codes = []
+        for watch in watches:
+            try:
+                next(watch)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+        # Assert: the service's stream slots (8 of 16 workers) are taken, the rest are
+        # refused at once, and ordinary calls are still served
+        assert codes.count(grpc.StatusCode.OK) == 8
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 2
+        _still_serving(service)
+        with service.client("ana") as client:
+            assert client.list_models()
+    finally:
+        for watch in watches:
+            watch.cancel()
+        for channel in channels:
+            channel.close()
+        import shutil
+
+        shutil.rmtree(folder)
+
+
 _FEATURE_NAMES = st.sampled_from([*NAMES, "load", "", "x" * 300])
 _COLUMNS = st.lists(
     st.builds(

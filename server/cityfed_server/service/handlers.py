@@ -13,6 +13,7 @@ import logging
 import math
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 #: Rows in one Predict request or one PredictStream chunk (messages stop at 16 MiB).
 MAX_ROWS = 100_000
+#: Long-lived streams (WatchRun, PredictStream) open at once: each holds a worker
+#: thread, so they must leave workers for everything else.
+MAX_STREAMS = 8
 _PAGE, _MAX_PAGE = 50, 500
 _ANY: tuple[Role, ...] = ("city", "analyst", "operator")
 _OPERATOR: tuple[Role, ...] = ("operator",)
@@ -57,8 +61,9 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
 class CityFedService(pb_grpc.CityFedServicer):
     """The service of one coordinator state folder."""
 
-    def __init__(self, layout: CoordinatorLayout) -> None:
+    def __init__(self, layout: CoordinatorLayout, max_streams: int = MAX_STREAMS) -> None:
         self.layout = layout
+        self.streams = threading.BoundedSemaphore(max_streams)
         self.catalog = Catalog(layout.models)
         self.revocations = Revocations(layout.enrolment, layout.state / "revoked-certs.json")
 
@@ -151,10 +156,27 @@ class CityFedService(pb_grpc.CityFedServicer):
 
         return self._answer(context, _ANY, work)
 
+    def _stream_slot(self, context: grpc.ServicerContext) -> None:
+        if not self.streams.acquire(blocking=False):
+            _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too many streams open at once on this service; try again later",
+            )
+
     def PredictStream(
         self, request_iterator: Iterator[pb.PredictStreamRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.PredictStreamResponse]:
         self._caller(context, _ANY)
+        self._stream_slot(context)
+        try:
+            yield from self._predict_stream(request_iterator, context)
+        finally:
+            self.streams.release()
+
+    def _predict_stream(
+        self, request_iterator: Iterator[pb.PredictStreamRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.PredictStreamResponse]:
         model: FederatedModel | None = None
         run_id, offset = "", 0
         for index, chunk in enumerate(request_iterator):
@@ -259,6 +281,15 @@ class CityFedService(pb_grpc.CityFedServicer):
         self, request: pb.WatchRunRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchRunResponse]:
         self._caller(context, _ANY)
+        self._stream_slot(context)
+        try:
+            yield from self._watch(request, context)
+        finally:
+            self.streams.release()
+
+    def _watch(
+        self, request: pb.WatchRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchRunResponse]:
         try:
             run_id = _run_id(request.run_id)
             self.catalog.folder(run_id)

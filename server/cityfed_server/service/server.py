@@ -37,7 +37,7 @@ SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["CityFed"].full_name
 
 
 def build_server(
-    layout: CoordinatorLayout, listen: str, certs: Path, *, workers: int = 8
+    layout: CoordinatorLayout, listen: str, certs: Path, *, workers: int = 16
 ) -> tuple[grpc.Server, int]:
     """The server of a coordinator state, bound to ``listen``; and its port.
 
@@ -65,7 +65,9 @@ def build_server(
         ],
         maximum_concurrent_rpcs=64,
     )
-    service_pb2_grpc.add_CityFedServicer_to_server(CityFedService(layout), server)
+    # Long-lived streams may hold at most half the workers.
+    servicer = CityFedService(layout, max_streams=max(1, workers // 2))
+    service_pb2_grpc.add_CityFedServicer_to_server(servicer, server)
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
