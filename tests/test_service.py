@@ -166,6 +166,20 @@ def test_list_get_predict_report_and_runs(service: Service) -> None:
         assert [e["kind"] for e in client.watch(RIDGE_RUN)] == ["info", "done"]
 
 
+def test_pages_follow_their_tokens(service: Service) -> None:
+    with service.channel("ana") as channel:
+        stub = _stub(channel)
+        first = stub.ListModels(pb.ListModelsRequest(page_size=1), timeout=10)
+        assert [m.run_id for m in first.models] == [LOGISTIC_RUN]
+        assert first.next_page_token == LOGISTIC_RUN
+        last = stub.ListModels(
+            pb.ListModelsRequest(page_size=1, page_token=first.next_page_token), timeout=10
+        )
+        assert [m.run_id for m in last.models] == [RIDGE_RUN] and last.next_page_token == ""
+        whole = stub.ListRuns(pb.ListRunsRequest(page_size=2), timeout=10)
+        assert len(whole.runs) == 2 and whole.next_page_token == ""
+
+
 def test_a_missing_run_is_not_found_and_a_bad_id_invalid(service: Service) -> None:
     with service.client("ana") as client:
         with pytest.raises(CityFedError, match="NOT_FOUND: run '20991231T000000Z-cccccc' not"):

@@ -13,7 +13,7 @@ that names the gRPC status and the server's message.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -125,21 +125,27 @@ class Client:
         except grpc.RpcError as exc:
             raise _error(self.address, exc) from None
 
+    def _pages(self, method: Any, request_of: Callable[[str], Any]) -> Iterator[Any]:
+        """Every answer of a paged call, following ``next_page_token``."""
+        token = ""
+        while True:
+            answer = self._call(method, request_of(token))
+            yield answer
+            token = answer.next_page_token
+            if not token:
+                return
+
     # ------------------------------------------------------------------ models
 
     def list_models(self, federation: str = "") -> list[dict[str, Any]]:
         """Published models, newest first (every page)."""
-        found: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            answer = self._call(
-                self._stub.ListModels,
-                pb.ListModelsRequest(federation=federation, page_size=500, page_token=token),
-            )
-            found += [_summary(m) for m in answer.models]
-            token = answer.next_page_token
-            if not token:
-                return found
+        pages = self._pages(
+            self._stub.ListModels,
+            lambda token: pb.ListModelsRequest(
+                federation=federation, page_size=500, page_token=token
+            ),
+        )
+        return [_summary(m) for answer in pages for m in answer.models]
 
     def get_model(
         self, run_id: str | None = None, *, federation: str | None = None
@@ -202,16 +208,10 @@ class Client:
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run, newest first."""
-        found: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            answer = self._call(
-                self._stub.ListRuns, pb.ListRunsRequest(page_size=500, page_token=token)
-            )
-            found += [_run(r) for r in answer.runs]
-            token = answer.next_page_token
-            if not token:
-                return found
+        pages = self._pages(
+            self._stub.ListRuns, lambda token: pb.ListRunsRequest(page_size=500, page_token=token)
+        )
+        return [_run(r) for answer in pages for r in answer.runs]
 
     def run(self, run_id: str) -> dict[str, Any]:
         """One run and its progress events."""

@@ -107,9 +107,7 @@ class CityFedService(pb_grpc.CityFedServicer):
         """The run a request selects: its run_id, or the latest of its federation."""
         which = message.WhichOneof("selector")
         if which == "run_id":
-            if not RUN_ID.match(message.run_id):
-                raise _InvalidError(f"run_id: {message.run_id[:80]!r} is not a run id")
-            return str(message.run_id)
+            return _run_id(str(message.run_id))
         if which == "federation":
             if not message.federation:
                 raise _InvalidError("federation: empty")
@@ -123,10 +121,8 @@ class CityFedService(pb_grpc.CityFedServicer):
     ) -> pb.ListModelsResponse:
         def work(_: Caller) -> pb.ListModelsResponse:
             runs = self.catalog.published(request.federation)
-            page = _page(runs, request.page_size, request.page_token)
+            page, token = _page(runs, request.page_size, request.page_token)
             summaries = [_summary(run_id, self.catalog.model(run_id)) for run_id in page]
-            following = runs.index(page[-1]) + 1 if page else len(runs)
-            token = page[-1] if following < len(runs) else ""
             return pb.ListModelsResponse(models=summaries, next_page_token=token)
 
         return self._answer(context, _ANY, work)
@@ -221,12 +217,9 @@ class CityFedService(pb_grpc.CityFedServicer):
         self, request: pb.ListRunsRequest, context: grpc.ServicerContext
     ) -> pb.ListRunsResponse:
         def work(_: Caller) -> pb.ListRunsResponse:
-            runs = self.catalog.run_ids()
-            page = _page(runs, request.page_size, request.page_token)
-            following = runs.index(page[-1]) + 1 if page else len(runs)
+            page, token = _page(self.catalog.run_ids(), request.page_size, request.page_token)
             return pb.ListRunsResponse(
-                runs=[_run(self.catalog.run(r)) for r in page],
-                next_page_token=page[-1] if following < len(runs) else "",
+                runs=[_run(self.catalog.run(r)) for r in page], next_page_token=token
             )
 
         return self._answer(context, _ANY, work)
@@ -372,7 +365,8 @@ def _run_id(text: str) -> str:
     return text
 
 
-def _page(items: list[str], size: int, token: str) -> list[str]:
+def _page(items: list[str], size: int, token: str) -> tuple[list[str], str]:
+    """One page of ``items`` after ``token``, and the token of the next page ("" at the end)."""
     if size > _MAX_PAGE:
         raise _InvalidError(f"page_size: at most {_MAX_PAGE}")
     start = 0
@@ -380,7 +374,9 @@ def _page(items: list[str], size: int, token: str) -> list[str]:
         if token not in items:
             raise _InvalidError("page_token: not one this service gave (or its run is gone)")
         start = items.index(token) + 1
-    return items[start : start + (size or _PAGE)]
+    end = start + (size or _PAGE)
+    page = items[start:end]
+    return page, (page[-1] if page and end < len(items) else "")
 
 
 def _values(column: Any, where: str) -> FloatArray:
