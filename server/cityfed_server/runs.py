@@ -97,9 +97,10 @@ def run_federation(
         failure = exc
         if flwr_run_id is not None:
             _purge(layout, flwr_run_id)
-        if flwr_run_id is not None and not layout.superlink.running():
+        if not layout.superlink.running():
+            when = "" if flwr_run_id is not None else " (before Flower accepted it)"
             failure = FederationError(
-                f"run {label} is lost: the SuperLink stopped during the run (see "
+                f"run {label} is lost: the SuperLink stopped during the run{when} (see "
                 f"{layout.superlink.log_file}); `cityfed coordinator start` brings it back, "
                 "then submit the run again"
             )
