@@ -55,6 +55,7 @@ NGINX_CONF = DEPLOY / "nginx" / "nginx.conf"
 DEMO = ROOT / "cityfed" / "demo_data"
 
 PUBLIC_PORT = 9443
+SERVICE_PORT = 9444
 SUPERLINK_PORT = 9092
 
 
@@ -231,7 +232,7 @@ def test_compose_has_the_coordinator_and_three_cities(compose: dict[str, Any]) -
     services = compose["services"]
     cities = {"city-a", "city-b", "city-c"}
     gatekeepers = {"gatekeeper-a", "gatekeeper-b", "gatekeeper-c"}
-    assert set(services) == {"superlink", "front"} | cities | gatekeepers
+    assert set(services) == {"superlink", "front", "service"} | cities | gatekeepers
     for name in sorted(gatekeepers):
         keeper, city = services[name], services[name.replace("gatekeeper", "city")]
         assert keeper["command"] == ["gatekeeper"]
@@ -244,22 +245,32 @@ def test_compose_has_the_coordinator_and_three_cities(compose: dict[str, Any]) -
     assert services["superlink"]["command"] == ["superlink"]
     assert services["front"]["command"] == ["front"]
     assert services["front"]["image"] == services["superlink"]["image"]
+    assert services["service"]["command"] == ["service"]
+    assert services["service"]["image"] == services["superlink"]["image"]
     for name in ("city-a", "city-b", "city-c"):
         assert services[name]["command"] == ["city"]
         assert services[name]["environment"]["CITYFED_COORDINATOR"].endswith(f":{PUBLIC_PORT}")
 
 
-def test_compose_publishes_only_the_front_port(compose: dict[str, Any]) -> None:
+def test_compose_publishes_only_the_front_and_service_ports(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    # The front shares the SuperLink's network namespace, so nginx reaches it on
-    # 127.0.0.1 exactly as the managed front does; the port is published there.
-    assert services["front"]["network_mode"] == "service:superlink"
+    # The front and the service share the SuperLink's network namespace, so they
+    # reach it on 127.0.0.1 exactly as the managed ones do; their ports are
+    # published there, and the SuperLink's own ports are not.
+    for name in ("front", "service"):
+        assert services[name]["network_mode"] == "service:superlink", name
+        assert services[name]["pid"] == "service:superlink", name
     published = {
         name: service.get("ports", []) + service.get("expose", [])
         for name, service in services.items()
     }
-    assert published.pop("superlink") == [f"0.0.0.0:{PUBLIC_PORT}:{PUBLIC_PORT}"]
+    assert published.pop("superlink") == [
+        f"0.0.0.0:{PUBLIC_PORT}:{PUBLIC_PORT}",
+        f"0.0.0.0:{SERVICE_PORT}:{SERVICE_PORT}",
+    ]
     assert not any(published.values()), published
+    health = services["service"]["healthcheck"]["test"]
+    assert health[1:] == ["cityfed-entrypoint", "health-service", f"localhost:{SERVICE_PORT}"]
 
 
 def test_compose_builds_from_the_repository(compose: dict[str, Any]) -> None:
@@ -311,7 +322,7 @@ def test_compose_cities_have_their_own_key_data_and_state(compose: dict[str, Any
 
 
 def test_compose_coordinator_mounts_only_what_it_needs(compose: dict[str, Any]) -> None:
-    for name in ("superlink", "front"):
+    for name in ("superlink", "front", "service"):
         targets = {b["target"] for b in _binds(compose["services"][name])}
         certs = {t for t in targets if t.startswith("/etc/cityfed/certs/")}
         # Never the CA's private key: it stays where certificates are issued.
@@ -322,6 +333,9 @@ def test_compose_coordinator_mounts_only_what_it_needs(compose: dict[str, Any]) 
         }, name
     federation = _env_file(COMPOSE_DIR / ".env.example")["CITYFED_FEDERATION"]
     assert (COMPOSE_DIR / federation).resolve() == DEMO / "federation.toml"
+    # The service reads models, runs and enrolment requests from the state volume.
+    [state] = [v for v in compose["services"]["service"]["volumes"] if v["type"] == "volume"]
+    assert (state["source"], state["target"]) == ("coordinator-state", "/var/lib/cityfed")
 
 
 # ---------------------------------------------------------------- Kubernetes
@@ -346,9 +360,11 @@ def test_k8s_manifests_have_the_expected_kinds(k8s: list[dict[str, Any]]) -> Non
             assert doc["metadata"]["namespace"] == "cityfed", doc["metadata"]["name"]
 
 
-def test_k8s_service_exposes_only_the_front(k8s: list[dict[str, Any]]) -> None:
+def test_k8s_service_exposes_only_the_front_and_the_grpc_service(
+    k8s: list[dict[str, Any]],
+) -> None:
     [service] = _by_kind(k8s, "Service").values()
-    assert [p["port"] for p in service["spec"]["ports"]] == [PUBLIC_PORT]
+    assert [p["port"] for p in service["spec"]["ports"]] == [PUBLIC_PORT, SERVICE_PORT]
     coordinator = _by_kind(k8s, "Deployment")["cityfed-coordinator"]["spec"]["template"]
     assert service["spec"]["selector"].items() <= coordinator["metadata"]["labels"].items()
     ports = {
@@ -357,10 +373,13 @@ def test_k8s_service_exposes_only_the_front(k8s: list[dict[str, Any]]) -> None:
         for c in deployment["spec"]["template"]["spec"]["containers"]
         for p in c.get("ports", [])
     }
-    assert ports == {("front", "fleet-tls", PUBLIC_PORT)}
-    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"fleet-tls"}
+    assert ports == {("front", "fleet-tls", PUBLIC_PORT), ("service", "grpc-mtls", SERVICE_PORT)}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"fleet-tls", "grpc-mtls"}
     [policy] = _by_kind(k8s, "NetworkPolicy").values()
-    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [PUBLIC_PORT]
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [
+        PUBLIC_PORT,
+        SERVICE_PORT,
+    ]
 
 
 def test_k8s_coordinator_pod(k8s: list[dict[str, Any]]) -> None:
@@ -369,15 +388,24 @@ def test_k8s_coordinator_pod(k8s: list[dict[str, Any]]) -> None:
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     pod = deployment["spec"]["template"]["spec"]
     containers = {c["name"]: c for c in pod["containers"]}
-    assert set(containers) == {"superlink", "front"}
+    assert set(containers) == {"superlink", "front", "service"}
     assert containers["superlink"]["args"] == ["superlink"]
     assert containers["front"]["args"] == ["front"]
+    assert containers["service"]["args"] == ["service"]
     assert containers["superlink"]["image"] == containers["front"]["image"]
+    assert containers["service"]["image"] == containers["front"]["image"]
+    service_env = {e["name"]: e["value"] for e in containers["service"]["env"]}
+    assert service_env["CITYFED_SERVICE"] == f"0.0.0.0:{SERVICE_PORT}"
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = containers["service"][probe]["exec"]["command"]
+        assert command == ["cityfed-entrypoint", "health-service", f"localhost:{SERVICE_PORT}"]
     mounts = {
         name: {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         for name, c in containers.items()
     }
     assert mounts["superlink"]["/var/lib/cityfed"] == "state"
+    assert mounts["service"]["/var/lib/cityfed"] == "state"
+    assert mounts["service"]["/etc/cityfed/certs"] == "certs"
     assert mounts["front"]["/etc/cityfed/nginx"] == "nginx-conf"
     volumes = {v["name"]: v for v in pod["volumes"]}
     claims = _by_kind(k8s, "PersistentVolumeClaim")
@@ -514,7 +542,16 @@ def test_dockerfile_commands_are_entrypoint_commands() -> None:
     for service in compose["services"].values():
         assert service["command"][0] in commands
         if "healthcheck" in service:
-            assert service["healthcheck"]["test"][1:3] == ["cityfed-entrypoint", "health"]
+            assert service["healthcheck"]["test"][1] == "cityfed-entrypoint"
+            assert service["healthcheck"]["test"][2] in {"health", "health-service"}
+    k8s_docs = [doc for path in sorted(K8S.glob("*.yaml")) for doc in _yaml_docs(path)]
+    for deployment in _by_kind(k8s_docs, "Deployment").values():
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            assert container["args"][0] in commands, container["name"]
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                command = container.get(probe, {}).get("exec", {}).get("command")
+                if command:
+                    assert command[0] == "cityfed-entrypoint" and command[1] in commands
 
 
 # ---------------------------------------------------------------- systemd
@@ -527,16 +564,30 @@ def _installed_scripts() -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "unit_name", ["cityfed-superlink.service", "cityfed-front.service", "cityfed-city@.service"]
+    "unit_name",
+    [
+        "cityfed-superlink.service",
+        "cityfed-front.service",
+        "cityfed-service.service",
+        "cityfed-city@.service",
+    ],
 )
 def test_systemd_unit_sections_binaries_and_hardening(unit_name: str) -> None:
     unit = _unit(SYSTEMD / unit_name)
     assert {"Unit", "Service", "Install"} <= set(unit)
     [start] = _values(unit, "Service", "ExecStart")
     binary = Path(shlex.split(start)[0])
-    assert binary.name in {"cityfed", "flower-superlink", "cityfed-supernode", "nginx"}
+    assert binary.name in {
+        "cityfed",
+        "cityfed-entrypoint",
+        "flower-superlink",
+        "cityfed-supernode",
+        "nginx",
+    }
     if binary.name == "nginx":
         assert binary == Path("/usr/sbin/nginx")
+    elif binary.name == "cityfed-entrypoint":  # copied into the venv, as in the images
+        assert binary.parent == Path("/opt/cityfed/bin")
     else:
         assert binary.parent == Path("/opt/cityfed/bin") and binary.name in _installed_scripts()
     for key in ("ExecStartPre", "ExecStartPost", "ExecReload"):
@@ -572,6 +623,40 @@ def test_systemd_superlink_runs_what_the_entrypoint_runs() -> None:
     assert _values(unit, "Service", "StateDirectory") == ["cityfed"]
     [pre] = _values(unit, "Service", "ExecStartPre")
     assert shlex.split(pre)[1:] == ["prepare-superlink"]
+
+
+def test_systemd_service_runs_the_entrypoint_in_the_superlinks_network() -> None:
+    unit = _unit(SYSTEMD / "cityfed-service.service")
+    env = _unit_env(unit)
+    [start] = _values(unit, "Service", "ExecStart")
+    assert _command(start, env)[1:] == ["service"]
+    argv = entrypoint.service_argv(
+        Path(env["CITYFED_STATE"]), Path(env["CITYFED_CERTS"]), env["CITYFED_SERVICE"]
+    )
+    assert argv[1:] == [
+        "-m",
+        "cityfed_server.service.server",
+        "--state",
+        "/var/lib/cityfed",
+        "--listen",
+        f"127.0.0.1:{SERVICE_PORT}",
+        "--certs",
+        "/etc/cityfed/certs",
+    ]
+    # In the SuperLink's namespace (it calls the Control API on 127.0.0.1) ...
+    assert _values(unit, "Unit", "JoinsNamespaceOf") == ["cityfed-superlink.service"]
+    assert _values(unit, "Service", "PrivateNetwork") == ["yes"]
+    superlink = _unit_env(_unit(SYSTEMD / "cityfed-superlink.service"))
+    assert superlink["CITYFED_SERVICE"] == env["CITYFED_SERVICE"]  # what status reports
+    assert env["FLWR_HOME"] == superlink["FLWR_HOME"]
+    # ... and reached from outside only through the proxy on the public port.
+    socket_unit = dict(_unit(SYSTEMD / "cityfed-service-proxy.socket")["Socket"])
+    assert socket_unit["ListenStream"] == str(SERVICE_PORT)
+    proxy = _unit(SYSTEMD / "cityfed-service-proxy.service")
+    assert _values(proxy, "Unit", "JoinsNamespaceOf") == ["cityfed-superlink.service"]
+    assert _values(proxy, "Service", "PrivateNetwork") == ["yes"]
+    [proxy_start] = _values(proxy, "Service", "ExecStart")
+    assert _command(proxy_start, _unit_env(proxy))[-1] == env["CITYFED_SERVICE"]
 
 
 def test_systemd_city_runs_what_the_entrypoint_runs() -> None:
@@ -822,6 +907,86 @@ def test_entrypoint_city_is_what_city_start_runs(
     assert probed == [Address("coordinator.example.org", PUBLIC_PORT)] * 2
 
 
+def test_entrypoint_service_is_what_coordinator_start_runs(
+    tmp_path: Path, certs: Path, demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cityfed_server.coordinator import service_argv
+    from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
+
+    state = tmp_path / "state"
+    entrypoint.prepare_superlink(
+        entrypoint.SuperlinkSettings(
+            state=state,
+            certs=certs,
+            federation=demo / "federation.toml",
+            port=SUPERLINK_PORT,
+            front=f"localhost:{PUBLIC_PORT}",
+            service=f"0.0.0.0:{SERVICE_PORT}",
+        )
+    )
+    # What `coordinator status` reports comes from coordinator.json.
+    recorded = json.loads((state / "coordinator.json").read_text())
+    assert recorded["service"] == f"0.0.0.0:{SERVICE_PORT}"
+    layout = CoordinatorLayout(state)
+    config = CoordinatorConfig(
+        federation="", certs=str(certs), public="x:1", service=f"0.0.0.0:{SERVICE_PORT}"
+    )
+    expected = service_argv(layout, config)
+    assert entrypoint.service_argv(state, certs, f"0.0.0.0:{SERVICE_PORT}") == expected
+    launched: list[list[str]] = []
+
+    def fake_exec(argv: list[str], env: Any, cwd: Path | None = None) -> None:
+        launched.append(list(argv))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(entrypoint, "_exec", fake_exec)
+    with pytest.raises(SystemExit):
+        entrypoint.main(["service", "--state", str(state), "--certs", str(certs),
+                         "--listen", f"0.0.0.0:{SERVICE_PORT}"])  # fmt: skip
+    assert launched == [expected]
+    assert (state / "run" / "service.pid").read_text().strip() == str(os.getpid())
+
+
+def test_entrypoint_service_waits_for_the_superlink_state(
+    tmp_path: Path, certs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = entrypoint.main(["service", "--state", str(tmp_path), "--certs", str(certs),
+                            "--wait", "0"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: {tmp_path / 'coordinator.json'}: not found; start the coordinator's "
+        "superlink first"
+    )
+
+
+def test_entrypoint_health_service_shakes_hands_with_the_real_service(
+    tmp_path: Path, certs: Path, health_server: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cityfed_server.layout import CoordinatorLayout
+    from cityfed_server.service.server import build_server
+
+    ca = ["--ca", str(certs / "ca.pem")]
+    assert entrypoint.main(["health-service", f"localhost:{_free_port()}", *ca]) == 1
+    assert capsys.readouterr().err.startswith("unhealthy: localhost:")
+    server, port = build_server(CoordinatorLayout(tmp_path), "127.0.0.1:0", certs, workers=2)
+    server.start()
+    try:
+        assert entrypoint.main(["health-service", f"localhost:{port}", *ca]) == 0
+        # Another CA's certificate is not the federation's service.
+        other = tmp_path / "other"
+        write_coordinator(other, ["localhost"], name="impostor")
+        impostor = ["--ca", str(other / "ca.pem")]
+        code = entrypoint.main(["health-service", f"localhost:{port}", *impostor])
+        assert code == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().err
+    finally:
+        server.stop(None)
+    # An HTTPS server of the same CA without HTTP/2 is not the gRPC service.
+    assert entrypoint.main(["health-service", f"localhost:{health_server}", *ca]) == 1
+    assert "no HTTP/2" in capsys.readouterr().err
+
+
 def test_entrypoint_city_refuses_bad_settings(
     tmp_path: Path, certs: Path, demo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -931,11 +1096,19 @@ def test_readme_names_every_asset_and_only_real_commands() -> None:
 
 @pytest.mark.slow
 def test_entrypoint_runs_a_federation_on_loopback(tmp_path: Path, certs: Path) -> None:
-    """The containers' processes, without containers: SuperLink, front, two cities, a run."""
+    """The containers' processes, without containers: SuperLink, front, service, two cities.
+
+    The run is started and watched through the gRPC service (the ``service``
+    container reaches the Control API on the SuperLink's loopback, as the
+    front reaches the Fleet API), and the model is read back through it.
+    """
+    from cityfed.client_api.client import Client
+    from cityfed.ops.certs import issue_person
+
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         pytest.skip("nginx is not installed")
-    public, superlink = _free_port(), _free_port()
+    public, superlink, service = _free_port(), _free_port(), _free_port()
     conf = _local_conf(tmp_path, certs)
     conf.write_text(
         conf.read_text()
@@ -953,6 +1126,7 @@ def test_entrypoint_runs_a_federation_on_loopback(tmp_path: Path, certs: Path) -
         "CITYFED_SUPERLINK_PORT": str(superlink),
         "CITYFED_FRONT": f"localhost:{public}",
         "CITYFED_NGINX_CONF": str(conf),
+        "CITYFED_SERVICE": f"127.0.0.1:{service}",
     }
     script = str(DOCKER / "entrypoint.py")
     procs: list[subprocess.Popen[bytes]] = []
@@ -1000,8 +1174,16 @@ def test_entrypoint_runs_a_federation_on_loopback(tmp_path: Path, certs: Path) -
         wait_for(lambda: healthy(f"localhost:{superlink}"), "superlink")
         spawn(["front"], {}, "front.log")
         wait_for(lambda: healthy(f"localhost:{public}"), "front")
+        spawn(["service"], {}, "service.log")
+        probe = [sys.executable, script, "health-service", "--ca", str(certs / "ca.pem")]
+        probe.append(f"localhost:{service}")
+        wait_for(
+            lambda: subprocess.run(probe, capture_output=True, check=False).returncode == 0,
+            "service",
+        )
         status = json.loads(cityfed("coordinator", "status", "--json").stdout)
         assert status["superlink"]["running"] and status["nginx"]["running"], status
+        assert status["service"]["running"] and status["service"]["pid"] == procs[2].pid, status
         assert status["healthy"] and status["superlink"]["pid"] == procs[0].pid
         cities = {"EWR": "ewr.toml", "LGA": "lga.toml"}
         for k, (name, toml) in enumerate(cities.items()):
@@ -1039,11 +1221,24 @@ def test_entrypoint_runs_a_federation_on_loopback(tmp_path: Path, certs: Path) -
         for k in range(len(cities)):
             log = tmp_path / f"city-{k}.log"
             wait_for(lambda log=log: "SuperNode ID:" in log.read_text(errors="replace"), log.name)
-        proc = cityfed("run", "--json", "--wait", "60")
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        report = json.loads(proc.stdout)
+        people = tmp_path / "people"
+        operator = issue_person("olga", "operator", certs, people)
+        analyst = issue_person("ana", "analyst", certs, people)
+        address = f"localhost:{service}"
+        with Client(
+            address, ca=certs / "ca.pem", cert=operator["client_cert"], key=operator["client_key"]
+        ) as client:
+            run_id = client.start_run(expected_cities=len(cities), wait_seconds=60)
+            events = list(client.watch(run_id, timeout=300))
+        assert events and events[-1]["kind"] == "done", events
+        with Client(
+            address, ca=certs / "ca.pem", cert=analyst["client_cert"], key=analyst["client_key"]
+        ) as client:
+            [model] = client.list_models()
+            report = client.report(run_id)
+        assert model["run_id"] == run_id
         assert sorted(report["model"]["cities"]) == sorted(cities)
-        assert (state / "models" / report["run_id"] / "model.pb").is_file()
+        assert (state / "models" / run_id / "model.pb").is_file()
     finally:
         for proc in reversed(procs):
             try:

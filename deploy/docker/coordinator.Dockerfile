@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# CityFed coordinator image: flower-superlink (bound to 127.0.0.1) and the nginx
-# TLS front, run as two containers of this one image that share a network
-# namespace (compose: network_mode "service:superlink"; Kubernetes: one pod).
+# CityFed coordinator image: flower-superlink (bound to 127.0.0.1), the nginx
+# TLS front and CityFed's gRPC service, run as three containers of this one image
+# that share a network namespace (compose: network_mode "service:superlink";
+# Kubernetes: one pod).
 #
 # Build from the repository root:
 #   docker build -f deploy/docker/coordinator.Dockerfile -t cityfed-coordinator:0.1.0 .
@@ -9,6 +10,8 @@
 # Commands (see deploy/docker/entrypoint.py):
 #   superlink (default)  flower-superlink with the flags of `cityfed coordinator start`
 #   front                nginx -c /etc/cityfed/nginx/nginx.conf (deploy/nginx/nginx.conf)
+#   service              the gRPC service on 0.0.0.0:9444 (mutual TLS, CITYFED_SERVICE)
+#   health-service       exit 0 when the gRPC service completes a TLS handshake
 #   health [HOST:PORT]   exit 0 when /health answers over TLS
 #   backup DEST          consistent copy of /var/lib/cityfed
 # and, through `docker exec`, every `cityfed` command (enrol, revoke, status, run).
@@ -66,13 +69,15 @@ ENV PATH=/opt/cityfed/bin:$PATH \
     CITYFED_FEDERATION=/etc/cityfed/federation.toml \
     CITYFED_SUPERLINK_PORT=9092 \
     CITYFED_FRONT=localhost:9443 \
+    CITYFED_SERVICE=0.0.0.0:9444 \
     CITYFED_NGINX_CONF=/etc/cityfed/nginx/nginx.conf
 
 USER cityfed
 WORKDIR /var/lib/cityfed
 VOLUME ["/var/lib/cityfed"]
-# Only the front's port; the SuperLink listens on 127.0.0.1:9092 and is never published.
-EXPOSE 9443
+# The front's port and the gRPC service's; the SuperLink listens on 127.0.0.1:9092
+# and is never published.
+EXPOSE 9443 9444
 # The SuperLink's own /health (the front container overrides it with localhost:9443).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["cityfed-entrypoint", "health"]

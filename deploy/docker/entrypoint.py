@@ -11,10 +11,12 @@ flags, so the supervisor sees ``flower-superlink``, ``nginx`` or
     cityfed-entrypoint superlink           # flower-superlink, loopback only
     cityfed-entrypoint prepare-superlink   # only the state (systemd ExecStartPre)
     cityfed-entrypoint front               # nginx with deploy/nginx/nginx.conf
+    cityfed-entrypoint service             # CityFed's gRPC service (mutual TLS)
     cityfed-entrypoint city                # flower-supernode of one city
     cityfed-entrypoint check-city          # only the checks (systemd ExecStartPre)
     cityfed-entrypoint gatekeeper          # the city's gatekeeper: the installed ClientApp
     cityfed-entrypoint health [HOST:PORT]  # exit 0 when /health answers 200 over TLS
+    cityfed-entrypoint health-service [HOST:PORT]  # exit 0 when the gRPC service shakes hands
     cityfed-entrypoint backup DEST         # consistent copy of the coordinator's state
 
 Settings come from options or, in containers, from the environment:
@@ -27,6 +29,7 @@ CITYFED_CERTS            folder with ca.pem, coordinator.*   /etc/cityfed/certs
 CITYFED_FEDERATION       the default federation.toml         /etc/cityfed/federation.toml
 CITYFED_SUPERLINK_PORT   the SuperLink's loopback port       9092
 CITYFED_FRONT            the front, as seen from the host    localhost:9443
+CITYFED_SERVICE          where the gRPC service listens      0.0.0.0:9444
 CITYFED_NGINX_CONF       nginx config of the front           /etc/cityfed/nginx/nginx.conf
 CITYFED_CITY_CONFIG      the city's city.toml                /data/city.toml
 CITYFED_COORDINATOR      HOST:PORT of the coordinator front  (required for a city)
@@ -52,6 +55,7 @@ import http.client
 import os
 import re
 import shutil
+import socket
 import ssl
 import sys
 import time
@@ -69,10 +73,12 @@ __all__ = [
     "backup_state",
     "check_city",
     "check_health",
+    "check_service",
     "front_argv",
     "main",
     "prepare_front",
     "prepare_superlink",
+    "service_argv",
     "superlink_argv",
     "supernode_argv",
 ]
@@ -95,6 +101,8 @@ class SuperlinkSettings:
     federation: Path
     port: int
     front: str
+    #: HOST:PORT of the gRPC service, recorded for ``cityfed coordinator status``.
+    service: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,7 @@ def prepare_superlink(settings: SuperlinkSettings) -> list[str]:
         certs=str(settings.certs.absolute()),
         public=settings.front,
         superlink_port=settings.port,
+        service=settings.service,
         # The container (or systemd's PrivateNetwork=) gives the SuperLink its own
         # network; the entrypoint does not make another one.
         private_network=False,
@@ -174,6 +183,36 @@ def superlink_argv(state: Path, certs: Path, port: int) -> list[str]:
         private_network=False,
     )
     return argv_of(CoordinatorLayout(state), config)
+
+
+def service_argv(state: Path, certs: Path, listen: str) -> list[str]:
+    """The gRPC service's command line: the one of ``cityfed coordinator start``.
+
+    Parameters
+    ----------
+    state : Path
+        The coordinator's state folder (models, runs, enrolment requests).
+    certs : Path
+        The folder with ``ca.pem``, ``coordinator.pem`` and ``coordinator.key``.
+    listen : str
+        HOST:PORT to listen on.
+
+    Returns
+    -------
+    list of str
+        Executable and arguments.
+    """
+    from cityfed_server.coordinator import service_argv as argv_of
+    from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
+
+    config = CoordinatorConfig(
+        federation="",
+        certs=str(certs.absolute()),
+        public="localhost:9443",
+        service=listen,
+        private_network=False,
+    )
+    return argv_of(CoordinatorLayout(state.absolute()), config)
 
 
 _NGINX_PATHS = re.compile(r"^\s*(pid|\w+_temp_path)\s+(\S+?);", re.MULTILINE)
@@ -367,6 +406,39 @@ def check_health(address: str, ca: Path, *, timeout: float = 5.0) -> int:
         conn.close()
 
 
+def check_service(address: str, ca: Path, *, timeout: float = 5.0) -> None:
+    """Shake hands with the gRPC service at ``address`` (TLS, HTTP/2) and hang up.
+
+    The service asks every caller for a client certificate, so a probe without
+    one cannot make a call; the handshake alone shows that the service listens
+    and presents a certificate of the federation CA for ``address``'s host.
+
+    Parameters
+    ----------
+    address : str
+        HOST:PORT; the host name is checked against the certificate.
+    ca : Path
+        The federation's ``ca.pem``.
+    timeout : float
+        Seconds to wait.
+
+    Raises
+    ------
+    OSError
+        If nothing listens or the handshake fails (``ssl.SSLError``).
+    """
+    host, _, port = address.strip().rpartition(":")
+    host = host.strip("[]")
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection((host, int(port)), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        if tls.selected_alpn_protocol() != "h2":
+            raise ssl.SSLError(f"{address}: no HTTP/2 (not a gRPC service?)")
+
+
 def backup_state(state: Path, dest: Path) -> Path:
     """Copy a coordinator's state folder while the SuperLink runs.
 
@@ -427,6 +499,7 @@ def _superlink_settings(args: argparse.Namespace) -> SuperlinkSettings:
         federation=Path(args.federation),
         port=int(args.superlink_port),
         front=args.front,
+        service=args.service,
     )
 
 
@@ -459,6 +532,7 @@ def _parser() -> argparse.ArgumentParser:
         "--superlink-port", type=int, default=_env("CITYFED_SUPERLINK_PORT", "9092")
     )
     coordinator.add_argument("--front", default=_env("CITYFED_FRONT", "localhost:9443"))
+    coordinator.add_argument("--service", default=_env("CITYFED_SERVICE", "0.0.0.0:9444"))
     commands.add_parser("superlink", parents=[coordinator], help="run flower-superlink")
     commands.add_parser(
         "prepare-superlink", parents=[coordinator], help="only write the coordinator's state"
@@ -469,6 +543,12 @@ def _parser() -> argparse.ArgumentParser:
         "--conf", default=_env("CITYFED_NGINX_CONF", "/etc/cityfed/nginx/nginx.conf")
     )
     front.add_argument("--state", default=_env("CITYFED_STATE", "/var/lib/cityfed"))
+
+    service = commands.add_parser("service", help="run CityFed's gRPC service (mutual TLS)")
+    service.add_argument("--state", default=_env("CITYFED_STATE", "/var/lib/cityfed"))
+    service.add_argument("--certs", default=_env("CITYFED_CERTS", "/etc/cityfed/certs"))
+    service.add_argument("--listen", default=_env("CITYFED_SERVICE", "0.0.0.0:9444"))
+    service.add_argument("--wait", type=float, default=_env("CITYFED_WAIT", "60"))
 
     city = argparse.ArgumentParser(add_help=False)
     city.add_argument("--config", default=_env("CITYFED_CITY_CONFIG", "/data/city.toml"))
@@ -491,11 +571,55 @@ def _parser() -> argparse.ArgumentParser:
         help="HOST:PORT (default: CITYFED_COORDINATOR, else localhost:CITYFED_SUPERLINK_PORT)",
     )
     health.add_argument("--ca", help="default: CITYFED_CA, else CITYFED_CERTS/ca.pem")
+    grpc_health = commands.add_parser(
+        "health-service", help="exit 0 when the gRPC service completes a TLS handshake"
+    )
+    grpc_health.add_argument(
+        "address", nargs="?", help="HOST:PORT (default: localhost and CITYFED_SERVICE's port)"
+    )
+    grpc_health.add_argument("--ca", help="default: CITYFED_CA, else CITYFED_CERTS/ca.pem")
 
     backup = commands.add_parser("backup", help="consistent copy of the coordinator's state")
     backup.add_argument("dest", help="a new folder")
     backup.add_argument("--state", default=_env("CITYFED_STATE", "/var/lib/cityfed"))
     return parser
+
+
+def _ca(args: argparse.Namespace) -> Path:
+    return Path(
+        args.ca
+        or os.environ.get("CITYFED_CA")
+        or Path(_env("CITYFED_CERTS", "/etc/cityfed/certs")) / "ca.pem"
+    )
+
+
+def _health_service(args: argparse.Namespace) -> int:
+    port = _env("CITYFED_SERVICE", "0.0.0.0:9444").rpartition(":")[2]
+    address = args.address or f"localhost:{port}"
+    try:
+        check_service(address, _ca(args))
+    except (OSError, ValueError) as exc:
+        print(f"unhealthy: {address}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _service(args: argparse.Namespace) -> int:
+    from cityfed_server.layout import CoordinatorLayout
+
+    from cityfed.ops.processes import flower_env
+
+    layout = CoordinatorLayout(Path(args.state).absolute())
+    deadline = time.monotonic() + float(args.wait)
+    while not layout.config_file.is_file():  # written by `superlink`/`prepare-superlink`
+        if time.monotonic() >= deadline:
+            raise EntrypointError(
+                f"{layout.config_file}: not found; start the coordinator's superlink first"
+            )
+        time.sleep(1.0)
+    argv = service_argv(layout.state, Path(args.certs), args.listen)
+    _write_pid(layout.service.pid_file)
+    _exec(argv, flower_env(layout.flwr_home), cwd=layout.state)
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -504,11 +628,7 @@ def _health(args: argparse.Namespace) -> int:
         or os.environ.get("CITYFED_COORDINATOR")
         or f"localhost:{_env('CITYFED_SUPERLINK_PORT', '9092')}"
     )
-    ca = Path(
-        args.ca
-        or os.environ.get("CITYFED_CA")
-        or Path(_env("CITYFED_CERTS", "/etc/cityfed/certs")) / "ca.pem"
-    )
+    ca = _ca(args)
     try:
         status = check_health(address, ca)
     except (OSError, ValueError) as exc:
@@ -601,10 +721,12 @@ _COMMANDS = {
     "superlink": _superlink,
     "prepare-superlink": _superlink,
     "front": _front,
+    "service": _service,
     "city": _city,
     "check-city": _city,
     "gatekeeper": _gatekeeper,
     "health": _health,
+    "health-service": _health_service,
     "backup": _backup,
 }
 
