@@ -170,17 +170,19 @@ class Client:
         """
         selector = _selector(run_id, federation)
         names = [str(c) for c in frame.columns]
-        values = np.asarray(frame, dtype=np.float64)
+        # Column by column: each is contiguous already (no row-major copy of the frame).
+        columns = [np.asarray(frame[c], dtype=np.float64) for c in frame.columns]
+        rows = len(frame)
         chunk_rows = max(1, min(chunk_rows, CHUNK_BYTES // (8 * max(len(names), 1))))
 
         def chunks() -> Iterator[pb.PredictStreamRequest]:
-            for start in range(0, max(values.shape[0], 1), chunk_rows):
-                block = values[start : start + chunk_rows]
-                columns = [
-                    pb.Column(name=name, float64=_packed(block[:, j]))
-                    for j, name in enumerate(names)
+            for start in range(0, max(rows, 1), chunk_rows):
+                stop = start + chunk_rows
+                packed = [
+                    pb.Column(name=name, float64=_packed(column[start:stop]))
+                    for name, column in zip(names, columns, strict=True)
                 ]
-                yield pb.PredictStreamRequest(columns=columns, **(selector if start == 0 else {}))
+                yield pb.PredictStreamRequest(columns=packed, **(selector if start == 0 else {}))
 
         predictions: list[FloatArray] = []
         probabilities: list[FloatArray] = []
