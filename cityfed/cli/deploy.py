@@ -502,7 +502,7 @@ def run_command(
     from cityfed.report.build import read_report, report_json_text
     from cityfed.report.terminal import print_summary
 
-    console = Console(stderr=True) if as_json else Console()
+    console = Console(stderr=True, log_path=False) if as_json else Console(log_path=False)
     with console.status("Submitting the run...") as status:
 
         def on_event(event: ProgressEvent) -> None:

@@ -18,6 +18,7 @@ from cityfed.errors import CityFedError
 
 if TYPE_CHECKING:
     from cityfed.report.types import Report
+    from cityfed.sim.simulate import PooledCheckError
 
 __all__ = ["app", "main"]
 
@@ -32,6 +33,31 @@ app = typer.Typer(
 register_deploy(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version as dist_version
+
+        from cityfed.version import __version__
+
+        typer.echo(f"cityfed {__version__} (flwr {dist_version('flwr')})")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="print the CityFed and Flower versions and exit",
+        ),
+    ] = False,
+) -> None:
+    """Exact federated regression across partner cities, on Flower."""
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     Console(stderr=True).print(
         f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
@@ -40,11 +66,14 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _run_simulation(federation: Path, cities: list[Path], out: Path, as_json: bool) -> Report:
+    from cityfed.ops.output import check_output_dir
     from cityfed.ops.progress import ProgressEvent
     from cityfed.sim.simulate import prepare, simulate
 
-    console = Console(stderr=True) if as_json else Console()
+    # Log lines say what happened, not which line of cli.py printed them.
+    console = Console(stderr=True, log_path=False) if as_json else Console(log_path=False)
     started = time.monotonic()
+    check_output_dir(out)
     with console.status("Checking the federation spec and every city's data...") as status:
         plan = prepare(federation, cities)
         for data in plan.data:
@@ -60,6 +89,17 @@ def _run_simulation(federation: Path, cities: list[Path], out: Path, as_json: bo
         report = simulate(plan, out, on_event=on_event)
     command_seconds = round(time.monotonic() - started, 3)
     return replace(report, timing=replace(report.timing, command_seconds=command_seconds))
+
+
+def _failed_check(exc: PooledCheckError, as_json: bool) -> typer.Exit:
+    """Show the numbers of a model that failed its pooled check, then fail (exit 1)."""
+    from cityfed.report.terminal import print_summary
+
+    if as_json:
+        _print_json(exc.report)
+    else:
+        print_summary(exc.report, Console())
+    return _fail(str(exc), code=1)
 
 
 def _print_json(report: Report) -> None:
@@ -79,9 +119,12 @@ def simulate(
 ) -> None:
     """Run the federation on this machine, one Flower node per city."""
     from cityfed.report.terminal import print_summary
+    from cityfed.sim.simulate import PooledCheckError
 
     try:
         report = _run_simulation(federation, cities, out, as_json)
+    except PooledCheckError as exc:
+        raise _failed_check(exc, as_json) from None
     except CityFedError as exc:
         raise _fail(str(exc)) from None
     if as_json:
@@ -94,9 +137,15 @@ def simulate(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="where the demo's artifacts go")] = Path(
-        "cityfed-demo"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="where the demo's artifacts go (default: cityfed-demo, cityfed-demo-rain, "
+            "cityfed-demo-deploy or cityfed-demo-rain-deploy, one folder per variant)",
+        ),
+    ] = None,
     deploy: Annotated[
         bool,
         typer.Option(
@@ -114,12 +163,18 @@ def demo(
 ) -> None:
     """Three New York airports as three partner cities, on the bundled real data."""
     from cityfed.cli.demo import DEMO_CITIES, copy_demo_data, deploy_demo
+    from cityfed.ops.output import check_output_dir
     from cityfed.ops.progress import ProgressEvent
     from cityfed.report.terminal import print_summary
+    from cityfed.sim.simulate import PooledCheckError
 
     federation = "rain.toml" if rain else "federation.toml"
-    console = Console(stderr=True) if as_json else Console()
+    if out is None:
+        out = Path("cityfed-demo" + ("-rain" if rain else "") + ("-deploy" if deploy else ""))
+    # Log lines say what happened, not which line of cli.py printed them.
+    console = Console(stderr=True, log_path=False) if as_json else Console(log_path=False)
     try:
+        check_output_dir(out)
         if deploy:
             with console.status("Deploying on loopback...") as status:
 
@@ -137,6 +192,8 @@ def demo(
                 report = _run_simulation(
                     work / federation, [work / c for c in DEMO_CITIES.values()], out, as_json
                 )
+    except PooledCheckError as exc:
+        raise _failed_check(exc, as_json) from None
     except CityFedError as exc:
         raise _fail(str(exc)) from None
     if as_json:
@@ -155,12 +212,8 @@ def demo(
 
 @app.command()
 def version() -> None:
-    """Print the CityFed and Flower versions."""
-    from importlib.metadata import version as dist_version
-
-    from cityfed.version import __version__
-
-    typer.echo(f"cityfed {__version__} (flwr {dist_version('flwr')})")
+    """Print the CityFed and Flower versions (as ``cityfed --version``)."""
+    _print_version(True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ __all__ = ["Scaler"]
 
 @dataclass(frozen=True)
 class Scaler:
-    """``z = (x - mean) / scale``; the identity when the model is not standardised."""
+    """``z = (x - mean) / scale``: the pooled mean always, the scale when standardising."""
 
     mean: FloatArray
     scale: FloatArray
@@ -41,11 +41,16 @@ class Scaler:
         -------
         Scaler
             Population mean and standard deviation (``ddof = 0``); a constant
-            feature gets scale 1, as in scikit-learn.
+            feature gets scale 1, as in scikit-learn. Without ``standardize``,
+            the mean and scale 1: the features are centred only.
         """
-        if not standardize:
-            return cls.identity(n_features)
         mean = moments.mean[:n_features].copy()
+        if not standardize:
+            # Centred, not scaled: the same model (intercepts are not penalised),
+            # but the intercept on these features is the prediction at the pooled
+            # mean, so predicting as ``(x - mean) @ coef + intercept`` keeps every
+            # digit even when a feature sits far from zero (1e9 +- 1e-3).
+            return cls(mean, np.ones(n_features))
         var = moments.variance[:n_features]
         eps = np.finfo(np.float64).eps
         n = moments.n
@@ -83,6 +88,8 @@ class Scaler:
         factor[:d] = 1.0 / self.scale
         shift = np.zeros(moments.dim)
         shift[:d] = self.mean
-        mean = (moments.mean - shift) * factor
+        # The low part of the mean lands here: the scaled mean of a feature is
+        # what the centring at ``self.mean`` left, so the intercept keeps it.
+        mean = ((moments.mean - shift) + moments.low) * factor
         scatter = moments.scatter * np.outer(factor, factor)
         return mean, scatter

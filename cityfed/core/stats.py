@@ -5,6 +5,12 @@ centred scatter matrix. Two summaries combine with the parallel formula of Chan,
 Golub and LeVeque, so the coordinator holds one ``(d+1) x (d+1)`` matrix however
 many cities answer, and never forms raw sums of squares (which lose precision
 when a column's mean is large against its spread).
+
+Means are carried as two doubles, ``mean + mean_low`` (error-free
+transformations, Knuth's TwoSum): a column at 1e9 with a spread of 1e-1 has
+only ~7 significant digits left in one double, and the differences of the
+cities' means in the merge would lose them. With the low part, the pooled mean,
+and the intercept of a model centred on it, keep the precision of the spread.
 """
 
 from __future__ import annotations
@@ -28,14 +34,24 @@ class Moments:
     n : int
         Number of rows.
     mean : ndarray of shape (p,)
-        Column means.
+        Column means, rounded to doubles.
     scatter : ndarray of shape (p, p)
         Centred scatter matrix (``n`` times the population covariance).
+    mean_low : ndarray of shape (p,), optional
+        What the rounding of ``mean`` left out: the exact mean is
+        ``mean + mean_low`` to the precision of the column's spread (zeros when
+        not given).
     """
 
     n: int
     mean: FloatArray
     scatter: FloatArray
+    mean_low: FloatArray | None = None
+
+    @property
+    def low(self) -> FloatArray:
+        """``mean_low``, zeros when it was not given."""
+        return np.zeros(self.dim) if self.mean_low is None else self.mean_low
 
     @property
     def dim(self) -> int:
@@ -56,14 +72,15 @@ class Moments:
         n = int(table.shape[0])
         if n == 0:
             return cls.empty(int(table.shape[1]))
-        mean = table.mean(axis=0)
-        centred = table - mean
-        # A second pass removes the rounding left in the first mean.
+        first = table.mean(axis=0)
+        centred = table - first
+        # A second pass finds the rounding left in the first mean; it is kept
+        # beside the mean, not added into it (where it would be rounded away).
         correction = centred.mean(axis=0)
-        mean = mean + correction
         centred -= correction
         scatter = centred.T @ centred
-        return cls(n, mean, (scatter + scatter.T) / 2.0)
+        mean, low = _two_sum(first, correction)
+        return cls(n, mean, (scatter + scatter.T) / 2.0, low)
 
     def merge(self, other: Moments) -> Moments:
         """The statistics of both sets of rows together, exactly.
@@ -80,10 +97,12 @@ class Moments:
         if self.n == 0:
             return other
         n = self.n + other.n
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.n / n)
+        # Close means subtract exactly (Sterbenz); their low parts restore the rest.
+        delta = (other.mean - self.mean) + (other.low - self.low)
+        mean, carry = _two_sum(self.mean, delta * (other.n / n))
+        mean, low = _two_sum(mean, carry + self.low)
         scatter = self.scatter + other.scatter + np.outer(delta, delta) * (self.n * other.n / n)
-        return Moments(n, mean, scatter)
+        return Moments(n, mean, scatter, low)
 
     @property
     def variance(self) -> FloatArray:
@@ -91,6 +110,14 @@ class Moments:
         if self.n == 0:
             return np.zeros(self.dim)
         return np.clip(np.diag(self.scatter) / self.n, 0.0, None)
+
+
+def _two_sum(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``s, e`` with ``s = fl(a + b)`` and ``a + b = s + e`` exactly (Knuth's TwoSum)."""
+    s = a + b
+    v = s - a
+    e = (a - (s - v)) + (b - v)
+    return s, e
 
 
 def merge_all(parts: Iterable[Moments], dim: int) -> Moments:

@@ -34,6 +34,7 @@ _KEY_PHASE = "phase"
 _KEY_FEDERATION = "federation"
 _KEY_ROUND = "round"
 _KEY_MEAN = "mean"
+_KEY_MEAN_LOW = "mean_low"
 _KEY_SCALE = "scale"
 _KEY_WEIGHTS = "weights"
 _KEY_SCATTER = "scatter"
@@ -135,6 +136,7 @@ def encode_reply(reply: CityReply) -> RecordDict:
     arrays: dict[str, Array] = {}
     if reply.moments is not None:
         arrays[_KEY_MEAN] = _array(reply.moments.mean)
+        arrays[_KEY_MEAN_LOW] = _array(reply.moments.low)
         arrays[_KEY_SCATTER] = _array(reply.moments.scatter)
     if reply.terms is not None:
         arrays[_KEY_GRAD] = _array(reply.terms.grad)
@@ -155,7 +157,11 @@ def decode_reply(content: RecordDict) -> CityReply:
     stats = content.array_records.get(_STATS)
     moments = terms = weights = None
     if stats is not None and _KEY_SCATTER in stats:
-        moments = Moments(n, _numpy(stats, _KEY_MEAN), _numpy(stats, _KEY_SCATTER))
+        mean = _numpy(stats, _KEY_MEAN)
+        low = _numpy(stats, _KEY_MEAN_LOW) if _KEY_MEAN_LOW in stats else np.zeros(mean.shape)
+        if low.shape != mean.shape:
+            raise ValueError(f"{_KEY_MEAN_LOW} has shape {low.shape}, the mean {mean.shape}")
+        moments = Moments(n, mean, _numpy(stats, _KEY_SCATTER), low)
     if stats is not None and _KEY_GRAD in stats:
         terms = LogisticTerms(
             _number(counts, _KEY_LOSS), _numpy(stats, _KEY_GRAD), _numpy(stats, _KEY_HESS)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from scipy.special import expit
+from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets
@@ -24,7 +25,7 @@ from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.errors import CityFedError
 from cityfed.model.proto import read_model
-from cityfed.model.record import FederatedModel
+from cityfed.model.record import FederatedModel, predict_centred
 from cityfed.typing import FloatArray
 
 __all__ = ["CityFedClassifier", "CityFedRegressor", "estimator_of", "load_model"]
@@ -37,6 +38,12 @@ class _CityFedBase(BaseEstimator):  # type: ignore[misc]
     coef_: FloatArray
     intercept_: float
     scaler_: Scaler
+
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:
+        """Every setting, defaults included (sklearn's repr shows only changed ones)."""
+        with config_context(print_changed_only=False):
+            text: str = super().__repr__(N_CHAR_MAX)
+        return text
 
     def _select(self, X: Any) -> Any:
         names = getattr(self, "feature_names_in_", None)
@@ -54,7 +61,9 @@ class _CityFedBase(BaseEstimator):  # type: ignore[misc]
     def _decision(self, X: Any) -> FloatArray:
         check_is_fitted(self, "coef_")
         X = validate_data(self, self._select(X), reset=False, dtype=np.float64)
-        return np.asarray(X @ self.coef_ + self.intercept_, dtype=np.float64)
+        # From the centre, not ``X @ coef_ + intercept_``: a large intercept would
+        # cancel digits (see FederatedModel.decision).
+        return predict_centred(self.scaler_, self.coef_scaled_, self.intercept_scaled_, X)
 
     def _set_fitted(self, scaler: Scaler, coef_scaled: FloatArray, intercept_scaled: float) -> None:
         self.scaler_ = scaler
@@ -163,6 +172,11 @@ class CityFedClassifier(ClassifierMixin, _CityFedBase):  # type: ignore[misc]
         """Probabilities of ``classes_[0]`` and ``classes_[1]``, one row per input row."""
         p1 = expit(self._decision(X))
         return np.column_stack([1.0 - p1, p1])
+
+    def predict_log_proba(self, X: Any) -> FloatArray:
+        """Log-probabilities of ``classes_[0]`` and ``classes_[1]``, without underflow."""
+        decision = self._decision(X)
+        return np.column_stack([-np.logaddexp(0.0, decision), -np.logaddexp(0.0, -decision)])
 
     def predict(self, X: Any) -> NDArray[Any]:
         """The more probable class."""

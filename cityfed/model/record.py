@@ -11,15 +11,17 @@ from cityfed.config.spec import Algorithm, ModelKind, Task, VariableSpec
 from cityfed.core.scaling import Scaler
 from cityfed.typing import FloatArray
 
-__all__ = ["FederatedModel"]
+__all__ = ["FederatedModel", "predict_centred"]
 
 
 @dataclass(frozen=True)
 class FederatedModel:
     """A fitted CityFed model with its provenance.
 
-    ``coef_scaled`` / ``intercept_scaled`` act on features scaled by ``scaler``;
-    ``coef`` / ``intercept`` are the same model in federation units.
+    ``coef_scaled`` / ``intercept_scaled`` act on features scaled by ``scaler``
+    (centred at their pooled means, divided by their scales when standardised):
+    predictions are computed that way. ``coef`` / ``intercept`` are the same
+    model in federation units (``X @ coef + intercept``), for reading.
     """
 
     kind: ModelKind
@@ -52,5 +54,19 @@ class FederatedModel:
         return tuple(f.name for f in self.features)
 
     def decision(self, X: FloatArray) -> FloatArray:
-        """The linear predictor ``X @ coef + intercept`` on federation-unit rows."""
-        return np.asarray(X, dtype=np.float64) @ self.coef + self.intercept
+        """The linear predictor on federation-unit rows, computed from the centre.
+
+        ``scaler.transform(X) @ coef_scaled + intercept_scaled``: the features
+        minus their pooled means (and divided by their scales when standardised),
+        so that no digit is lost to a large intercept; the same model as
+        ``X @ coef + intercept``.
+        """
+        return predict_centred(self.scaler, self.coef_scaled, self.intercept_scaled, X)
+
+
+def predict_centred(
+    scaler: Scaler, coef_scaled: FloatArray, intercept_scaled: float, X: FloatArray
+) -> FloatArray:
+    """``scaler.transform(X) @ coef_scaled + intercept_scaled`` as float64 values."""
+    Z = scaler.transform(np.asarray(X, dtype=np.float64))
+    return np.asarray(Z @ coef_scaled + intercept_scaled, dtype=np.float64)

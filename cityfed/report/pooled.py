@@ -39,7 +39,12 @@ def _reference(model: FederatedModel) -> tuple[Any, str]:
         return make_pipeline(
             StandardScaler(), estimator
         ), f"sklearn make_pipeline(StandardScaler(), {name})"
-    return make_pipeline(estimator), f"sklearn {name}"
+    # Centred first: the same model (sklearn penalises no intercept), and one whose
+    # own predictions keep their digits when a feature sits far from zero; plain
+    # ``Ridge`` would predict as X @ coef_ + intercept_ and cancel them.
+    return make_pipeline(
+        StandardScaler(with_std=False), estimator
+    ), f"sklearn make_pipeline(StandardScaler(with_std=False), {name})"
 
 
 def pooled_check(model: FederatedModel, cities: Sequence[CityData]) -> PooledCheck:

@@ -5,6 +5,9 @@ a mistake fails in a second with a one-line message and nothing written. The
 engine then runs in a child process of its own session; whatever happens, that
 session is stopped before this function returns. Artifacts are written to a
 private staging folder and moved into ``--out`` only when the run succeeded.
+A model that fails the pooled check is never published as a success: ``--out``
+gets the reports and ``model.rejected.pb`` (no ``model.pb``), and
+:class:`PooledCheckError` is raised.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+from cityfed_client.policy import check_data
+
 from cityfed.config.spec import (
     CitySpec,
     FederationSpec,
@@ -29,18 +35,37 @@ from cityfed.config.spec import (
 )
 from cityfed.data.city_data import CityData, load_city_data
 from cityfed.errors import FederationError, SpecError
+from cityfed.federation.classes import one_class_problem
 from cityfed.files import write_atomic
 from cityfed.model.proto import read_model
+from cityfed.ops.output import check_output_dir
 from cityfed.ops.processes import log_tail, stop_process_group
 from cityfed.ops.progress import ProgressEvent, ProgressFollower
 from cityfed.report.build import read_report, write_report
 from cityfed.report.pooled import pooled_check
-from cityfed.report.types import Report
+from cityfed.report.types import PooledCheck, Report
 
-__all__ = ["ARTIFACTS", "SimulationPlan", "prepare", "simulate"]
+__all__ = [
+    "ARTIFACTS",
+    "REJECTED_MODEL",
+    "PooledCheckError",
+    "SimulationPlan",
+    "prepare",
+    "simulate",
+]
 
 #: The files a successful run leaves in ``--out``.
 ARTIFACTS = ("model.pb", "report.json", "report.html")
+#: Where a model that failed the pooled check is kept, for inspection only.
+REJECTED_MODEL = "model.rejected.pb"
+
+
+class PooledCheckError(FederationError):
+    """The federated model is not the pooled fit it claims to be; ``report`` says by how much."""
+
+    def __init__(self, message: str, report: Report) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -67,6 +92,11 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
     paths = tuple(Path(p).resolve() for p in city_paths)
     if not paths:
         raise SpecError("simulate: give at least one CITY.toml")
+    given: set[Path] = set()
+    for path in paths:
+        if path in given:
+            raise SpecError(f"simulate: {path.name} is given twice ({path})")
+        given.add(path)
     cities = tuple(load_city(p) for p in paths)
     seen: dict[str, Path] = {}
     for path, city in zip(paths, cities, strict=True):
@@ -84,6 +114,19 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
                 "agreed to"
             )
     data = tuple(load_city_data(city, fed) for city in cities)
+    for path, city, rows in zip(paths, cities, data, strict=True):
+        # What the city's node would refuse in the engine, said before it starts.
+        refusal = check_data(fed, city, int(rows.y_train.shape[0]))
+        if refusal is not None:
+            raise SpecError(f"{path.name}: city {city.name!r}: {refusal}")
+    if fed.task == "classification":
+        counts = {
+            rows.city: (int(np.sum(rows.y_train == 0.0)), int(np.sum(rows.y_train == 1.0)))
+            for rows in data
+        }
+        problem = one_class_problem(counts)
+        if problem is not None:
+            raise SpecError(f"{fed_path.name}: {problem}")
     return SimulationPlan(fed_path, fed, paths, cities, data)
 
 
@@ -107,7 +150,7 @@ def simulate(
         If the run could not produce a model (the message says why); nothing is
         written to ``out_dir`` then.
     """
-    out = Path(out_dir).resolve()
+    out = check_output_dir(Path(out_dir)).resolve()
     run_id = f"sim-{uuid.uuid4().hex[:12]}"
     staging = Path(tempfile.mkdtemp(prefix="cityfed-sim-"))
     log_path = staging / "engine.log"
@@ -154,13 +197,32 @@ def simulate(
         if final.kind == "error":
             raise FederationError(final.message)
         model = read_model(staging / "model.pb")
-        report = replace(
-            read_report(staging / "report.json"), pooled_check=pooled_check(model, plan.data)
-        )
+        check = pooled_check(model, plan.data)
+        report = replace(read_report(staging / "report.json"), pooled_check=check)
         write_report(report, staging)
         out.mkdir(parents=True, exist_ok=True)
+        if not check.within_tolerance:
+            (out / "model.pb").unlink(missing_ok=True)  # an earlier run's, now misleading
+            write_atomic(out / REJECTED_MODEL, (staging / "model.pb").read_bytes())
+            for name in ARTIFACTS[1:]:
+                write_atomic(out / name, (staging / name).read_bytes())
+            raise PooledCheckError(_check_failure(check, out), report)
+        (out / REJECTED_MODEL).unlink(missing_ok=True)
         for name in ARTIFACTS:
             write_atomic(out / name, (staging / name).read_bytes())
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_failure(check: PooledCheck, out: Path) -> str:
+    relative = (
+        f" ({check.relative_to_std_y:.2g} x std(y))" if check.relative_to_std_y is not None else ""
+    )
+    return (
+        f"pooled check failed: the federated model's {check.compared} differs from "
+        f"{check.reference} on the {check.rows} pooled training rows by "
+        f"{check.max_abs_prediction_diff:.3g}{relative}, more than the tolerance; the "
+        f"model is not published: {out / REJECTED_MODEL} and the reports are kept for "
+        "inspection"
+    )

@@ -27,6 +27,7 @@ from cityfed.core.logistic import (
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.errors import FederationError
+from cityfed.federation.classes import one_class_problem
 from cityfed.federation.exchange import Exchange
 from cityfed.federation.outcome import CityOutcome, RoundFate, RunResult, Status
 from cityfed.federation.protocol import CityReply, Instruction, Phase
@@ -59,6 +60,9 @@ class _Run:
         self.moments_question: Instruction | None = None
         #: The nodes whose moments the current scaler and row count sum.
         self.summed: set[int] = set()
+        #: Each summed city's training rows and mean target (a class share for
+        #: classification), from its moments: what a one-class refusal names.
+        self.targets: dict[str, tuple[int, float]] = {}
 
     def left_since_last_round(self) -> bool:
         """True if a city whose moments are in the sums has left the run since."""
@@ -113,7 +117,7 @@ def _moments_round(run: _Run) -> Moments:
     if instruction is None:
         run.rounds += 1
         instruction = run.moments_question = Instruction("moments", run.fed, run.rounds)
-    kept: list[int] = []
+    kept: list[tuple[str, int, Moments]] = []
     first_node: dict[str, int] = {}  # city name -> first node that answered as it
     for node, reply in run.exchange.exchange(instruction, list(run.active)):
         run._record(node, reply, instruction)
@@ -132,13 +136,19 @@ def _moments_round(run: _Run) -> Moments:
                 node, CityReply.failed(reply.city, "sent malformed statistics"), instruction
             )
             continue
-        tick = time.perf_counter()
-        total = total.merge(reply.moments)  # streamed: O(d^2) memory
-        run.aggregation_seconds += time.perf_counter() - tick
-        kept.append(node)
+        kept.append((reply.city, node, reply.moments))
         run.progress("city", f"{reply.city}: statistics of {reply.n} rows", city=reply.city)
-    run.active = sorted(kept)
-    run.summed = set(kept)
+    # Merged in the order of the cities' names, not of their arrival, so that the
+    # same data gives the same model bytes on every run (floating-point sums
+    # depend on their order). The replies are held until then: O(cities * d^2).
+    tick = time.perf_counter()
+    for _, _, moments in sorted(kept, key=lambda item: (item[0], item[1])):
+        total = total.merge(moments)
+    run.aggregation_seconds += time.perf_counter() - tick
+    nodes = [node for _, node, _ in kept]
+    run.targets = {city: (int(m.n), float(m.mean[-1])) for city, _, m in kept}
+    run.active = sorted(nodes)
+    run.summed = set(nodes)
     run._require_quorum()
     return total
 
@@ -159,6 +169,27 @@ def _without_the_departed(
     new = Scaler.from_moments(total, len(run.fed.features), run.fed.standardize)
     coef, intercept = scaler.unscale(w[1:], float(w[0]))
     return total, new, new.rescale(coef, intercept)
+
+
+def _require_two_classes(run: _Run) -> None:
+    """Refuse, before any Newton round, a classification whose pooled labels are one class.
+
+    Raises
+    ------
+    FederationError
+        Naming every city's count of each class.
+    """
+    counts = {
+        city: (n - round(n * share), round(n * share)) for city, (n, share) in run.targets.items()
+    }
+    problem = one_class_problem(counts)
+    if problem is not None:
+        raise FederationError(f"{run.fed.name}: {problem}")
+
+
+def _in_city_order(replies: list[tuple[int, CityReply]]) -> list[tuple[int, CityReply]]:
+    """Replies sorted by city name (then node): sums independent of arrival order."""
+    return sorted(replies, key=lambda item: (item[1].city, item[0]))
 
 
 def _fit_logistic(
@@ -184,7 +215,7 @@ def _fit_logistic(
             solver.restart(point)
             continue
         summed: LogisticTerms | None = None
-        for _, reply in replies:
+        for _, reply in _in_city_order(replies):
             if reply.terms is not None:
                 tick = time.perf_counter()
                 summed = reply.terms if summed is None else summed + reply.terms
@@ -203,7 +234,7 @@ def _fit_fedavg(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray, 
         if run.left_since_last_round():
             total, scaler, weights = _without_the_departed(run, scaler, weights)
         average = WeightedAverage(dim)
-        for _, reply in run.round_trip("fedavg", scaler=scaler, weights=weights):
+        for _, reply in _in_city_order(run.round_trip("fedavg", scaler=scaler, weights=weights)):
             if reply.weights is not None and reply.weights.shape == (dim,):
                 tick = time.perf_counter()
                 average.add(reply.weights, reply.n)
@@ -258,6 +289,8 @@ def train(
     scaler = Scaler.from_moments(total, d, fed.standardize)
     converged = True
     metrics: dict[str, float] = {}
+    if fed.task == "classification":
+        _require_two_classes(run)
     if fed.algorithm == "fedavg":
         w, total, scaler = _fit_fedavg(run, total, scaler)
     elif fed.model == "logistic":
