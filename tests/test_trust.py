@@ -171,11 +171,19 @@ def test_too_few_training_rows_after_the_holdout_split_are_found_before_the_engi
     files = write_federation(
         tmp_path, sizes=(300, 40, 500), holdout_fraction=0.5, min_rows_per_city=25
     )
+    # One small city leaves the run (the others go on) ...
+    plan = prepare(files.federation, files.cities)
+    assert list(plan.refusals) == ["city1"]
+    assert plan.refusals["city1"].startswith("only 20 usable training rows")
+    # ... but a run that cannot have min_cities fails before the engine starts.
+    text = files.federation.read_text().replace("min_cities = 2", "min_cities = 3")
+    for spec in (files.federation, tmp_path / "agreed-federation.toml"):
+        spec.write_text(text)
     with pytest.raises(SpecError) as caught:
         prepare(files.federation, files.cities)
     message = str(caught.value)
-    assert message.startswith("city_1.toml: city 'city1': only 20 usable training rows")
-    assert "min_rows_per_city = 25" in message
+    assert message.startswith("only 2 of 3 cities can take part; the federation needs min_cities")
+    assert "city1: only 20 usable training rows" in message and "min_rows_per_city = 25" in message
 
 
 def test_a_city_given_twice_is_named_as_given_twice(tmp_path: Path) -> None:

@@ -80,6 +80,8 @@ def _run_simulation(federation: Path, cities: list[Path], out: Path, as_json: bo
             console.log(
                 escape(f"{data.city}: {data.rows_used} usable rows ({data.rows_dropped} dropped)")
             )
+        for name, reason in sorted(plan.refusals.items()):
+            console.log(escape(f"{name} will not take part: {reason}"))
         status.update(f"Starting Flower's simulation engine with {len(plan.cities)} cities...")
 
         def on_event(event: ProgressEvent) -> None:

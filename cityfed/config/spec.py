@@ -172,6 +172,9 @@ class CitySpec:
     columns: tuple[ColumnSpec, ...]
     delimiter: str = ","
     decimal: str = "."
+    #: The digit-group separator the city's numbers use ("1.013,5"), or None: then
+    #: a number with a separator that is not the decimal mark is refused.
+    thousands: str | None = None
     encoding: str = "utf-8-sig"
     missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
     personalize_tau: float | None = None
@@ -184,6 +187,12 @@ class CitySpec:
             if col.name == name:
                 return col
         return None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters for a one-line message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --------------------------------------------------------------------------- TOML
@@ -238,6 +247,15 @@ class _Table:
             raise self.fail(key, "a non-empty string", value)
         if choices and value not in choices:
             raise self.fail(key, "one of " + ", ".join(repr(c) for c in choices), value)
+        return value
+
+    def character(self, key: str, default: str) -> str:
+        """One character, whitespace such as a tab included (a backslash-t spelled out too)."""
+        value = self._get(key, default)
+        if value == "\\t":
+            value = "\t"
+        if not isinstance(value, str) or len(value) != 1 or value in "\r\n":
+            raise self.fail(key, "a single character such as ',', ';' or '\\t'", value)
         return value
 
     def optional_string(self, key: str) -> str | None:
@@ -540,18 +558,22 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
     city = _Table(top.table("city", required=True), source, "city")
     name = city.string("name", _REQUIRED)
     data_path = Path(city.string("data", _REQUIRED))
-    delimiter = city.string("delimiter", ",")
+    delimiter = city.character("delimiter", ",")
     decimal = city.string("decimal", ".")
+    thousands = city.optional_string("thousands")
     encoding = city.string("encoding", "utf-8-sig")
     missing_values = city.string_list("missing_values", list(DEFAULT_MISSING_VALUES))
     city.finish()
-    if len(delimiter) != 1 and delimiter != "\\t":
-        raise city.fail("delimiter", "a single character", delimiter)
-    delimiter = "\t" if delimiter == "\\t" else delimiter
     if decimal not in (".", ","):
         raise city.fail("decimal", "'.' or ','", decimal)
     if decimal == delimiter:
         raise SpecError(f"{city.where('decimal')}: must differ from the delimiter {delimiter!r}")
+    if thousands is not None and (
+        thousands not in (".", ",", " ", "'", "_") or thousands == decimal
+    ):
+        raise city.fail(
+            "thousands", "one of '.', ',', ' ', \"'\", '_', other than the decimal mark", thousands
+        )
     try:
         "".encode(encoding)
     except LookupError:
@@ -574,6 +596,12 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
         entry.finish()
         if unit is not None:
             validate_unit(unit, where=f"{where} unit")
+        same = [c.name for c in columns if c.source.strip(" `") == col_source.strip(" `")]
+        if same:
+            raise SpecError(
+                f"{where}: reads the same source {_short(col_source)!r} as [columns] "
+                f"{same[0]}; each federation column needs its own source column"
+            )
         columns.append(ColumnSpec(name=col_name, source=col_source, unit=unit))
 
     personalize = _Table(top.table("personalize"), source, "personalize")
@@ -596,6 +624,7 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
         columns=tuple(columns),
         delimiter=delimiter,
         decimal=decimal,
+        thousands=thousands,
         encoding=encoding,
         missing_values=missing_values,
         personalize_tau=tau,

@@ -67,11 +67,25 @@ def _unit(unit: str | None, where: str) -> Any:
         # RecursionError, ...), so every Exception means "not a unit".
         except Exception:
             pass
-    raise SpecError(f"{where}: unknown unit {unit!r}; {_HINT}")
+    raise SpecError(f"{where}: unknown unit {_display(unit)}; {_HINT}")
 
 
 def _display(unit: str | None) -> str:
-    return repr(unit) if unit else repr(_UNITLESS)
+    if not unit:
+        return repr(_UNITLESS)
+    return repr(unit if len(unit) <= 40 else unit[:39] + "…")
+
+
+#: Unit symbols that pint reads as something else than a city usually means.
+_LOOKALIKES = {
+    "F": "'F' is the farad; for Fahrenheit write 'degF'",
+    "C": "'C' is the coulomb; for Celsius write 'degC'",
+    "K": "'K' is the kelvin (absolute); write 'kelvin' or 'degC' as meant",
+    "m": "'m' is the metre; for minutes write 'minute'",
+    "M": "'M' is molar; for millions write the scale into the number or use 'MW'",
+    "b": "'b' is the barn; for bits write 'bit'",
+    "B": "'B' is the bel; for bytes write 'byte'",
+}
 
 
 def validate_unit(unit: str | None, *, where: str) -> None:
@@ -150,6 +164,10 @@ def check_convertible(src: str | None, dst: str | None, *, where: str) -> None:
                 "pint cannot convert between them (e.g. an absolute temperature "
                 "and a temperature difference); use units of the same kind"
             )
+        for unit in (src, dst):
+            lookalike = _LOOKALIKES.get((unit or "").strip())
+            if lookalike is not None:
+                advice += f" ({lookalike})"
         message = (
             f"{where}: cannot convert unit {_display(src)} ({src_dim}) to "
             f"{_display(dst)} ({dst_dim}): {advice}"

@@ -8,6 +8,7 @@ the column and the 1-based data row.
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -21,6 +22,9 @@ from cityfed.errors import DataError, SpecError
 from cityfed.typing import FloatArray
 
 __all__ = ["check_city_units", "harmonise"]
+
+#: A number written with a decimal comma ("3,5", "-12,25").
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
 
 
 @dataclass(frozen=True)
@@ -71,12 +75,29 @@ def check_city_units(city: CitySpec, fed: FederationSpec) -> None:
             check_convertible(plan.unit, None, where=f"{plan.where} unit")
 
 
-def _read_header(city: CitySpec) -> set[str]:
+def _require_file(city: CitySpec) -> None:
     path = city.data
+    if path.is_dir():
+        raise DataError(
+            f"{path.name}: {path} is a folder, not a data file (set [city] data in "
+            f"{city.source} to the CSV itself)"
+        )
     if not path.is_file():
         raise DataError(
             f"{path.name}: data file not found at {path} (set [city] data in {city.source})"
         )
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """An expression or cell cut for a one-line message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _read_header(city: CitySpec) -> list[str]:
+    """The header's column names, stripped, in file order (duplicates kept)."""
+    path = city.data
+    _require_file(city)
     try:
         with path.open(encoding=city.encoding, newline="") as handle:
             first = handle.readline()
@@ -87,16 +108,45 @@ def _read_header(city: CitySpec) -> set[str]:
         ) from None
     if not first.strip():
         raise DataError(f"{path.name}: the file is empty (expected a header row and data rows)")
-    return {c.strip() for c in next(csv.reader([first], delimiter=city.delimiter))}
+    return [c.strip() for c in next(csv.reader([first], delimiter=city.delimiter))]
 
 
-def _read_csv(city: CitySpec, needed: set[str]) -> pd.DataFrame:
+def _check_header(city: CitySpec, header: list[str], needed: set[str]) -> None:
+    """A needed column named twice would be read from its first copy: refuse it.
+
+    Raises
+    ------
+    DataError
+        Naming the column and both positions (1-based).
+    """
+    counts = Counter(header)
+    for name in sorted(needed):
+        if counts[name] > 1:
+            first, second = [i + 1 for i, c in enumerate(header) if c == name][:2]
+            raise DataError(
+                f"{city.data.name}: header: column {name!r} appears {counts[name]} times "
+                f"(columns {first} and {second}); rename one so that the mapping in "
+                f"{city.source} reads the right one"
+            )
+
+
+def _delimiter_hint(city: CitySpec, header: list[str]) -> str:
+    """A hint to set the delimiter when the whole header is one column holding another."""
+    if len(header) != 1:
+        return ""
+    for candidate, spelled in ((";", ";"), ("\t", "\\t"), (",", ","), ("|", "|")):
+        if candidate != city.delimiter and candidate in header[0]:
+            return (
+                f"; the header is one column containing {spelled!r}: set "
+                f'delimiter = "{spelled}" in [city] of {city.source}'
+            )
+    return ""
+
+
+def _read_csv(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFrame:
     path = city.data
     label = path.name
-    if not path.is_file():
-        raise DataError(
-            f"{label}: data file not found at {path} (set [city] data in {city.source})"
-        )
+    _require_file(city)
     try:
         frame = pd.read_csv(
             path,
@@ -125,8 +175,9 @@ def _read_csv(city: CitySpec, needed: set[str]) -> pd.DataFrame:
         available = ", ".join(repr(c) for c in frame.columns[:12])
         more = ", ..." if len(frame.columns) > 12 else ""
         raise DataError(
-            f"{label}: column {missing[0]!r} not found (columns are {available}{more}); "
-            f"fix [columns] in {city.source}"
+            f"{label}: column {_short(missing[0])!r} not found (columns are "
+            f"{_short(available + more, 200)}); fix [columns] in {city.source}"
+            f"{_delimiter_hint(city, header)}"
         )
     if frame.shape[0] == 0:
         raise DataError(f"{label}: no data rows below the header")
@@ -158,16 +209,35 @@ def _to_numbers(
             return numbers
     raw = frame[column].astype(str).str.strip()
     is_missing = raw.isin(set(city.missing_values)).to_numpy()
-    text = raw.str.replace(",", ".", regex=False) if city.decimal == "," else raw
+    text = raw
+    if city.thousands is not None:
+        text = text.str.replace(city.thousands, "", regex=False)
+    elif city.decimal == ",":
+        # "1.013" in a decimal-comma file: a thousands separator or a decimal
+        # point? Either reading could be wrong, so neither is made silently.
+        dotted = text.str.contains(".", regex=False).to_numpy() & ~is_missing
+        if dotted.any():
+            row = int(np.argmax(dotted))
+            raise DataError(
+                f"{city.data.name}: column {column!r}, row {row + 1} (line {row + 2}): "
+                f"{_short(raw.iloc[row])!r} has a '.' but the decimal mark is ','; if it "
+                f'groups digits, declare thousands = "." in [city] of {city.source}'
+            )
+    if city.decimal == ",":
+        text = text.str.replace(",", ".", regex=False)
     numbers = pd.to_numeric(text.where(~is_missing, None), errors="coerce").to_numpy(
         dtype=np.float64, na_value=np.nan
     )
     bad = np.isnan(numbers) & ~is_missing
     if bad.any():
         row = int(np.argmax(bad))
+        cell = raw.iloc[row]
+        hint = ""
+        if city.decimal == "." and _DECIMAL_COMMA.match(cell):
+            hint = f"; if ',' is the decimal mark, set decimal = \",\" in [city] of {city.source}"
         raise DataError(
             f"{city.data.name}: column {column!r}, row {row + 1} (line {row + 2}): "
-            f"{raw.iloc[row]!r} is not a number"
+            f"{_short(cell)!r} is not a number{hint}"
         )
     infinite = np.isinf(numbers)
     if infinite.any():
@@ -198,9 +268,10 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
     plans = _plan(city, fed)
     check_city_units(city, fed)
     header = _read_header(city)
-    expressions = [plan.expression(header) for plan in plans]
+    expressions = [plan.expression(set(header)) for plan in plans]
     needed: set[str] = set().union(*(e.columns for e in expressions))
-    frame = _read_csv(city, needed)
+    _check_header(city, header, needed)
+    frame = _read_csv(city, needed, header)
     n_rows = int(frame.shape[0])
     plain = _plain_numbers_possible(city)
     raw = {name: _to_numbers(frame, name, city, plain=plain) for name in sorted(needed)}
@@ -217,7 +288,7 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
         if broken.any():
             row = int(np.argmax(broken))
             raise DataError(
-                f"{label}: column {plan.variable.name!r} = {expression.text!r}, "
+                f"{label}: column {plan.variable.name!r} = {_short(expression.text)!r}, "
                 f"row {row + 1} (line {row + 2}): the result is not finite "
                 "(division by zero?)"
             )

@@ -19,8 +19,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,8 @@ class SimulationPlan:
     city_paths: tuple[Path, ...]
     cities: tuple[CitySpec, ...]
     data: tuple[CityData, ...]
+    #: Cities whose nodes will refuse to answer, and why (they leave the run).
+    refusals: Mapping[str, str] = field(default_factory=dict)
 
 
 def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> SimulationPlan:
@@ -114,11 +116,20 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
                 "agreed to"
             )
     data = tuple(load_city_data(city, fed) for city in cities)
-    for path, city, rows in zip(paths, cities, data, strict=True):
-        # What the city's node would refuse in the engine, said before it starts.
-        refusal = check_data(fed, city, int(rows.y_train.shape[0]))
-        if refusal is not None:
-            raise SpecError(f"{path.name}: city {city.name!r}: {refusal}")
+    # What the cities' nodes will refuse in the engine, known before it starts: a
+    # refusing city leaves the run, and a run that cannot have enough cities
+    # fails now rather than after the engine started.
+    refusals = {
+        city.name: reason
+        for city, rows in zip(cities, data, strict=True)
+        if (reason := check_data(fed, city, int(rows.y_train.shape[0]))) is not None
+    }
+    if len(cities) - len(refusals) < fed.min_cities:
+        named = "; ".join(f"{name}: {reason}" for name, reason in sorted(refusals.items()))
+        raise SpecError(
+            f"only {len(cities) - len(refusals)} of {len(cities)} cities can take part; the "
+            f"federation needs min_cities = {fed.min_cities} ({named})"
+        )
     if fed.task == "classification":
         counts = {
             rows.city: (int(np.sum(rows.y_train == 0.0)), int(np.sum(rows.y_train == 1.0)))
@@ -127,7 +138,7 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
         problem = one_class_problem(counts)
         if problem is not None:
             raise SpecError(f"{fed_path.name}: {problem}")
-    return SimulationPlan(fed_path, fed, paths, cities, data)
+    return SimulationPlan(fed_path, fed, paths, cities, data, refusals)
 
 
 def simulate(
