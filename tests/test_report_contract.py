@@ -33,10 +33,11 @@ from cityfed.report.build import (
     report_to_json,
     write_report,
 )
-from cityfed.report.html import render_html
+from cityfed.report.html import _fmt, render_html
 from cityfed.report.pooled import pooled_check
 from cityfed.report.terminal import print_summary
 from cityfed.report.types import Report, ScoreName, holdout_models, score_of
+from cityfed.report.verdict import change as verdict_change
 
 from .synthetic import SyntheticFederation, local_exchange, write_federation
 
@@ -202,7 +203,8 @@ def test_the_page_names_every_city_and_shows_its_scores(
     (table,) = re.findall(r"<h2>Mutual benefit</h2>.*?(<table>.*?</table>)", page, flags=re.DOTALL)
     (chart,) = re.findall(r'<svg[^>]*class="bar-chart".*?</svg>', page, flags=re.DOTALL)
     plots = re.findall(r'<svg[^>]*class="calibration".*?</svg>', page, flags=re.DOTALL)
-    assert chart.count("<rect") == 3 * len(run.report.cities)  # three models per city
+    # Federated and personalised against each city's own model.
+    assert chart.count("<rect") == 2 * len(run.report.cities)
     assert len(plots) == len(run.report.cities)
     for city_name, city in run.report.cities.items():
         assert f"<td>{html.escape(city_name)}</td>" in page
@@ -212,7 +214,12 @@ def test_the_page_names_every_city_and_shows_its_scores(
             value = score_of(scores, _headline(run))
             assert value is not None
             assert f"{value:.4g}" in table  # the benefit table's 4 significant digits
-            assert f">{value:.3g}</text>" in chart  # the bar's value label
+        # Each bar is labelled with its gain over the city's own model, in per cent.
+        change = verdict_change(city, run.report.model.task == "classification")
+        for which in ("federated", "personalized"):
+            gain = change.gain(which)
+            assert gain is not None
+            assert f">{_fmt(100.0 * gain, 3)}</text>" in chart
     for coef in run.report.model.coef:
         assert f"{coef:.6g}" in page
 

@@ -284,33 +284,37 @@ def test_no_none_nan_or_external_urls(make: Any) -> None:
         assert tag not in page
 
 
-def test_regression_bar_chart_has_one_rect_per_non_null_bar() -> None:
+def test_regression_chart_shows_the_change_against_local_only() -> None:
     report = regression_report()
     page = render_html(report)
     (chart,) = svg_with_class(page, "bar-chart")
-    expected = sum(
-        score_of(scores, "r2") is not None
-        for city in report.cities.values()
-        if city.status != "refused"
-        for scores in holdout_models(city)
-    )
-    assert expected == 7  # EWR 3, JFK 1, LGA 0, EVIL 3
+    # One bar per city and model that has an RMSE to compare with the city's own.
+    expected = 0
+    for city in report.cities.values():
+        if city.status == "refused":
+            continue
+        local, *others = (score_of(s, "rmse") for s in holdout_models(city))
+        expected += sum(local is not None and o is not None for o in others)
     assert chart.count("<rect") == expected
-    assert chart.count(">n/a</text>") == 5  # JFK 2, LGA 3
-    for label in ("local-only", "federated", "personalised"):
+    assert ">local-only</text>" not in chart  # the baseline is the zero line, not a bar
+    for label in ("federated", "personalised"):
         assert label in chart  # legend
-    assert "R²" in chart  # axis label
-    assert "0.96" in chart and "-0.4" in chart  # value labels
+    assert "% lower RMSE than local-only" in chart  # axis label
+    ewr = report.cities["EWR"]
+    local, federated, _ = (score_of(s, "rmse") for s in holdout_models(ewr))
+    assert local is not None and federated is not None
+    gain = 100.0 * (local - federated) / local
+    assert f">{float(f'{gain:.3g}'):g}</text>" in chart or f"{gain:.3g}" in chart
+    assert "n/a: " in page  # why a city has no bars
 
 
-def test_classification_chart_falls_back_to_accuracy() -> None:
+def test_classification_chart_compares_log_losses_and_says_why_not() -> None:
     page = render_html(classification_report())
     (chart,) = svg_with_class(page, "bar-chart")
-    # A: two AUCs; B: no AUC at all so two accuracies; refused city: nothing.
-    assert chart.count("<rect") == 4
-    assert "B (accuracy)" in chart
-    assert "ROC AUC / accuracy" in chart
-    assert "Log-loss" in page and "Accuracy" in page
+    assert "% lower log-loss than local-only" in chart
+    for label in ("Log-loss", "Accuracy", "Precision", "Recall", "Base rate"):
+        assert f">{label}</th>" in page
+    assert '<ul class="verdicts">' in page and "No verdict: " in page
 
 
 def test_calibration_plots_only_for_cities_with_bins() -> None:
@@ -331,8 +335,10 @@ def test_calibration_plots_only_for_cities_with_bins() -> None:
 def test_classification_calibration_uses_probability_axes() -> None:
     page = render_html(classification_report())
     (plot,) = svg_with_class(page, "calibration")
-    assert "mean predicted probability" in plot
-    assert "observed frequency" in plot
+    assert "predicted probability" in plot and "observed frequency" in plot
+    ticks = re.findall(r'text-anchor="middle">([0-9.]+)</text>', plot)
+    assert ticks[0] == "0" and ticks[-1] == "1"  # 0-1 axes whatever the data
+    assert 'class="count"' in plot  # each bin says how many rows it holds
 
 
 def test_model_cities_and_pooled_sections() -> None:
@@ -352,10 +358,15 @@ def test_model_cities_and_pooled_sections() -> None:
 def test_settings_and_fit_status_are_shown() -> None:
     page = render_html(classification_report())
     (settings,) = re.findall(r"<h3>Settings</h3><table>.*?</table>", page, flags=re.DOTALL)
-    for key in ("model", "algorithm", "C", "holdout_fraction", "min_rows_per_city", "rounds"):
+    for key in ("model", "algorithm", "C", "holdout_fraction", "min_rows_per_city"):
         assert f"<td>{key}</td>" in settings
+    assert "<td>training rounds</td>" in settings
+    assert "<td>alpha</td>" not in settings  # ridge's setting, not logistic's
     assert "<td>converged</td><td>no</td>" in settings
     assert "<td>logistic</td>" in settings
+    page = render_html(regression_report())
+    (settings,) = re.findall(r"<h3>Settings</h3><table>.*?</table>", page, flags=re.DOTALL)
+    assert "<td>C</td>" not in settings and "<td>converged</td>" not in settings
 
 
 def test_pooled_check_failure_and_absence() -> None:

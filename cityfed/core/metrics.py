@@ -1,4 +1,4 @@
-"""Holdout scores: R², RMSE and MAE for regression; accuracy, log-loss, ROC AUC.
+"""Holdout scores: R², RMSE and MAE; accuracy, log-loss, ROC AUC, base rate, precision, recall.
 
 Pure numpy/scipy, checked against scikit-learn's metrics in the tests.
 """
@@ -19,6 +19,7 @@ __all__ = [
     "Scores",
     "calibration_bins",
     "classification_scores",
+    "probability_bins",
     "regression_scores",
 ]
 
@@ -37,11 +38,19 @@ class RegressionScores:
 
 @dataclass(frozen=True)
 class ClassificationScores:
-    """Accuracy, mean log-loss and ROC AUC (None with a single class) of P(class 1)."""
+    """Scores of P(class 1) on labelled rows, the class predicted when P > 0.5.
+
+    ``roc_auc`` is None with a single class; ``precision`` when nothing is
+    predicted positive; ``recall`` when no row is positive. ``base_rate`` is the
+    share of positive rows: what always answering "no" would get wrong.
+    """
 
     accuracy: float | None
     log_loss: float | None
     roc_auc: float | None
+    base_rate: float | None = None
+    precision: float | None = None
+    recall: float | None = None
 
 
 Scores = RegressionScores | ClassificationScores
@@ -86,10 +95,51 @@ def classification_scores(y: FloatArray, proba: FloatArray) -> ClassificationSco
     p = np.clip(proba, _EPS, 1.0 - _EPS)
     positive = y == 1.0
     both = bool(positive.any() and (~positive).any())
+    said = p > 0.5
+    hits = int(np.sum(said & positive))
     return ClassificationScores(
-        accuracy=float(np.mean((p > 0.5) == positive)),
+        accuracy=float(np.mean(said == positive)),
         log_loss=float(-np.mean(np.where(positive, np.log(p), np.log1p(-p)))),
         roc_auc=_roc_auc(y, p) if both else None,
+        base_rate=float(np.mean(positive)),
+        precision=hits / int(said.sum()) if said.any() else None,
+        recall=hits / int(positive.sum()) if positive.any() else None,
+    )
+
+
+def probability_bins(
+    observed: FloatArray, predicted: FloatArray, *, bins: int = 10, min_count: int = 5
+) -> tuple[CalibrationBin, ...]:
+    """A reliability diagram's bins: predicted probabilities cut at 0.1, 0.2, ...
+
+    Equal-width bins keep the x axis meaningful when the event is rare (equal-count
+    bins would all sit near 0). A bin of fewer than ``min_count`` rows is merged
+    into the next one up (the last into the one below), so no bin reveals a row.
+    """
+    if observed.size < min_count:
+        return ()
+    edges = np.minimum((np.asarray(predicted) * bins).astype(np.int64), bins - 1)
+    groups: list[np.ndarray] = []
+    pending = np.zeros(0, dtype=np.int64)
+    for k in range(bins):
+        members = np.concatenate([pending, np.flatnonzero(edges == k)])
+        if members.size >= min_count:
+            groups.append(members)
+            pending = np.zeros(0, dtype=np.int64)
+        else:
+            pending = members
+    if pending.size:
+        if groups:
+            groups[-1] = np.concatenate([groups[-1], pending])
+        else:
+            groups.append(pending)
+    return tuple(
+        CalibrationBin(
+            predicted=float(predicted[g].mean()),
+            observed=float(observed[g].mean()),
+            count=int(g.size),
+        )
+        for g in groups
     )
 
 

@@ -67,6 +67,7 @@ def _scores_from_json(data: object) -> Scores | None:
         )
     return ClassificationScores(
         *(_number(data.get(k), k) for k in ("accuracy", "log_loss", "roc_auc")),
+        **{k: _number(data.get(k), k) for k in ("base_rate", "precision", "recall")},
     )
 
 

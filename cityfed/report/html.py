@@ -31,6 +31,7 @@ from cityfed.report.types import (
     holdout_models,
     score_of,
 )
+from cityfed.report.verdict import change, na_reason, verdict
 
 __all__ = ["render_html"]
 
@@ -58,6 +59,8 @@ class _Metric:
     key: ScoreName
     label: str
     higher_is_better: bool
+    #: False for a fact of the data (the base rate): never shown as "best".
+    ranked: bool = True
 
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
@@ -78,6 +81,9 @@ _CLASSIFICATION_METRICS: Final = (
     _Metric("accuracy", "Accuracy", higher_is_better=True),
     _Metric("log_loss", "Log-loss", higher_is_better=False),
     _Metric("roc_auc", "ROC AUC", higher_is_better=True),
+    _Metric("precision", "Precision", higher_is_better=True),
+    _Metric("recall", "Recall", higher_is_better=True),
+    _Metric("base_rate", "Base rate", higher_is_better=True, ranked=False),
 )
 
 _CSS: Final = """
@@ -120,6 +126,9 @@ svg .grid-line { stroke: #e4e7eb; stroke-width: 1; }
 svg .axis { stroke: #52606d; stroke-width: 1; fill: none; }
 svg .identity { stroke: #9aa5b1; stroke-width: 1.5; stroke-dasharray: 5 4; }
 svg .point { fill: #0072b2; fill-opacity: 0.7; stroke: #064a75; stroke-width: 1; }
+svg text.count { fill: #52606d; font-size: 10px; }
+ul.verdicts { padding-left: 1.2em; }
+ul.verdicts li { margin: 4px 0; }
 footer { margin-top: 40px; color: #7b8794; font-size: 0.85rem; }
 """
 
@@ -441,7 +450,9 @@ def _calibration_svg(
         pad = 0.05 * (max(coords) - min(coords))
         bounds = (min(coords) - pad, max(coords) + pad)
     ticks = _nice_ticks(*bounds)
-    low, high = ticks[0], ticks[-1]
+    # A margin inside the axes: points at the ends stay off the axes and labels.
+    margin = 0.04 * (ticks[-1] - ticks[0])
+    low, high = ticks[0] - margin, ticks[-1] + margin
 
     def sx(value: float) -> float:
         return left + size * (value - low) / (high - low)
@@ -457,7 +468,7 @@ def _calibration_svg(
         parts.append(_svg_text(sx(tick), top + size + 15, _fmt(tick)))
         parts.append(_svg_text(left - 6, sy(tick) + 4, _fmt(tick), anchor="end"))
     parts.append(f'<path d="M{left:.1f} {top:.1f}v{size:.1f}h{size:.1f}" class="axis"/>')
-    parts.append(_svg_line(sx(low), sy(low), sx(high), sy(high), "identity"))
+    parts.append(_svg_line(sx(ticks[0]), sy(ticks[0]), sx(ticks[-1]), sy(ticks[-1]), "identity"))
     parts.append(_svg_text(left + size / 2, height - 8, x_label, css_class="axis-label"))
     parts.append(_svg_text(16, top + size / 2, y_label, css_class="axis-label", rotate=True))
     largest = max((b.count for b in bins if b.count > 0), default=None)
@@ -473,6 +484,15 @@ def _calibration_svg(
             f'<circle cx="{sx(item.predicted):.1f}" cy="{sy(item.observed):.1f}" '
             f'r="{radius:.1f}" class="point"><title>{html.escape(tooltip)}</title>'
             "</circle>"
+        )
+        parts.append(
+            _svg_text(
+                sx(item.predicted) + radius + 2,
+                sy(item.observed) - radius,
+                _fmt(float(item.count), 3),
+                css_class="count",
+                anchor="start",
+            )
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -518,7 +538,7 @@ def _benefit_table(scored: Sequence[CityOutcome], metrics: Sequence[_Metric]) ->
             for metric in metrics:
                 value = score_of(scores[s], metric.key)
                 cell = _fmt(value)
-                is_best = value is not None and value == best[metric.key]
+                is_best = metric.ranked and value is not None and value == best[metric.key]
                 cells.append(f"<strong>{cell}</strong>" if is_best else cell)
             rows.append(cells)
             row_classes.append("group-start" if s == 0 else "")
@@ -535,53 +555,64 @@ def _best(scores: Sequence[Scores | None], metric: _Metric) -> float | None:
     return max(values) if metric.higher_is_better else min(values)
 
 
-def _headline_groups(
+def _gain_groups(
     scored: Sequence[CityOutcome], classification: bool
-) -> tuple[list[_BarGroup], str]:
-    """Return the bar groups for the headline score and the y-axis label.
+) -> tuple[list[_BarGroup], list[str]]:
+    """Per city, the federated and personalised error reduction against local-only, in %.
 
-    Regression uses R². Classification uses ROC AUC, except for a city whose
-    three AUCs are all undefined: its bars show accuracy and its label says so.
+    Returns the bar groups and, for each city without a comparison, why.
     """
     groups: list[_BarGroup] = []
-    fell_back = False
+    reasons: list[str] = []
     for city in scored:
-        scores = holdout_models(city)
-        key: ScoreName = "roc_auc" if classification else "r2"
-        label = city.city
-        values = tuple(score_of(s, key) for s in scores)
-        if classification and all(v is None for v in values):
-            values = tuple(score_of(s, "accuracy") for s in scores)
-            if any(v is not None for v in values):
-                label, fell_back = f"{city.city} (accuracy)", True
-        groups.append(_BarGroup(label, values))
-    if not classification:
-        return groups, "R² on holdout rows"
-    return groups, "ROC AUC / accuracy" if fell_back else "ROC AUC on holdout rows"
+        why = na_reason(city, classification)
+        if why is not None:
+            reasons.append(f"{city.city}: {why}")
+        c = change(city, classification)
+        values = tuple(
+            None if g is None else 100.0 * g for g in (c.gain("federated"), c.gain("personalized"))
+        )
+        groups.append(_BarGroup(city.city, values))
+    return groups, reasons
+
+
+def _verdicts(scored: Sequence[CityOutcome], classification: bool) -> str:
+    items = "".join(
+        f"<li><strong>{_text(city.city)}</strong>: "
+        f"{html.escape(verdict(city, classification))}</li>"
+        for city in scored
+    )
+    return f'<ul class="verdicts">{items}</ul>'
 
 
 def _benefit_section(cities: Mapping[str, CityOutcome], classification: bool) -> str:
-    """Return the "Mutual benefit" section: scores table and bar chart."""
+    """Return the "Mutual benefit" section: verdicts, scores table and the gain chart."""
     scored = [city for city in cities.values() if city.status != "refused"]
     refused = [name for name, city in cities.items() if city.status == "refused"]
     parts = [
         _caption(
-            "Scores on each city's own holdout rows for a model trained on that "
-            "city alone (local-only), the shared federated model, and the "
-            "federated model personalised to the city. Best value in bold."
+            "Did joining help? Each city scored, on its own holdout rows, a model "
+            "trained on that city alone (local-only), the shared federated model, and "
+            "the federated model personalised to the city."
         )
     ]
     if refused:
         parts.append(_caption(f"Refused cities are not scored: {', '.join(refused)}."))
     if not scored:
         return _section("Mutual benefit", *parts, _caption("No city was scored."))
+    parts.append(_verdicts(scored, classification))
     parts.append(_benefit_table(scored, _metrics(classification)))
-    groups, y_label = _headline_groups(scored, classification)
-    chart = _bar_chart_svg(groups, _SERIES, y_label)
+    parts.append(_caption("Best value of each score in bold."))
+    groups, reasons = _gain_groups(scored, classification)
+    error = "log-loss" if classification else "RMSE"
+    y_label = f"% lower {error} than local-only"
+    chart = _bar_chart_svg(groups, _SERIES[1:], y_label)
+    why = (" n/a: " + "; ".join(reasons) + ".") if reasons else ""
     parts.append(
         f'<figure><div class="scroll">{chart}</div><figcaption>'
-        f"{html.escape(y_label)} per city; missing scores are marked n/a."
-        "</figcaption></figure>"
+        f"How much lower each model's {error} is than the city's own model's, in per cent "
+        f"of it: above 0 the federation helped, below 0 the city's own model was better."
+        f"{html.escape(why)}</figcaption></figure>"
     )
     return _section("Mutual benefit", *parts)
 
@@ -595,7 +626,7 @@ def _plotted_bins(city: CityOutcome) -> list[CalibrationBin]:
 def _calibration_section(report: Report, classification: bool) -> str:
     """Return the "Predicted vs observed" section, or "" if no city has bins."""
     if classification:
-        x_label, y_label = "mean predicted probability", "observed frequency"
+        x_label, y_label = "predicted probability", "observed frequency"
         bounds: tuple[float, float] | None = (0.0, 1.0)
     else:
         target = report.federation.target
@@ -610,10 +641,15 @@ def _calibration_section(report: Report, classification: bool) -> str:
             plots.append(_calibration_svg(city_name, bins, x_label, y_label, bounds))
     if not plots:
         return ""
+    binning = (
+        "bins of predicted probability 0–0.1, 0.1–0.2, … (a sparse bin is merged with the next)"
+        if classification
+        else "equal-count bins sorted by prediction"
+    )
     caption = _caption(
-        "Each point is a bin of holdout rows: mean prediction (x) against mean "
-        "observed value (y), sized by row count; the dashed line is y = x. "
-        "These are binned aggregates computed by each city — the coordinator "
+        f"Each point is a bin of holdout rows ({binning}): mean prediction (x) against "
+        "mean observed value (y), sized and labelled by row count; the dashed line is "
+        "y = x. These are binned aggregates computed by each city — the coordinator "
         "never sees rows."
     )
     return _section("Predicted vs observed", caption, f'<div class="grid">{"".join(plots)}</div>')
@@ -643,20 +679,26 @@ def _model_section(report: Report, classification: bool) -> str:
 
 def _settings_table(federation: FederationSpec, model: ModelSection) -> str:
     """Tabulate the federation settings and the fit status."""
-    settings: tuple[tuple[str, str | float], ...] = (
+    settings: list[tuple[str, str | float]] = [
         ("model", federation.model),
         ("algorithm", federation.algorithm),
-        ("alpha", federation.alpha),
-        ("C", federation.C),
+    ]
+    # Only what applies to this model: alpha is ridge's, C is logistic's.
+    if federation.model == "ridge":
+        settings.append(("alpha", federation.alpha))
+    if federation.model == "logistic":
+        settings.append(("C", federation.C))
+    settings += [
         ("standardize", federation.standardize),
         ("holdout_fraction", federation.holdout_fraction),
         ("seed", federation.seed),
         ("min_cities", federation.min_cities),
         ("min_rows_per_city", federation.min_rows_per_city),
         ("missing", federation.missing),
-        ("rounds", model.rounds),
-        ("converged", model.converged),
-    )
+        ("training rounds", model.rounds),
+    ]
+    if federation.model == "logistic" or federation.algorithm == "fedavg":
+        settings.append(("converged", model.converged))
     return _table(["Setting", "Value"], [[html.escape(k), _text(v)] for k, v in settings])
 
 

@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cityfed.report.types import Report, ScoreName, holdout_models, score_of
+from cityfed.report.verdict import verdict
 
 __all__ = ["print_summary"]
 
@@ -32,17 +33,18 @@ def _benefit_table(report: Report) -> Table:
         title_justify="left",
     )
     table.add_column("city")
-    table.add_column("rows", justify="right")
+    table.add_column("usable\nrows", justify="right")
+    table.add_column("holdout\nrows", justify="right")
     for label in labels:
         for model in _MODELS:
             table.add_column(f"{label}\n{model}", justify="right")
     for name, city in report.cities.items():
         if city.status != "ok":
-            table.add_row(escape(name), _fmt(city.rows_used), f"[yellow]{city.status}[/]")
+            table.add_row(escape(name), _fmt(city.rows_used), "", f"[yellow]{city.status}[/]")
             continue
         scores = holdout_models(city)
         cells = [_fmt(score_of(s, key)) for key in keys for s in scores]
-        table.add_row(escape(name), _fmt(city.rows_used), *cells)
+        table.add_row(escape(name), _fmt(city.rows_used), _fmt(city.rows_holdout), *cells)
     return table
 
 
@@ -73,6 +75,10 @@ def print_summary(report: Report, console: Console) -> None:
     coef.add_row("(intercept)", "", f"{model.intercept:.6g}")
     console.print(coef)
     console.print(_benefit_table(report))
+    classify = model.task == "classification"
+    for name, city in report.cities.items():
+        if city.status == "ok":
+            console.print(f"  [bold]{escape(name)}[/]: {escape(verdict(city, classify))}")
     for name, city in report.cities.items():
         if city.status != "ok" or city.reason:
             console.print(f"  [yellow]{escape(name)}[/]: {escape(city.reason or city.status)}")
@@ -81,7 +87,7 @@ def print_summary(report: Report, console: Console) -> None:
             console.print(escape(f"  {name} dropped {city.rows_dropped} rows ({reasons})"))
     check = report.pooled_check
     if check is not None:
-        verdict = (
+        outcome = (
             "[green]equal within tolerance[/]"
             if check.within_tolerance
             else "[red]OUTSIDE tolerance[/]"
@@ -91,5 +97,5 @@ def print_summary(report: Report, console: Console) -> None:
             f"Pooled check against {escape(check.reference)} on {check.rows} rows: "
             f"max |{check.compared} difference| = {check.max_abs_prediction_diff:.3g}"
             + (f" ({relative:.3g} × std(y))" if relative is not None else "")
-            + f" — {verdict}"
+            + f" — {outcome}"
         )

@@ -31,7 +31,9 @@ __all__ = [
 #: What the pooled check compares: predictions (regression) or P(class 1).
 Compared = Literal["prediction", "predicted probability"]
 #: The holdout scores, by their field name in the score records and ``report.json``.
-ScoreName = Literal["r2", "rmse", "mae", "accuracy", "log_loss", "roc_auc"]
+ScoreName = Literal[
+    "r2", "rmse", "mae", "accuracy", "log_loss", "roc_auc", "base_rate", "precision", "recall"
+]
 
 
 @dataclass(frozen=True)

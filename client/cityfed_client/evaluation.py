@@ -16,6 +16,7 @@ from cityfed.core.metrics import (
     Scores,
     calibration_bins,
     classification_scores,
+    probability_bins,
     regression_scores,
 )
 from cityfed.core.personalize import choose_tau, fit_personal_linear, fit_personal_logistic
@@ -116,6 +117,8 @@ def evaluate_city(
     if tau is None:
         tau = choose_tau(Z_train, y_train, fit, loss, seed=fed.seed)
     personal = respond(fit(Z_train, y_train, tau))
+    if classify:
+        tau = max(tau, 1.0)  # the strength fit_personal_logistic applies (floored at 1)
 
     return CityEvaluation(
         holdout=HoldoutScores(
@@ -124,5 +127,7 @@ def evaluate_city(
             personalized=score(y_hold, personal),
         ),
         tau=tau,
-        calibration=calibration_bins(y_hold, federated, min_count=max(min_rows, 5)),
+        calibration=(probability_bins if classify else calibration_bins)(
+            y_hold, federated, min_count=max(min_rows, 5)
+        ),
     )
