@@ -102,6 +102,7 @@ CITY_KEYS = {
     "holdout",
     "personalization",
     "calibration",
+    "learning_curve",
 }
 POOLED_KEYS = {
     "max_abs_prediction_diff",
@@ -263,6 +264,9 @@ def test_report_json_has_the_published_keys(name: str, request: pytest.FixtureRe
         assert set(city["holdout"]) == {"local_only", "federated", "personalized"}
         assert set(city["personalization"]) == {"tau"}
         assert all(set(b) == {"predicted", "observed", "count"} for b in city["calibration"])
+        curve = city["learning_curve"]
+        assert all(set(p) == {"rows", "local_only", "personalized"} for p in curve)
+        assert curve and curve[0]["rows"] == 50 and curve[-1]["rows"] == city["rows_train"]
         outcome = run.report.cities[city_name]
         assert city["rows_holdout"] == outcome.rows_holdout > 0
         assert city["rows_dropped"] == outcome.rows_dropped

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+from xml.etree import ElementTree
+
 import numpy as np
 import pytest
+from cityfed_server.training import train
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import precision_score, recall_score
 
+from cityfed.config.spec import load_federation
 from cityfed.core.metrics import (
     ClassificationScores,
     RegressionScores,
@@ -16,7 +23,10 @@ from cityfed.core.metrics import (
 )
 from cityfed.federation.evaluation import CityEvaluation, HoldoutScores
 from cityfed.federation.outcome import CityOutcome
+from cityfed.report.build import build_report, report_from_json, report_json_text
+from cityfed.report.html import render_html
 from cityfed.report.verdict import verdict
+from tests.synthetic import local_exchange, write_federation
 
 
 def _city(local: float | None, federated: float, personalized: float) -> CityOutcome:
@@ -98,3 +108,38 @@ def test_probability_bins_keep_every_row_and_no_small_bin(
     predicted = [b.predicted for b in bins]
     assert predicted == sorted(predicted)
     assert all(0.0 <= b.predicted <= 1.0 and 0.0 <= b.observed <= 1.0 for b in bins)
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_learning_curves_are_computed_by_each_city_and_drawn(tmp_path: Path, task: str) -> None:
+    model = "logistic" if task == "classification" else "ridge"
+    files = write_federation(
+        tmp_path, task=task, model=model, holdout_fraction=0.3, sizes=(400, 150, 500)
+    )
+    fed = load_federation(files.federation)
+    result = train(fed, local_exchange(files.cities), run_id="curve")
+    for city in result.cities.values():
+        assert city.evaluation is not None
+        sizes = [point.rows for point in city.evaluation.learning_curve]
+        assert sizes[0] == 50 and sizes[-1] == city.rows_train
+        assert sizes == sorted(set(sizes))
+        assert all(p.local_only is not None for p in city.evaluation.learning_curve)
+    # The same curve after report.json and back, and on the page.
+    report = build_report(fed, result)
+    again = report_from_json(json.loads(report_json_text(report)), "report.json")
+    assert again.cities["city1"].evaluation == report.cities["city1"].evaluation
+    page = render_html(report)
+    curves = re.findall(r'<svg[^>]*class="curve".*?</svg>', page, flags=re.DOTALL)
+    assert len(curves) == 3 and "<h2>Learning curves</h2>" in page
+    for svg in curves:
+        ElementTree.fromstring(svg)  # well-formed
+        assert "own training rows" in svg and "stroke-dasharray" in svg  # federated line
+
+
+def test_a_learning_curve_is_reproducible(tmp_path: Path) -> None:
+    files = write_federation(tmp_path, holdout_fraction=0.3, sizes=(300, 120, 500))
+    fed = load_federation(files.federation)
+    first = train(fed, local_exchange(files.cities), run_id="a").cities["city0"]
+    second = train(fed, local_exchange(files.cities), run_id="b").cities["city0"]
+    assert first.evaluation is not None and second.evaluation is not None
+    assert first.evaluation.learning_curve == second.evaluation.learning_curve

@@ -16,6 +16,7 @@ from cityfed.core.metrics import CalibrationBin, ClassificationScores, Regressio
 
 __all__ = [
     "CityEvaluation",
+    "CurvePoint",
     "HoldoutScores",
     "evaluation_from_json",
     "evaluation_to_json",
@@ -36,12 +37,28 @@ class HoldoutScores:
 
 
 @dataclass(frozen=True)
+class CurvePoint:
+    """The city's holdout error when it trains on only ``rows`` of its training rows.
+
+    ``local_only``: a model of those rows alone; ``personalized``: the federated
+    model personalised to those rows (the federated model itself does not change).
+    The error is the RMSE (regression) or the log-loss (classification); None when
+    a model cannot be fitted (one class among those rows).
+    """
+
+    rows: int
+    local_only: float | None
+    personalized: float | None
+
+
+@dataclass(frozen=True)
 class CityEvaluation:
     """What a city reports after scoring; ``holdout`` is None without holdout rows."""
 
     holdout: HoldoutScores | None = None
     tau: float | None = None
     calibration: tuple[CalibrationBin, ...] = ()
+    learning_curve: tuple[CurvePoint, ...] = ()
 
 
 def _scores_to_json(scores: Scores | None) -> dict[str, float | None] | None:
@@ -84,6 +101,7 @@ def evaluation_to_json(evaluation: CityEvaluation) -> dict[str, Any]:
         },
         "personalization": None if evaluation.tau is None else {"tau": evaluation.tau},
         "calibration": [asdict(b) for b in evaluation.calibration],
+        "learning_curve": [asdict(point) for point in evaluation.learning_curve],
     }
 
 
@@ -121,4 +139,18 @@ def evaluation_from_json(data: Mapping[str, Any]) -> CityEvaluation:
         if predicted is None or observed is None or count is None:
             raise ValueError("evaluation: a calibration bin lacks a value")
         bins.append(CalibrationBin(predicted, observed, int(count)))
-    return CityEvaluation(scores, tau, tuple(bins))
+    curve = []
+    for entry in data.get("learning_curve") or ():
+        if not isinstance(entry, Mapping):
+            raise ValueError("evaluation: a learning-curve point is not an object")
+        rows = _number(entry.get("rows"), "rows")
+        if rows is None or rows < 1:
+            raise ValueError("evaluation: a learning-curve point lacks its rows")
+        curve.append(
+            CurvePoint(
+                int(rows),
+                _number(entry.get("local_only"), "local_only"),
+                _number(entry.get("personalized"), "personalized"),
+            )
+        )
+    return CityEvaluation(scores, tau, tuple(bins), tuple(curve))

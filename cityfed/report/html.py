@@ -655,6 +655,83 @@ def _calibration_section(report: Report, classification: bool) -> str:
     return _section("Predicted vs observed", caption, f'<div class="grid">{"".join(plots)}</div>')
 
 
+def _curve_svg(title: str, city: CityOutcome, classification: bool) -> str | None:
+    """One city's learning curve: holdout error against its own training rows (log scale)."""
+    curve = city.evaluation.learning_curve if city.evaluation is not None else ()
+    points = [(p.rows, _finite(p.local_only), _finite(p.personalized)) for p in curve if p.rows > 0]
+    federated = score_of(holdout_models(city)[1], "log_loss" if classification else "rmse")
+    values = [v for _, a, b in points for v in (a, b) if v is not None]
+    if len(points) < 2 or not values:
+        return None
+    if federated is not None:
+        values.append(federated)
+    left, right, top, bottom, plot_w, plot_h = 64.0, 16.0, 48.0, 48.0, 260.0, 200.0
+    width, height = left + plot_w + right, top + plot_h + bottom
+    ticks = _nice_ticks(min(values), max(values))
+    low, high = ticks[0], ticks[-1]
+    x_low, x_high = math.log(points[0][0]), math.log(points[-1][0])
+
+    def sx(rows: float) -> float:
+        return left + plot_w * (math.log(rows) - x_low) / max(x_high - x_low, 1e-12)
+
+    def sy(value: float) -> float:
+        return top + plot_h * (high - value) / (high - low)
+
+    error = "log-loss" if classification else "RMSE"
+    parts = [_svg_open(width, height, "curve", f"Learning curve: {title}")]
+    parts.append(_svg_text(left + plot_w / 2, 18, _shorten(title, 40), css_class="title"))
+    for tick in ticks:
+        parts.append(_svg_line(left, sy(tick), left + plot_w, sy(tick), "grid-line"))
+        parts.append(_svg_text(left - 6, sy(tick) + 4, _fmt(tick), anchor="end"))
+    for rows, _, _ in points:
+        parts.append(_svg_text(sx(rows), top + plot_h + 15, _fmt(rows)))
+    parts.append(f'<path d="M{left:.1f} {top:.1f}v{plot_h:.1f}h{plot_w:.1f}" class="axis"/>')
+    parts.append(
+        _svg_text(left + plot_w / 2, height - 8, "own training rows", css_class="axis-label")
+    )
+    parts.append(
+        _svg_text(16, top + plot_h / 2, f"{error} on holdout", css_class="axis-label", rotate=True)
+    )
+    if federated is not None:
+        parts.append(
+            f'<path d="M{left:.1f} {sy(federated):.1f}h{plot_w:.1f}" stroke="{_SERIES[1].colour}"'
+            ' stroke-dasharray="6 4" fill="none" stroke-width="2"/>'
+        )
+    for index, series in ((1, _SERIES[0]), (2, _SERIES[2])):
+        line = [(rows, vals) for rows, *rest in points if (vals := rest[index - 1]) is not None]
+        if not line:
+            continue
+        d = "M" + "L".join(f"{sx(r):.1f} {sy(v):.1f}" for r, v in line)
+        parts.append(f'<path d="{d}" stroke="{series.colour}" fill="none" stroke-width="2"/>')
+        for r, v in line:
+            tooltip = html.escape(f"{series.label}, {r} rows: {error} {_fmt(v)}")
+            parts.append(
+                f'<circle cx="{sx(r):.1f}" cy="{sy(v):.1f}" r="3" fill="{series.colour}">'
+                f"<title>{tooltip}</title></circle>"
+            )
+    parts.append(_legend_svg(_SERIES, left, 36))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _curve_section(cities: Mapping[str, CityOutcome], classification: bool) -> str:
+    """Return the "Learning curves" section, or "" when no city computed one."""
+    plots = [
+        svg
+        for name, city in cities.items()
+        if (svg := _curve_svg(name, city, classification)) is not None
+    ]
+    if not plots:
+        return ""
+    caption = _caption(
+        "What a city gains the less data it has: each city trained its own model "
+        "(local-only) and personalised the federated model on the first 50, 100, 200, … "
+        "of its own training rows, and scored both on its holdout rows. The dashed "
+        "line is this run's federated model, which does not depend on the subset."
+    )
+    return _section("Learning curves", caption, f'<div class="grid">{"".join(plots)}</div>')
+
+
 def _model_section(report: Report, classification: bool) -> str:
     """Return the "Model" section: coefficients, intercept, target, settings."""
     model, target = report.model, report.federation.target
@@ -816,6 +893,7 @@ def render_html(report: Report) -> str:
         [
             _header(report),
             _benefit_section(report.cities, classification),
+            _curve_section(report.cities, classification),
             _calibration_section(report, classification),
             _model_section(report, classification),
             _cities_section(report.cities),

@@ -22,7 +22,7 @@ from cityfed.core.metrics import (
 from cityfed.core.personalize import choose_tau, fit_personal_linear, fit_personal_logistic
 from cityfed.core.scaling import Scaler
 from cityfed.data.city_data import CityData
-from cityfed.federation.evaluation import CityEvaluation, HoldoutScores
+from cityfed.federation.evaluation import CityEvaluation, CurvePoint, HoldoutScores
 from cityfed.typing import FloatArray
 
 __all__ = ["evaluate_city"]
@@ -39,6 +39,62 @@ def _local_model(fed: FederationSpec) -> Pipeline:
     return (
         make_pipeline(StandardScaler(), estimator) if fed.standardize else make_pipeline(estimator)
     )
+
+
+#: The smallest training subset of a learning curve; then doubling up to all rows.
+CURVE_START = 50
+
+
+def _curve_sizes(n: int) -> list[int]:
+    """50, 100, 200, ... below ``n``, then ``n`` itself (empty below 50 rows)."""
+    sizes = []
+    size = CURVE_START
+    while size < n:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, n] if n >= CURVE_START else []
+
+
+def _learning_curve(
+    data: CityData,
+    fed: FederationSpec,
+    Z_train: FloatArray,
+    Z_hold: FloatArray,
+    personal: Callable[[FloatArray, FloatArray], FloatArray],
+    *,
+    seed: int,
+) -> tuple[CurvePoint, ...]:
+    """Holdout error of the city's own and personalised models on growing subsets.
+
+    The subsets are nested prefixes of one fixed shuffle of the training rows
+    (seeded by the federation's seed): a run's curve is reproducible.
+    """
+    classify = fed.task == "classification"
+    y_train, y_hold = data.y_train, data.y_holdout
+    order = np.random.default_rng(seed).permutation(y_train.size)
+
+    def error(predicted: FloatArray) -> float | None:
+        scores = (classification_scores if classify else regression_scores)(y_hold, predicted)
+        return getattr(scores, "log_loss" if classify else "rmse")  # type: ignore[no-any-return]
+
+    points = []
+    for size in _curve_sizes(int(y_train.size)):
+        rows = order[:size]
+        y = y_train[rows]
+        if classify and np.unique(y).size < 2:
+            points.append(CurvePoint(size, None, None))
+            continue
+        pipe = _local_model(fed).fit(data.X_train[rows], y)
+        X_hold = data.X_holdout
+        own = pipe.predict_proba(X_hold)[:, 1] if classify else pipe.predict(X_hold)
+        points.append(
+            CurvePoint(
+                size,
+                error(np.asarray(own, dtype=np.float64)),
+                error(personal(Z_train[rows], y)),
+            )
+        )
+    return tuple(points)
 
 
 def _log_loss(Z: FloatArray, y: FloatArray, w: FloatArray) -> float:
@@ -116,7 +172,11 @@ def evaluate_city(
     tau = city.personalize_tau
     if tau is None:
         tau = choose_tau(Z_train, y_train, fit, loss, seed=fed.seed)
-    personal = respond(fit(Z_train, y_train, tau))
+    chosen = float(tau)
+    personal = respond(fit(Z_train, y_train, chosen))
+    curve = _learning_curve(
+        data, fed, Z_train, Z_hold, lambda Z, y: respond(fit(Z, y, chosen)), seed=fed.seed
+    )
     if classify:
         tau = max(tau, 1.0)  # the strength fit_personal_logistic applies (floored at 1)
 
@@ -130,4 +190,5 @@ def evaluate_city(
         calibration=(probability_bins if classify else calibration_bins)(
             y_hold, federated, min_count=max(min_rows, 5)
         ),
+        learning_curve=curve,
     )

@@ -121,6 +121,7 @@ def _sent(reply: CityReply) -> dict[str, Any]:
         sent["evaluation"] = {
             "scores": evaluation.holdout is not None,
             "calibration_bins": [b.count for b in evaluation.calibration],
+            "learning_curve_rows": [point.rows for point in evaluation.learning_curve],
         }
     return sent
 
