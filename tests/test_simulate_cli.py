@@ -208,9 +208,18 @@ def test_demo_runs_on_the_bundled_data(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Mutual benefit" in proc.stdout and "report.html" in proc.stdout
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert set(report["cities"]) == {"EWR", "JFK", "LGA"}
+    assert set(report["cities"]) == {"EWR", "JFK", "LGA", "NEW"}
     assert report["model"]["rounds"] == 1
     assert report["pooled_check"]["within_tolerance"] is True
     # The metric city (LGA, decimal commas) lands in the same units as the others.
     assert report["cities"]["LGA"]["holdout"]["federated"]["r2"] > 0.95
+    # The new station (one month of four-hourly rows) gains from joining, and says so.
+    new = report["cities"]["NEW"]["holdout"]
+    assert new["federated"]["rmse"] < new["local_only"]["rmse"]
+    assert "NEW: Joining improved your RMSE by" in " ".join(proc.stdout.split())
+    curve = report["cities"]["NEW"]["learning_curve"]
+    assert curve[0]["rows"] == 50
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert "<h2>Learning curves</h2>" in html and "NEW: Joining improved" not in html
+    assert "Joining improved your RMSE by" in html
     assert not _engine_processes()

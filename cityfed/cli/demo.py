@@ -34,7 +34,7 @@ from cityfed.sim.simulate import ARTIFACTS
 __all__ = ["DEMO_CITIES", "copy_demo_data", "deploy_demo"]
 
 #: The demo's cities and their ``city.toml``.
-DEMO_CITIES = {"EWR": "ewr.toml", "JFK": "jfk.toml", "LGA": "lga.toml"}
+DEMO_CITIES = {"EWR": "ewr.toml", "JFK": "jfk.toml", "LGA": "lga.toml", "NEW": "new.toml"}
 
 
 def copy_demo_data(target: Path) -> Path:

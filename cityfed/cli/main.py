@@ -153,7 +153,7 @@ def demo(
         typer.Option(
             "--deploy",
             help="run it as a real deployment on loopback: certificates, coordinator, "
-            "TLS front, three city nodes, a run, then a clean stop",
+            "TLS front, four city nodes, a run, then a clean stop",
         ),
     ] = False,
     rain: Annotated[
@@ -163,7 +163,7 @@ def demo(
         bool, typer.Option("--json", help="print report.json instead of tables")
     ] = False,
 ) -> None:
-    """Three New York airports as three partner cities, on the bundled real data."""
+    """Three New York airports and a new station as four partner cities, on real data."""
     from cityfed.cli.demo import DEMO_CITIES, copy_demo_data, deploy_demo
     from cityfed.ops.output import check_output_dir
     from cityfed.ops.progress import ProgressEvent
@@ -203,7 +203,8 @@ def demo(
         return
     console.print(
         "\n[bold]CityFed demo[/]: EWR and JFK share US-unit CSVs (JFK derives °C with a "
-        "formula); LGA exports metric units under German column names with decimal commas. "
+        "formula); LGA exports metric units under German column names with decimal commas; "
+        "NEW is a station that has just started (one month, every fourth hour: 177 rows). "
         "Each city maps its columns onto the federation's; only statistics leave a city.\n"
     )
     print_summary(report, console)

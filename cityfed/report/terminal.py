@@ -33,8 +33,8 @@ def _benefit_table(report: Report) -> Table:
         title_justify="left",
     )
     table.add_column("city")
-    table.add_column("usable\nrows", justify="right")
-    table.add_column("holdout\nrows", justify="right")
+    table.add_column("rows\nused", justify="right")
+    table.add_column("held\nout", justify="right")
     for label in labels:
         for model in _MODELS:
             table.add_column(f"{label}\n{model}", justify="right")
