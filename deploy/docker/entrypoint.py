@@ -62,10 +62,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from cityfed_client.node import NodeConfig as NodeConfigType
+    from cityfed_server.layout import CoordinatorConfig as CoordinatorConfigType
 
 __all__ = [
     "CitySettings",
@@ -173,16 +174,9 @@ def superlink_argv(state: Path, certs: Path, port: int) -> list[str]:
         Executable and arguments.
     """
     from cityfed_server.coordinator import superlink_argv as argv_of
-    from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
+    from cityfed_server.layout import CoordinatorLayout
 
-    config = CoordinatorConfig(
-        federation="",
-        certs=str(certs),
-        public="localhost:9443",
-        superlink_port=port,
-        private_network=False,
-    )
-    return argv_of(CoordinatorLayout(state), config)
+    return argv_of(CoordinatorLayout(state), _process_config(certs, superlink_port=port))
 
 
 def service_argv(state: Path, certs: Path, listen: str) -> list[str]:
@@ -203,16 +197,20 @@ def service_argv(state: Path, certs: Path, listen: str) -> list[str]:
         Executable and arguments.
     """
     from cityfed_server.coordinator import service_argv as argv_of
-    from cityfed_server.layout import CoordinatorConfig, CoordinatorLayout
+    from cityfed_server.layout import CoordinatorLayout
 
-    config = CoordinatorConfig(
-        federation="",
-        certs=str(certs.absolute()),
-        public="localhost:9443",
-        service=listen,
-        private_network=False,
-    )
+    config = _process_config(certs.absolute(), service=listen)
     return argv_of(CoordinatorLayout(state.absolute()), config)
+
+
+def _process_config(certs: Path, **settings: Any) -> CoordinatorConfigType:
+    """The settings one process's command line needs; the container gives the network."""
+    from cityfed_server.layout import CoordinatorConfig
+
+    return CoordinatorConfig(
+        federation="", certs=str(certs), public="localhost:9443", private_network=False,
+        **settings,
+    )  # fmt: skip
 
 
 _NGINX_PATHS = re.compile(r"^\s*(pid|\w+_temp_path)\s+(\S+?);", re.MULTILINE)
