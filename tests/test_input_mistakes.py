@@ -139,3 +139,8 @@ def test_a_huge_expression_is_not_echoed_whole(tmp_path: Path) -> None:
     columns = MAPPING.replace('source = "t"', f'source = "{expression}"')
     message = _error(tmp_path, "t,w,y\n1,2,3\n", columns=columns)
     assert len(message) < 400 and "…" in message
+
+
+def test_a_value_too_large_to_summarise_is_refused(tmp_path: Path) -> None:
+    message = _error(tmp_path, "t,w,y\n1,2,3\n1e200,2,3\n")
+    assert message.startswith("data.csv: column 'temp', row 2 (line 3): 1e+200 degC is too large")

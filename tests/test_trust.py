@@ -277,3 +277,34 @@ def test_the_low_part_of_the_mean_crosses_the_wire_and_a_malformed_one_is_refuse
     content["stats"]["mean_low"] = Array(np.zeros(3))
     with pytest.raises(ValueError, match="mean_low has shape"):
         decode_reply(content)
+
+
+class _Poisoned:
+    """city1's statistics arrive with an infinity in them (an overflow, or an attack)."""
+
+    def __init__(self, inner: LocalExchange) -> None:
+        self.inner = inner
+
+    def nodes(self) -> list[int]:
+        return self.inner.nodes()
+
+    def exchange(
+        self, instruction: Instruction, nodes: Sequence[int]
+    ) -> Iterator[tuple[int, CityReply]]:
+        for node, reply in self.inner.exchange(instruction, nodes):
+            if reply.city == "city1" and reply.moments is not None:
+                scatter = reply.moments.scatter.copy()
+                scatter[0, 0] = np.inf
+                reply = CityReply(
+                    reply.outcome, moments=Moments(reply.moments.n, reply.moments.mean, scatter)
+                )
+            yield node, reply
+
+
+def test_non_finite_statistics_leave_the_run_instead_of_poisoning_it(tmp_path: Path) -> None:
+    files = write_federation(tmp_path, sizes=(300, 120, 500))
+    fed = load_federation(files.federation)
+    result = train(fed, _Poisoned(local_exchange(files.cities)), run_id="p")
+    assert result.model.cities == ("city0", "city2")
+    assert result.cities["city1"].reason == "sent malformed statistics"
+    assert np.isfinite(result.model.coef_scaled).all()

@@ -21,7 +21,11 @@ from cityfed.config.units import check_convertible, convert
 from cityfed.errors import DataError, SpecError
 from cityfed.typing import FloatArray
 
-__all__ = ["check_city_units", "harmonise"]
+__all__ = ["MAX_MAGNITUDE", "check_city_units", "harmonise"]
+
+#: Largest magnitude a value may have in federation units: products of two values,
+#: summed over 10^8 rows, stay finite in double precision (1e300 / 1e8 > (1e146)^2).
+MAX_MAGNITUDE = 1e146
 
 #: A number written with a decimal comma ("3,5", "-12,25").
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
@@ -293,6 +297,15 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
                 "(division by zero?)"
             )
         values = convert(values, plan.unit, plan.variable.unit)
+        huge = np.abs(values) > MAX_MAGNITUDE
+        if huge.any():
+            row = int(np.argmax(huge))
+            raise DataError(
+                f"{label}: column {plan.variable.name!r}, row {row + 1} (line {row + 2}): "
+                f"{values[row]:.3g} {plan.variable.unit} is too large to summarise (sums of "
+                f"squares would overflow; |value| must stay below {MAX_MAGNITUDE:.0e}): check "
+                "the unit or the value"
+            )
         table[:, j] = values
         missing[:, j] = inputs_missing
 

@@ -131,7 +131,7 @@ def _moments_round(run: _Run) -> Moments:
                 instruction,
             )
             continue
-        if reply.moments is None or reply.moments.dim != dim:
+        if reply.moments is None or reply.moments.dim != dim or not _finite(reply.moments):
             run._record(
                 node, CityReply.failed(reply.city, "sent malformed statistics"), instruction
             )
@@ -145,12 +145,26 @@ def _moments_round(run: _Run) -> Moments:
     for _, _, moments in sorted(kept, key=lambda item: (item[0], item[1])):
         total = total.merge(moments)
     run.aggregation_seconds += time.perf_counter() - tick
+    if not _finite(total):
+        raise FederationError(
+            f"{run.fed.name}: the cities' statistics overflow when summed (values too large "
+            "for double precision); declare the columns in units that scale them down"
+        )
     nodes = [node for _, node, _ in kept]
     run.targets = {city: (int(m.n), float(m.mean[-1])) for city, _, m in kept}
     run.active = sorted(nodes)
     run.summed = set(nodes)
     run._require_quorum()
     return total
+
+
+def _finite(moments: Moments) -> bool:
+    """Every number of a city's statistics is finite (an overflow poisons every sum)."""
+    return bool(
+        np.isfinite(moments.mean).all()
+        and np.isfinite(moments.low).all()
+        and np.isfinite(moments.scatter).all()
+    )
 
 
 def _without_the_departed(
