@@ -665,7 +665,7 @@ def _curve_svg(title: str, city: CityOutcome, classification: bool) -> str | Non
         return None
     if federated is not None:
         values.append(federated)
-    left, right, top, bottom, plot_w, plot_h = 64.0, 16.0, 48.0, 48.0, 260.0, 200.0
+    left, right, top, bottom, plot_w, plot_h = 64.0, 48.0, 48.0, 48.0, 300.0, 200.0
     width, height = left + plot_w + right, top + plot_h + bottom
     ticks = _nice_ticks(min(values), max(values))
     low, high = ticks[0], ticks[-1]
