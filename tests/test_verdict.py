@@ -143,3 +143,27 @@ def test_a_learning_curve_is_reproducible(tmp_path: Path) -> None:
     second = train(fed, local_exchange(files.cities), run_id="b").cities["city0"]
     assert first.evaluation is not None and second.evaluation is not None
     assert first.evaluation.learning_curve == second.evaluation.learning_curve
+
+
+def test_a_city_with_one_class_gets_the_federated_model_as_its_personalised_one(
+    tmp_path: Path,
+) -> None:
+    import warnings
+
+    files = write_federation(
+        tmp_path, task="classification", model="logistic", holdout_fraction=0.3,
+        sizes=(300, 120, 400),
+    )  # fmt: skip
+    csv = tmp_path / "city_1.csv"  # city1's labels all become 0
+    header, *rows = csv.read_text(encoding="utf-8").splitlines()
+    csv.write_text("\n".join([header, *(r.rsplit(",", 1)[0] + ",0" for r in rows)]) + "\n")
+    fed = load_federation(files.federation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ill-conditioned Newton steps on the way
+        result = train(fed, local_exchange(files.cities), run_id="one-class")
+    city = result.cities["city1"]
+    assert city.evaluation is not None and city.evaluation.holdout is not None
+    holdout = city.evaluation.holdout
+    assert holdout.local_only is None and holdout.personalized == holdout.federated
+    assert city.evaluation.tau is None and city.evaluation.learning_curve == ()
+    assert verdict(city, classification=True).startswith("No verdict: the city's own training")

@@ -169,16 +169,22 @@ def evaluate_city(
             return fit_personal_linear(Z, y, weights, tau)
 
         loss = _squared_error
-    tau = city.personalize_tau
-    if tau is None:
-        tau = choose_tau(Z_train, y_train, fit, loss, seed=fed.seed)
-    chosen = float(tau)
-    personal = respond(fit(Z_train, y_train, chosen))
-    curve = _learning_curve(
-        data, fed, Z_train, Z_hold, lambda Z, y: respond(fit(Z, y, chosen)), seed=fed.seed
-    )
-    if classify:
-        tau = max(tau, 1.0)  # the strength fit_personal_logistic applies (floored at 1)
+    tau: float | None = city.personalize_tau
+    curve: tuple[CurvePoint, ...] = ()
+    if classify and np.unique(y_train).size < 2:
+        # One class among the city's own rows: nothing to personalise towards (the
+        # fit would run its intercept off to infinity); the federated model it is.
+        personal, tau = federated, None
+    else:
+        if tau is None:
+            tau = choose_tau(Z_train, y_train, fit, loss, seed=fed.seed)
+        chosen = float(tau)
+        personal = respond(fit(Z_train, y_train, chosen))
+        curve = _learning_curve(
+            data, fed, Z_train, Z_hold, lambda Z, y: respond(fit(Z, y, chosen)), seed=fed.seed
+        )
+        if classify:
+            tau = max(chosen, 1.0)  # the strength fit_personal_logistic applies (floored at 1)
 
     return CityEvaluation(
         holdout=HoldoutScores(
