@@ -48,8 +48,12 @@ Global___Variable: _TypeAlias = Variable  # noqa: Y015
 
 @_typing.final
 class ScalerStats(_message.Message):
-    """Mean and scale of one feature in the pooled StandardScaler (0 and 1 when the
-    model is not standardised).
+    """The pooled centre and scale of the features: mean is always the pooled mean of
+    each feature; scale is the pooled StandardScaler's (1 when the model is not
+    standardised). Predictions are computed from the centre,
+    ((x - mean) / scale) . coef_scaled + intercept_scaled, which keeps every digit
+    when a feature sits far from zero; intercept_scaled is then the prediction at
+    the pooled mean (the target's pooled mean for linear and ridge).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -231,7 +235,8 @@ class Model(_message.Message):
     @_builtins.property
     def coef(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """The same model in federation units: y = coef . x + intercept (the logit for
-        classification).
+        classification), for reading; the intercept can be huge and cancel digits, so
+        predict from the centre (ScalerStats).
         """
 
     @_builtins.property
