@@ -127,6 +127,8 @@ class NewtonSolver:
         self._slope = 0.0
         self._step = np.zeros(dim)
         self._t = 1.0
+        #: The summed terms at the last accepted point (the Hessian for inference).
+        self.terms: LogisticTerms | None = None
 
     @property
     def done(self) -> bool:
@@ -179,6 +181,7 @@ class NewtonSolver:
             self.exhausted = True
 
     def _accept(self, w: FloatArray, terms: LogisticTerms) -> None:
+        self.terms = terms
         value, grad, hess = self._objective_of(w, terms)
         try:
             step = -scipy.linalg.solve(hess, grad, assume_a="pos", check_finite=False)

@@ -26,6 +26,7 @@ from cityfed.core.stats import Moments
 from cityfed.errors import CityFedError
 from cityfed.model.proto import read_model
 from cityfed.model.record import FederatedModel, predict_centred
+from cityfed.model.summary import summary_text
 from cityfed.typing import FloatArray
 
 __all__ = ["CityFedClassifier", "CityFedRegressor", "estimator_of", "load_model"]
@@ -44,6 +45,19 @@ class _CityFedBase(BaseEstimator):  # type: ignore[misc]
         with config_context(print_changed_only=False):
             text: str = super().__repr__(N_CHAR_MAX)
         return text
+
+    def summary(self) -> str:
+        """The coefficient table of a published model (standard errors, tests, intervals).
+
+        Raises
+        ------
+        CityFedError
+            For an estimator fitted in memory rather than loaded from a ``model.pb``.
+        """
+        model = getattr(self, "model_", None)
+        if model is None:
+            raise CityFedError("summary(): only a published model (cityfed.load_model) has one")
+        return summary_text(model)
 
     def _select(self, X: Any) -> Any:
         names = getattr(self, "feature_names_in_", None)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from cityfed.config.spec import Algorithm, ModelKind, Task, VariableSpec
+from cityfed.core.inference import Inference
 from cityfed.core.scaling import Scaler
 from cityfed.errors import CityFedError
 from cityfed.files import write_atomic
@@ -44,6 +46,8 @@ def model_to_proto(model: FederatedModel) -> model_pb2.Model:
         alpha=model.alpha,
         c=model.C,
         metrics=dict(model.metrics),
+        inference=_inference_to_proto(model),
+        inference_note=model.inference_note,
         provenance=model_pb2.Provenance(
             federation=model.federation,
             run_id=model.run_id,
@@ -107,6 +111,75 @@ def model_from_proto(message: model_pb2.Model, source: str = "model") -> Federat
         training_rows=prov.training_rows,
         min_rows_per_city=prov.privacy.min_rows_per_city,
         metrics=dict(message.metrics),
+        inference=_inference_from_proto(message, d, source),
+        inference_note=message.inference_note,
+    )
+
+
+def _inference_to_proto(model: FederatedModel) -> model_pb2.Inference | None:
+    inference = model.inference
+    if inference is None:
+        return None
+    names = ("(intercept)", *model.feature_names)
+    rows = zip(
+        names,
+        inference.estimate,
+        inference.std_error,
+        inference.statistic,
+        inference.p_value,
+        inference.ci_low,
+        inference.ci_high,
+        strict=True,
+    )
+    message = model_pb2.Inference(
+        coefficients=[
+            model_pb2.Coefficient(
+                name=name,
+                estimate=float(est),
+                std_error=float(se),
+                statistic=float(stat),
+                p_value=float(p),
+                ci_low=float(lo),
+                ci_high=float(hi),
+            )
+            for name, est, se, stat, p, lo, hi in rows
+        ],
+        distribution=inference.distribution,
+        df_resid=inference.df_resid,
+    )
+    for key in ("r2", "adj_r2", "rse"):
+        value = getattr(inference, key)
+        if value is not None:
+            setattr(message, key, value)
+    return message
+
+
+def _inference_from_proto(message: model_pb2.Model, d: int, source: str) -> Inference | None:
+    if not message.HasField("inference"):
+        return None
+    table = message.inference
+    if len(table.coefficients) != d + 1 or table.distribution not in ("t", "normal"):
+        raise CityFedError(
+            f"{source}: inference: expected {d + 1} coefficients and a distribution, got "
+            f"{len(table.coefficients)} and {table.distribution!r}"
+        )
+
+    def column(key: str) -> np.ndarray:
+        return np.array([getattr(c, key) for c in table.coefficients], dtype=np.float64)
+
+    distribution: Literal["t", "normal"] = "t" if table.distribution == "t" else "normal"
+    return Inference(
+        estimate=column("estimate"),
+        std_error=column("std_error"),
+        statistic=column("statistic"),
+        p_value=column("p_value"),
+        ci_low=column("ci_low"),
+        ci_high=column("ci_high"),
+        distribution=distribution,
+        df_resid=table.df_resid,
+        r2=table.r2 if table.HasField("r2") else None,
+        adj_r2=table.adj_r2 if table.HasField("adj_r2") else None,
+        rse=table.rse if table.HasField("rse") else None,
     )
 
 

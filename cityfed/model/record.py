@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cityfed.config.spec import Algorithm, ModelKind, Task, VariableSpec
+from cityfed.core.inference import Inference
 from cityfed.core.scaling import Scaler
 from cityfed.typing import FloatArray
 
@@ -47,6 +48,10 @@ class FederatedModel:
     training_rows: int = 0
     min_rows_per_city: int = 0
     metrics: Mapping[str, float] = field(default_factory=dict)
+    #: Standard errors, tests and intervals; None for ridge, FedAvg, or when undefined.
+    inference: Inference | None = None
+    #: Why ``inference`` is None ("" when it is given).
+    inference_note: str = ""
 
     @property
     def feature_names(self) -> tuple[str, ...]:

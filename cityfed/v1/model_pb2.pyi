@@ -159,6 +159,100 @@ class Provenance(_message.Message):
 Global___Provenance: _TypeAlias = Provenance  # noqa: Y015
 
 @_typing.final
+class Coefficient(_message.Message):
+    """One coefficient with its uncertainty, in federation units."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
+    STD_ERROR_FIELD_NUMBER: _builtins.int
+    STATISTIC_FIELD_NUMBER: _builtins.int
+    P_VALUE_FIELD_NUMBER: _builtins.int
+    CI_LOW_FIELD_NUMBER: _builtins.int
+    CI_HIGH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"(intercept)" or the feature's name."""
+    estimate: _builtins.float
+    std_error: _builtins.float
+    statistic: _builtins.float
+    """t (ordinary least squares) or z (Wald) statistic."""
+    p_value: _builtins.float
+    ci_low: _builtins.float
+    """The 95 % confidence interval."""
+    ci_high: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        estimate: _builtins.float = ...,
+        std_error: _builtins.float = ...,
+        statistic: _builtins.float = ...,
+        p_value: _builtins.float = ...,
+        ci_low: _builtins.float = ...,
+        ci_high: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ci_high", b"ci_high", "ci_low", b"ci_low", "estimate", b"estimate", "name", b"name", "p_value", b"p_value", "statistic", b"statistic", "std_error", b"std_error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Coefficient: _TypeAlias = Coefficient  # noqa: Y015
+
+@_typing.final
+class Inference(_message.Message):
+    """Inference of a linear (OLS) or logistic (Wald) fit from the pooled statistics."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COEFFICIENTS_FIELD_NUMBER: _builtins.int
+    DISTRIBUTION_FIELD_NUMBER: _builtins.int
+    DF_RESID_FIELD_NUMBER: _builtins.int
+    R2_FIELD_NUMBER: _builtins.int
+    ADJ_R2_FIELD_NUMBER: _builtins.int
+    RSE_FIELD_NUMBER: _builtins.int
+    distribution: _builtins.str
+    """"t" or "normal"."""
+    df_resid: _builtins.float
+    r2: _builtins.float
+    """OLS only (absent otherwise)."""
+    adj_r2: _builtins.float
+    rse: _builtins.float
+    @_builtins.property
+    def coefficients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Coefficient]:
+        """Intercept first, then the features in order."""
+
+    def __init__(
+        self,
+        *,
+        coefficients: _abc.Iterable[Global___Coefficient] | None = ...,
+        distribution: _builtins.str = ...,
+        df_resid: _builtins.float = ...,
+        r2: _builtins.float | None = ...,
+        adj_r2: _builtins.float | None = ...,
+        rse: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_adj_r2", b"_adj_r2", "_r2", b"_r2", "_rse", b"_rse", "adj_r2", b"adj_r2", "r2", b"r2", "rse", b"rse"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_adj_r2", b"_adj_r2", "_r2", b"_r2", "_rse", b"_rse", "adj_r2", b"adj_r2", "coefficients", b"coefficients", "df_resid", b"df_resid", "distribution", b"distribution", "r2", b"r2", "rse", b"rse"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__adj_r2: _TypeAlias = _typing.Literal["adj_r2"]  # noqa: Y015
+    _WhichOneofArgType__adj_r2: _TypeAlias = _typing.Literal["_adj_r2", b"_adj_r2"]  # noqa: Y015
+    _WhichOneofReturnType__r2: _TypeAlias = _typing.Literal["r2"]  # noqa: Y015
+    _WhichOneofArgType__r2: _TypeAlias = _typing.Literal["_r2", b"_r2"]  # noqa: Y015
+    _WhichOneofReturnType__rse: _TypeAlias = _typing.Literal["rse"]  # noqa: Y015
+    _WhichOneofArgType__rse: _TypeAlias = _typing.Literal["_rse", b"_rse"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__adj_r2) -> _WhichOneofReturnType__adj_r2 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__r2) -> _WhichOneofReturnType__r2 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rse) -> _WhichOneofReturnType__rse | None: ...
+
+Global___Inference: _TypeAlias = Inference  # noqa: Y015
+
+@_typing.final
 class Model(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -213,6 +307,8 @@ class Model(_message.Message):
     C_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     PROVENANCE_FIELD_NUMBER: _builtins.int
+    INFERENCE_FIELD_NUMBER: _builtins.int
+    INFERENCE_NOTE_FIELD_NUMBER: _builtins.int
     kind: Global___Model.Kind.ValueType
     task: _builtins.str
     """"regression" or "classification"."""
@@ -222,6 +318,7 @@ class Model(_message.Message):
     alpha: _builtins.float
     """Ridge alpha (0 for linear); logistic C (0 otherwise)."""
     c: _builtins.float
+    inference_note: _builtins.str
     @_builtins.property
     def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variable]: ...
     @_builtins.property
@@ -245,6 +342,12 @@ class Model(_message.Message):
 
     @_builtins.property
     def provenance(self) -> Global___Provenance: ...
+    @_builtins.property
+    def inference(self) -> Global___Inference:
+        """Standard errors, tests and intervals (linear and logistic); absent for ridge,
+        FedAvg, and fits where they are undefined (inference_note says why).
+        """
+
     def __init__(
         self,
         *,
@@ -262,10 +365,12 @@ class Model(_message.Message):
         c: _builtins.float = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         provenance: Global___Provenance | None = ...,
+        inference: Global___Inference | None = ...,
+        inference_note: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance", "scaler", b"scaler", "target", b"target"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inference", b"inference", "provenance", b"provenance", "scaler", b"scaler", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "c", b"c", "coef", b"coef", "coef_scaled", b"coef_scaled", "features", b"features", "intercept", b"intercept", "intercept_scaled", b"intercept_scaled", "kind", b"kind", "metrics", b"metrics", "provenance", b"provenance", "scaler", b"scaler", "standardize", b"standardize", "target", b"target", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "c", b"c", "coef", b"coef", "coef_scaled", b"coef_scaled", "features", b"features", "inference", b"inference", "inference_note", b"inference_note", "intercept", b"intercept", "intercept_scaled", b"intercept_scaled", "kind", b"kind", "metrics", b"metrics", "provenance", b"provenance", "scaler", b"scaler", "standardize", b"standardize", "target", b"target", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

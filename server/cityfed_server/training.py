@@ -17,6 +17,7 @@ import numpy as np
 
 from cityfed.config.spec import FederationSpec
 from cityfed.core.fedavg import WeightedAverage
+from cityfed.core.inference import Inference, logistic_inference, ols_inference
 from cityfed.core.linear import fit_linear
 from cityfed.core.logistic import (
     LogisticTerms,
@@ -201,6 +202,32 @@ def _require_two_classes(run: _Run) -> None:
         raise FederationError(f"{run.fed.name}: {problem}")
 
 
+def _inference(
+    fed: FederationSpec,
+    total: Moments,
+    scaler: Scaler,
+    w: FloatArray,
+    hessian: FloatArray | None,
+    converged: bool,
+) -> tuple[Inference | None, str]:
+    """Standard errors of the fit, or why there are none (said in the model and report)."""
+    if fed.algorithm == "fedavg":
+        return None, "FedAvg is an iterative approximation: no standard errors"
+    if fed.model == "ridge":
+        return None, (
+            "ridge: the penalty biases the estimates, so standard errors and intervals "
+            "would not have their nominal coverage; not reported"
+        )
+    try:
+        if fed.model == "linear":
+            return ols_inference(total, scaler, w[1:], float(w[0])), ""
+        if hessian is None or not converged:
+            return None, "the Newton fit did not converge: no standard errors"
+        return logistic_inference(scaler, w, hessian, int(total.n)), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
 def _in_city_order(replies: list[tuple[int, CityReply]]) -> list[tuple[int, CityReply]]:
     """Replies sorted by city name (then node): sums independent of arrival order."""
     return sorted(replies, key=lambda item: (item[1].city, item[0]))
@@ -208,7 +235,7 @@ def _in_city_order(replies: list[tuple[int, CityReply]]) -> list[tuple[int, City
 
 def _fit_logistic(
     run: _Run, total: Moments, scaler: Scaler
-) -> tuple[FloatArray, bool, Moments, Scaler]:
+) -> tuple[FloatArray, bool, Moments, Scaler, FloatArray | None]:
     fed = run.fed
     solver = NewtonSolver(
         fed.C, len(fed.features) + 1, tolerance=fed.tolerance, max_evaluations=fed.max_rounds
@@ -238,7 +265,8 @@ def _fit_logistic(
             raise FederationError("no city returned logistic terms")
         solver.observe(summed)
         run.progress("round", f"Newton round {run.rounds}: objective evaluated", round=run.rounds)
-    return solver.w, solver.converged, total, scaler
+    hessian = None if solver.terms is None else solver.terms.hess
+    return solver.w, solver.converged, total, scaler, hessian
 
 
 def _fit_fedavg(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray, Moments, Scaler]:
@@ -303,12 +331,13 @@ def train(
     scaler = Scaler.from_moments(total, d, fed.standardize)
     converged = True
     metrics: dict[str, float] = {}
+    hessian: FloatArray | None = None
     if fed.task == "classification":
         _require_two_classes(run)
     if fed.algorithm == "fedavg":
         w, total, scaler = _fit_fedavg(run, total, scaler)
     elif fed.model == "logistic":
-        w, converged, total, scaler = _fit_logistic(run, total, scaler)
+        w, converged, total, scaler, hessian = _fit_logistic(run, total, scaler)
     else:
         tick = time.perf_counter()
         fit = fit_linear(total, penalty=fed.penalty, standardize=fed.standardize)
@@ -321,6 +350,7 @@ def train(
     progress("info", f"model fitted in {training_rounds} training round(s)", rounds=training_rounds)
 
     coef, intercept = scaler.unscale(w[1:], float(w[0]))
+    inference, inference_note = _inference(fed, total, scaler, w, hessian, converged)
     model = FederatedModel(
         kind=fed.model,
         task=fed.task,
@@ -345,6 +375,8 @@ def train(
         training_rows=int(total.n),
         min_rows_per_city=fed.min_rows_per_city,
         metrics=metrics,
+        inference=inference,
+        inference_note=inference_note,
     )
 
     if fed.holdout_fraction > 0:
