@@ -163,3 +163,32 @@ def test_ridge_says_why_it_has_no_standard_errors(tmp_path: Path) -> None:
     assert "no standard errors: ridge: the penalty biases the estimates" in loaded.summary()
     with pytest.raises(CityFedError, match="only a published model"):
         CityFedRegressor().fit(files.X_pooled, files.y_pooled).summary()
+
+
+@pytest.mark.parametrize(("model", "expected"), [("linear", "P&gt;|t|"), ("ridge", "No standard")])
+def test_the_report_carries_the_inference_table(tmp_path: Path, model: str, expected: str) -> None:
+    import json
+
+    from cityfed_server.training import train
+
+    from cityfed.config.spec import load_federation
+    from cityfed.report.build import build_report, report_from_json, report_json_text
+    from cityfed.report.html import render_html
+    from tests.synthetic import local_exchange, write_federation
+
+    files = write_federation(tmp_path / "fed", model=model)
+    fed = load_federation(files.federation)
+    report = build_report(fed, train(fed, local_exchange(files.cities), run_id="rep"))
+    data = json.loads(report_json_text(report))
+    again = report_from_json(data, "report.json")
+    assert again.model == report.model
+    page = render_html(report)
+    assert "<h3>Inference</h3>" in page and expected in page
+    if model == "linear":
+        rows = data["model"]["inference"]["coefficients"]
+        names = ["(intercept)", "dewpoint", "pressure", "wind", "humidity"]
+        assert [r["name"] for r in rows] == names
+        assert data["model"]["inference_note"] == ""
+    else:
+        assert data["model"]["inference"] is None
+        assert data["model"]["inference_note"].startswith("ridge: the penalty biases")

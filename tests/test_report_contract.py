@@ -88,6 +88,8 @@ MODEL_KEYS = {
     "training_rows",
     "cities",
     "metrics",
+    "inference",
+    "inference_note",
 }
 CITY_KEYS = {
     "status",

@@ -33,8 +33,17 @@ from cityfed.federation.evaluation import (
 )
 from cityfed.federation.outcome import CityOutcome, RoundFate, RunResult, Status
 from cityfed.files import write_atomic
+from cityfed.model.record import FederatedModel
 from cityfed.report.html import render_html
-from cityfed.report.types import Compared, ModelSection, PooledCheck, Report, Timing
+from cityfed.report.types import (
+    CoefficientRow,
+    Compared,
+    InferenceSection,
+    ModelSection,
+    PooledCheck,
+    Report,
+    Timing,
+)
 from cityfed.version import __version__
 
 __all__ = [
@@ -102,6 +111,8 @@ def build_report(fed: FederationSpec, result: RunResult) -> Report:
             training_rows=model.training_rows,
             cities=tuple(model.cities),
             metrics=dict(model.metrics),
+            inference=_inference_section(model),
+            inference_note=model.inference_note,
         ),
         cities={name: _outcome(o) for name, o in sorted(result.cities.items())},
         pooled_check=None,
@@ -109,6 +120,58 @@ def build_report(fed: FederationSpec, result: RunResult) -> Report:
             wall_seconds=round(result.wall_seconds, 3),
             aggregation_seconds=round(result.aggregation_seconds, 6),
         ),
+    )
+
+
+def _inference_section(model: FederatedModel) -> InferenceSection | None:
+    inference = model.inference
+    if inference is None:
+        return None
+    rows = zip(
+        ("(intercept)", *model.feature_names),
+        inference.estimate,
+        inference.std_error,
+        inference.statistic,
+        inference.p_value,
+        inference.ci_low,
+        inference.ci_high,
+        strict=True,
+    )
+    return InferenceSection(
+        coefficients=tuple(
+            CoefficientRow(name, *(float(v) for v in values)) for name, *values in rows
+        ),
+        distribution=inference.distribution,
+        df_resid=inference.df_resid,
+        r2=inference.r2,
+        adj_r2=inference.adj_r2,
+        rse=inference.rse,
+    )
+
+
+def _inference_from_json(table: _Object) -> InferenceSection | None:
+    if table.data.get("inference") is None:
+        return None
+    section = table.obj("inference")
+    rows = tuple(
+        CoefficientRow(
+            name=row.text("name"),
+            estimate=row.number("estimate"),
+            std_error=row.number("std_error"),
+            statistic=row.number("statistic"),
+            p_value=row.number("p_value"),
+            ci_low=row.number("ci_low"),
+            ci_high=row.number("ci_high"),
+        )
+        for row in section.objects("coefficients")
+    )
+    return InferenceSection(
+        coefficients=rows,
+        distribution=section.choice("distribution", ("t", "normal")),
+        df_resid=section.number("df_resid"),
+        r2=section.optional_number("r2"),
+        adj_r2=section.optional_number("adj_r2"),
+        rse=section.optional_number("rse"),
     )
 
 
@@ -330,6 +393,8 @@ def _model_from_json(table: _Object) -> ModelSection:
         training_rows=table.integer("training_rows"),
         cities=table.strings("cities"),
         metrics={name: metrics.number(name) for name in metrics.data},
+        inference=_inference_from_json(table),
+        inference_note=table.text("inference_note") if "inference_note" in table.data else "",
     )
 
 

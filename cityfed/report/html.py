@@ -748,10 +748,50 @@ def _model_section(report: Report, classification: bool) -> str:
             f"Coefficients are in federation units: each is {effect} per one unit of the feature."
         ),
         _table(["Feature", "Unit", "Coefficient"], rows, numeric=frozenset({2})),
+        "<h3>Inference</h3>",
+        _inference_table(model),
         "<h3>Settings</h3>",
         _settings_table(report.federation, model),
     ]
     return _section("Model", *parts)
+
+
+def _inference_table(model: ModelSection) -> str:
+    """Standard errors, tests and 95 % intervals, or why the model has none."""
+    inference = model.inference
+    if inference is None:
+        return _caption(f"No standard errors: {model.inference_note or 'not computed'}.")
+    test = "t" if inference.distribution == "t" else "z"
+    rows = [
+        [
+            _text(row.name),
+            _fmt(row.estimate, 6),
+            _fmt(row.std_error, 4),
+            _fmt(row.statistic, 4),
+            _fmt(row.p_value, 3),
+            f"{_fmt(row.ci_low, 5)} … {_fmt(row.ci_high, 5)}",
+        ]
+        for row in inference.coefficients
+    ]
+    facts = [f"residual degrees of freedom {_fmt(inference.df_resid, 8)}"]
+    if inference.r2 is not None:
+        facts.append(f"R² {_fmt(inference.r2)}")
+    if inference.adj_r2 is not None:
+        facts.append(f"adjusted R² {_fmt(inference.adj_r2)}")
+    if inference.rse is not None:
+        facts.append(f"residual standard error {_fmt(inference.rse)}")
+    how = (
+        "ordinary least squares from the pooled statistics (equal to statsmodels OLS on "
+        "the pooled rows)"
+        if test == "t"
+        else "Wald intervals from the pooled Hessian at the final weights (equal to "
+        "statsmodels' binomial GLM when C is large)"
+    )
+    return _caption(f"{how}; " + ", ".join(facts) + ".") + _table(
+        ["Coefficient", "Estimate", "Std. error", test, f"P>|{test}|", "95 % interval"],
+        rows,
+        numeric=frozenset({1, 2, 3, 4, 5}),
+    )
 
 
 def _settings_table(federation: FederationSpec, model: ModelSection) -> str:

@@ -18,7 +18,9 @@ from cityfed.core.metrics import Scores
 from cityfed.federation.outcome import CityOutcome
 
 __all__ = [
+    "CoefficientRow",
     "Compared",
+    "InferenceSection",
     "ModelSection",
     "PooledCheck",
     "Report",
@@ -34,6 +36,31 @@ Compared = Literal["prediction", "predicted probability"]
 ScoreName = Literal[
     "r2", "rmse", "mae", "accuracy", "log_loss", "roc_auc", "base_rate", "precision", "recall"
 ]
+
+
+@dataclass(frozen=True)
+class CoefficientRow:
+    """One coefficient's estimate, standard error, test and 95 % interval (federation units)."""
+
+    name: str
+    estimate: float
+    std_error: float
+    statistic: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class InferenceSection:
+    """The inference table of a linear (OLS, ``t``) or logistic (Wald, ``normal``) fit."""
+
+    coefficients: tuple[CoefficientRow, ...]
+    distribution: Literal["t", "normal"]
+    df_resid: float
+    r2: float | None = None
+    adj_r2: float | None = None
+    rse: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +104,9 @@ class ModelSection:
     training_rows: int
     cities: tuple[str, ...]
     metrics: Mapping[str, float]
+    #: Standard errors and tests; None with ``inference_note`` saying why.
+    inference: InferenceSection | None = None
+    inference_note: str = ""
 
 
 @dataclass(frozen=True)
