@@ -147,6 +147,7 @@ def test_list_get_predict_report_and_runs(service: Service) -> None:
             remote = client.get_model(run_id)
             frame = service.frames[run_id]
             np.testing.assert_array_equal(remote.coef_, local.coef_)
+            assert remote.summary() == local.summary()  # inference travels with the model
             predicted = client.predict(frame, run_id)
             np.testing.assert_allclose(predicted.values, local.predict(frame), rtol=1e-12)
             if run_id == LOGISTIC_RUN:
@@ -427,3 +428,26 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_model_show_summary_prints_the_inference_table(service: Service) -> None:
+    from typer.testing import CliRunner
+
+    from cityfed.cli.main import app
+
+    port = service.address.rsplit(":", 1)[1]
+    people = service.root / "people"
+    result = CliRunner().invoke(
+        app,
+        [
+            "model", "show", LOGISTIC_RUN, "--summary",
+            "--service", f"localhost:{port}", "--ca", str(service.certs / "ca.pem"),
+            "--cert", str(people / "ana.pem"), "--key", str(people / "ana.key"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "std err" in result.output and "P>|z|" in result.output
+    assert (
+        result.output.strip()
+        == load_model(service.layout.models / LOGISTIC_RUN / "model.pb").summary()
+    )

@@ -76,10 +76,16 @@ def model_show(
     service: ServiceOption, ca: CaOption, cert: CertOption, key: KeyOption,
     run_id: Annotated[str | None, typer.Argument(help="a run id")] = None,
     federation: Annotated[str | None, typer.Option("--federation", help="its latest")] = None,
+    summary: Annotated[
+        bool, typer.Option("--summary", help="the coefficient table with standard errors")
+    ] = False,
 ) -> None:  # fmt: skip
     """One model: its features, units and coefficients in federation units."""
     with _client(service, ca, cert, key) as client:
         estimator = client.get_model(run_id, federation=federation)
+    if summary:
+        typer.echo(estimator.summary())
+        return
     model = estimator.model_
     _print_json(
         {
