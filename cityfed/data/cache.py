@@ -40,8 +40,13 @@ _META = "meta.json"
 
 
 def _identity(path: Path) -> list[int]:
+    """What changes when the data changes: the file's, or every file's of a folder."""
     stat = path.stat()
-    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns]
+    identity = [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns]
+    if path.is_dir():  # a folder of Parquet files: a part rewritten in place counts
+        for child in sorted(path.iterdir()):
+            identity += _identity(child) if child.is_file() else []
+    return identity
 
 
 @dataclass(frozen=True)

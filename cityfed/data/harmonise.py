@@ -11,6 +11,7 @@ import csv
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ __all__ = ["MAX_MAGNITUDE", "check_city_units", "harmonise"]
 #: Largest magnitude a value may have in federation units: products of two values,
 #: summed over 10^8 rows, stay finite in double precision (1e300 / 1e8 > (1e146)^2).
 MAX_MAGNITUDE = 1e146
+
+#: File names of Parquet data (a file, or the files of a folder).
+_PARQUET_SUFFIXES = (".parquet", ".pq")
 
 #: A number written with a decimal comma ("3,5", "-12,25").
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
@@ -81,6 +85,8 @@ def check_city_units(city: CitySpec, fed: FederationSpec) -> None:
 
 def _require_file(city: CitySpec) -> None:
     path = city.data
+    if path.is_dir() and _is_parquet(city):
+        return
     if path.is_dir():
         raise DataError(
             f"{path.name}: {path} is a folder, not a data file (set [city] data in "
@@ -92,16 +98,42 @@ def _require_file(city: CitySpec) -> None:
         )
 
 
+def _is_parquet(city: CitySpec) -> bool:
+    """A Parquet file, or a folder of them (``*.parquet``), rather than a CSV."""
+    path = city.data
+    if path.suffix.lower() in _PARQUET_SUFFIXES:
+        return True
+    return path.is_dir() and any(
+        child.suffix.lower() in _PARQUET_SUFFIXES for child in path.iterdir()
+    )
+
+
+def _at(city: CitySpec, row: int) -> str:
+    """Where a 0-based data row is: its line in a CSV (header = line 1), its row in Parquet."""
+    return f"row {row + 1}" if _is_parquet(city) else f"row {row + 1} (line {row + 2})"
+
+
 def _short(text: str, limit: int = 60) -> str:
     """An expression or cell cut for a one-line message."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _parquet_dataset(city: CitySpec) -> Any:
+    import pyarrow.dataset as ds
+
+    try:
+        return ds.dataset(str(city.data), format="parquet")
+    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+        raise DataError(f"{city.data.name}: not a readable Parquet dataset ({exc})") from None
+
+
 def _read_header(city: CitySpec) -> list[str]:
     """The header's column names, stripped, in file order (duplicates kept)."""
     path = city.data
     _require_file(city)
+    if _is_parquet(city):
+        return [str(name).strip() for name in _parquet_dataset(city).schema.names]
     try:
         with path.open(encoding=city.encoding, newline="") as handle:
             first = handle.readline()
@@ -147,10 +179,30 @@ def _delimiter_hint(city: CitySpec, header: list[str]) -> str:
     return ""
 
 
+def _read_parquet(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFrame:
+    """The needed columns of a Parquet file or folder: numbers stay numbers, text stays text."""
+    missing = sorted(needed - set(header))
+    if missing:
+        available = ", ".join(repr(c) for c in header[:12])
+        raise DataError(
+            f"{city.data.name}: column {_short(missing[0])!r} not found (columns are "
+            f"{_short(available, 200)}); fix [columns] in {city.source}"
+        )
+    by_stripped = {name.strip(): name for name in _parquet_dataset(city).schema.names}
+    table = _parquet_dataset(city).to_table(columns=[by_stripped[n] for n in sorted(needed)])
+    frame: pd.DataFrame = table.to_pandas()
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.shape[0] == 0:
+        raise DataError(f"{city.data.name}: no data rows")
+    return frame
+
+
 def _read_csv(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFrame:
     path = city.data
     label = path.name
     _require_file(city)
+    if _is_parquet(city):
+        return _read_parquet(city, needed, header)
     try:
         frame = pd.read_csv(
             path,
@@ -204,6 +256,19 @@ def _plain_numbers_possible(city: CitySpec) -> bool:
 def _to_numbers(
     frame: pd.DataFrame, column: str, city: CitySpec, *, plain: bool = False
 ) -> FloatArray:
+    series = frame[column]
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        # A typed source (Parquet): numbers already; a null is a missing value.
+        typed: FloatArray = np.asarray(
+            series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64
+        )
+        infinite = np.isinf(typed)
+        if infinite.any():
+            row = int(np.argmax(infinite))
+            raise DataError(
+                f"{city.data.name}: column {column!r}, {_at(city, row)}: the value is infinite"
+            )
+        return typed
     if plain:
         # Fast path (most columns of most files): parse the whole column at once.
         numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(
@@ -223,7 +288,7 @@ def _to_numbers(
         if dotted.any():
             row = int(np.argmax(dotted))
             raise DataError(
-                f"{city.data.name}: column {column!r}, row {row + 1} (line {row + 2}): "
+                f"{city.data.name}: column {column!r}, {_at(city, row)}: "
                 f"{_short(raw.iloc[row])!r} has a '.' but the decimal mark is ','; if it "
                 f'groups digits, declare thousands = "." in [city] of {city.source}'
             )
@@ -240,15 +305,14 @@ def _to_numbers(
         if city.decimal == "." and _DECIMAL_COMMA.match(cell):
             hint = f"; if ',' is the decimal mark, set decimal = \",\" in [city] of {city.source}"
         raise DataError(
-            f"{city.data.name}: column {column!r}, row {row + 1} (line {row + 2}): "
+            f"{city.data.name}: column {column!r}, {_at(city, row)}: "
             f"{_short(cell)!r} is not a number{hint}"
         )
     infinite = np.isinf(numbers)
     if infinite.any():
         row = int(np.argmax(infinite))
         raise DataError(
-            f"{city.data.name}: column {column!r}, row {row + 1} (line {row + 2}): "
-            f"{raw.iloc[row]!r} is infinite"
+            f"{city.data.name}: column {column!r}, {_at(city, row)}: {raw.iloc[row]!r} is infinite"
         )
     return numbers
 
@@ -293,7 +357,7 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
             row = int(np.argmax(broken))
             raise DataError(
                 f"{label}: column {plan.variable.name!r} = {_short(expression.text)!r}, "
-                f"row {row + 1} (line {row + 2}): the result is not finite "
+                f"{_at(city, row)}: the result is not finite "
                 "(division by zero?)"
             )
         values = convert(values, plan.unit, plan.variable.unit)
@@ -301,7 +365,7 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
         if huge.any():
             row = int(np.argmax(huge))
             raise DataError(
-                f"{label}: column {plan.variable.name!r}, row {row + 1} (line {row + 2}): "
+                f"{label}: column {plan.variable.name!r}, {_at(city, row)}: "
                 f"{values[row]:.3g} {plan.variable.unit} is too large to summarise (sums of "
                 f"squares would overflow; |value| must stay below {MAX_MAGNITUDE:.0e}): check "
                 "the unit or the value"
@@ -313,7 +377,7 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
         if fed.missing == "error":
             row, j = (int(v) for v in np.argwhere(missing)[0])
             raise DataError(
-                f"{label}: column {plans[j].variable.name!r}, row {row + 1} (line {row + 2}): "
+                f"{label}: column {plans[j].variable.name!r}, {_at(city, row)}: "
                 'missing value (the federation sets missing = "error")'
             )
         first_missing = np.argmax(missing, axis=1)
@@ -332,7 +396,7 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
         if bad.any():
             row = int(np.flatnonzero(~missing.any(axis=1))[int(np.argmax(bad))])
             raise DataError(
-                f"{label}: column {fed.target.name!r}, row {row + 1} (line {row + 2}): "
+                f"{label}: column {fed.target.name!r}, {_at(city, row)}: "
                 f"class label {labels[int(np.argmax(bad))]:g} is not 0 or 1"
             )
     return table, n_rows, drop_reasons
