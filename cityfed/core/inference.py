@@ -17,6 +17,7 @@ the prediction at the pooled mean, is uncorrelated with the slopes for OLS).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +31,9 @@ from cityfed.core.stats import Moments
 from cityfed.typing import FloatArray
 
 __all__ = ["Inference", "logistic_inference", "ols_inference"]
+
+#: ``(name, estimate, std_error, statistic, p_value, ci_low, ci_high)``.
+CoefficientRowTuple = tuple[str, float, float, float, float, float, float]
 
 #: Confidence level of the reported intervals.
 LEVEL = 0.95
@@ -62,6 +66,28 @@ class Inference:
     r2: float | None = None
     adj_r2: float | None = None
     rse: float | None = None
+
+    def rows(
+        self, names: Sequence[str]
+    ) -> list[tuple[str, float, float, float, float, float, float]]:
+        """``(name, estimate, std_error, statistic, p_value, ci_low, ci_high)`` per coefficient.
+
+        Parameters
+        ----------
+        names : Sequence[str]
+            The coefficients' names, intercept first.
+        """
+        columns = (
+            self.estimate,
+            self.std_error,
+            self.statistic,
+            self.p_value,
+            self.ci_low,
+            self.ci_high,
+        )
+        return [
+            (str(name), *(float(column[i]) for column in columns)) for i, name in enumerate(names)
+        ]
 
 
 def _tests(

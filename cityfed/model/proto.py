@@ -121,16 +121,7 @@ def _inference_to_proto(model: FederatedModel) -> model_pb2.Inference | None:
     if inference is None:
         return None
     names = ("(intercept)", *model.feature_names)
-    rows = zip(
-        names,
-        inference.estimate,
-        inference.std_error,
-        inference.statistic,
-        inference.p_value,
-        inference.ci_low,
-        inference.ci_high,
-        strict=True,
-    )
+    rows = inference.rows(names)
     message = model_pb2.Inference(
         coefficients=[
             model_pb2.Coefficient(

@@ -55,16 +55,7 @@ def summary_text(model: FederatedModel) -> str:
         f"{'':<16}{'coef':>12}{'std err':>12}{test:>10}{f'P>|{test}|':>10}"
         f"{'[0.025':>12}{'0.975]':>12}"
     )
-    rows = zip(
-        names,
-        inference.estimate,
-        inference.std_error,
-        inference.statistic,
-        inference.p_value,
-        inference.ci_low,
-        inference.ci_high,
-        strict=True,
-    )
+    rows = inference.rows(names)
     for name, est, se, stat, p, low, high in rows:
         lines.append(
             f"{name:<16}{_num(est):>12}{_num(se):>12}{stat:>10.3f}{p:>10.3g}"

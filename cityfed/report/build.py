@@ -127,16 +127,7 @@ def _inference_section(model: FederatedModel) -> InferenceSection | None:
     inference = model.inference
     if inference is None:
         return None
-    rows = zip(
-        ("(intercept)", *model.feature_names),
-        inference.estimate,
-        inference.std_error,
-        inference.statistic,
-        inference.p_value,
-        inference.ci_low,
-        inference.ci_high,
-        strict=True,
-    )
+    rows = inference.rows(("(intercept)", *model.feature_names))
     return InferenceSection(
         coefficients=tuple(
             CoefficientRow(name, *(float(v) for v in values)) for name, *values in rows
