@@ -67,9 +67,7 @@ class Inference:
     adj_r2: float | None = None
     rse: float | None = None
 
-    def rows(
-        self, names: Sequence[str]
-    ) -> list[tuple[str, float, float, float, float, float, float]]:
+    def rows(self, names: Sequence[str]) -> list[CoefficientRowTuple]:
         """``(name, estimate, std_error, statistic, p_value, ci_low, ci_high)`` per coefficient.
 
         Parameters
@@ -77,16 +75,17 @@ class Inference:
         names : Sequence[str]
             The coefficients' names, intercept first.
         """
-        columns = (
-            self.estimate,
-            self.std_error,
-            self.statistic,
-            self.p_value,
-            self.ci_low,
-            self.ci_high,
-        )
         return [
-            (str(name), *(float(column[i]) for column in columns)) for i, name in enumerate(names)
+            (
+                str(name),
+                float(self.estimate[i]),
+                float(self.std_error[i]),
+                float(self.statistic[i]),
+                float(self.p_value[i]),
+                float(self.ci_low[i]),
+                float(self.ci_high[i]),
+            )
+            for i, name in enumerate(names)
         ]
 
 
