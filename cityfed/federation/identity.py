@@ -46,7 +46,11 @@ class EnrolledExchange:
                 yield node, CityReply.failed(f"node {node}", "this node is not enrolled")
         for node, reply in self.inner.exchange(instruction, asked):
             name = self.enrolled[node]
-            if reply.city != name:
+            if reply.status == "failed" and reply.city != name:
+                # No reply from the city at all (undelivered, timed out, an error from
+                # Flower): nothing was claimed, so it is the enrolled city's failure.
+                yield node, CityReply.failed(name, reply.reason)
+            elif reply.city != name:
                 reason = (
                     f"node {node} is enrolled as {name!r} but answered as {reply.city!r}; "
                     "its reply is not used"
