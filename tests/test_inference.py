@@ -27,7 +27,13 @@ def _cities(rng: np.random.Generator, d: int, offset: float) -> list[np.ndarray]
 
 
 def _assert_close(ours: np.ndarray, theirs: np.ndarray, rtol: float = 1e-6) -> None:
-    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=1e-12 * np.max(np.abs(theirs)))
+    """Within ``rtol`` of each value, or 1e-7 of the largest one for values near zero.
+
+    With features at 1e8 ± 1 the data hold ~8 digits of their spread, so a
+    coefficient 300 times smaller than the largest cannot agree to 1e-6 of itself
+    between two correct solvers (seen: 1.2e-8 apart at -0.0117).
+    """
+    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=1e-7 * np.max(np.abs(theirs)))
 
 
 @settings(max_examples=40, deadline=None)

@@ -86,3 +86,17 @@ def test_a_rewritten_part_of_a_folder_is_read_again(tmp_path: Path) -> None:
     frame.iloc[4000:6000].to_parquet(work / "parts" / "b.parquet", index=False)
     again = DataCache(tmp_path / "cache", "run-1").load(city, fed)
     assert again.rows_read == 6000 != first.rows_read
+
+
+def test_a_parquet_folder_passes_the_node_start_check(tmp_path: Path) -> None:
+    from cityfed.data.harmonise import require_data
+
+    work = copy_demo_data(tmp_path / "demo")
+    (work / "parts").mkdir()
+    pd.read_csv(work / "EWR.csv").to_parquet(work / "parts" / "a.parquet", index=False)
+    require_data(load_city(_as_parquet(work / "ewr.toml", "parts")))  # what city start checks
+    (work / "empty").mkdir()
+    with pytest.raises(CityFedError, match="is a folder, not a data file"):
+        require_data(load_city(_as_parquet(work / "ewr.toml", "empty")))
+    with pytest.raises(CityFedError, match="data file not found"):
+        require_data(load_city(_as_parquet(work / "ewr.toml", "gone.parquet")))

@@ -22,7 +22,7 @@ from cityfed.config.units import check_convertible, convert
 from cityfed.errors import DataError, SpecError
 from cityfed.typing import FloatArray
 
-__all__ = ["MAX_MAGNITUDE", "check_city_units", "harmonise"]
+__all__ = ["MAX_MAGNITUDE", "check_city_units", "harmonise", "require_data"]
 
 #: Largest magnitude a value may have in federation units: products of two values,
 #: summed over 10^8 rows, stay finite in double precision (1e300 / 1e8 > (1e146)^2).
@@ -81,6 +81,17 @@ def check_city_units(city: CitySpec, fed: FederationSpec) -> None:
         check_convertible(plan.unit, plan.variable.unit, where=f"{plan.where} unit")
         if fed.task == "classification" and plan.variable is fed.target:
             check_convertible(plan.unit, None, where=f"{plan.where} unit")
+
+
+def require_data(city: CitySpec) -> None:
+    """The city's data source exists: a CSV or Parquet file, or a folder of Parquet files.
+
+    Raises
+    ------
+    DataError
+        Naming the path, and what it is instead (missing, or a folder of something else).
+    """
+    _require_file(city)
 
 
 def _require_file(city: CitySpec) -> None:

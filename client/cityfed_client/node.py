@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
 from cityfed.config.spec import load_city
+from cityfed.data.harmonise import require_data
 from cityfed.errors import CityFedError
 from cityfed.files import write_atomic
 from cityfed.ops.processes import Daemon, executable, flower_env
@@ -173,8 +174,7 @@ def start_node(
         certificate is not from ``ca``, or a node key the coordinator refuses.
     """
     city = load_city(city_config)
-    if not city.data.is_file():
-        raise CityFedError(f"{city.source}: data file {city.data.name} not found next to it")
+    require_data(city)  # a CSV or Parquet file, or a folder of Parquet files
     check_node_key(key)
     address = parse_address(coordinator, what="--coordinator")
     probe_coordinator(address, ca)

@@ -281,14 +281,14 @@ def check_city(settings: CitySettings, *, say: bool = True) -> list[str]:
     from cityfed_client.node import check_node_key
 
     from cityfed.config.spec import load_city
+    from cityfed.data.harmonise import require_data
     from cityfed.errors import CityFedError
     from cityfed.ops.tls import parse_address, probe_coordinator
 
     if not settings.coordinator:
         raise EntrypointError("CITYFED_COORDINATOR: set it to HOST:PORT of the coordinator front")
     city = load_city(settings.config)
-    if not city.data.is_file():
-        raise CityFedError(f"{city.source}: data file {city.data.name} not found next to it")
+    require_data(city)  # a CSV or Parquet file, or a folder of Parquet files
     check_node_key(settings.key)
     address = parse_address(settings.coordinator, what="CITYFED_COORDINATOR")
     deadline = time.monotonic() + settings.wait
