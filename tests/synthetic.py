@@ -10,6 +10,7 @@ harmonisation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from cityfed_client.handlers import responder
 from numpy.typing import NDArray
 
+from cityfed.federation.protocol import CityReply, Instruction
 from cityfed.flower.exchange import LocalExchange
 
 FEATURES = (("dewpoint", "degC"), ("pressure", "hPa"), ("wind", "m/s"), ("humidity", "percent"))
@@ -188,3 +190,27 @@ def local_exchange(city_configs: list[Path]) -> LocalExchange:
     cache) beside their ``city.toml``.
     """
     return LocalExchange([responder(path) for path in city_configs])
+
+
+class AlteredExchange:
+    """The same cities, each exchange's replies passed through ``alter`` on the way back.
+
+    Tests use it to reorder, corrupt or silence replies as a network or an attacker
+    would; ``alter`` takes and returns the ``(node, reply)`` pairs of one exchange.
+    """
+
+    def __init__(
+        self,
+        inner: LocalExchange,
+        alter: Callable[[list[tuple[int, CityReply]]], Iterable[tuple[int, CityReply]]],
+    ) -> None:
+        self.inner = inner
+        self.alter = alter
+
+    def nodes(self) -> list[int]:
+        return self.inner.nodes()
+
+    def exchange(
+        self, instruction: Instruction, nodes: Sequence[int]
+    ) -> Iterator[tuple[int, CityReply]]:
+        yield from self.alter(list(self.inner.exchange(instruction, nodes)))

@@ -11,9 +11,10 @@ from cityfed_server.training import train
 from cityfed.config.spec import load_federation
 from cityfed.errors import FederationError
 from cityfed.federation.identity import EnrolledExchange
+from cityfed.federation.protocol import CityReply
 from cityfed.flower.exchange import LocalExchange
 
-from .synthetic import write_federation
+from .synthetic import AlteredExchange, write_federation
 
 
 def _impostor_config(files_dir: Path, source: Path, name: str) -> Path:
@@ -62,26 +63,17 @@ def test_nodes_that_are_not_enrolled_are_never_asked(tmp_path: Path) -> None:
         train(fed, enrolled, run_id="r", nodes=[1, 2])
 
 
-class _Silent:
-    """Node 2 never answers: the transport reports it failed under its node id."""
-
-    def __init__(self, inner: LocalExchange) -> None:
-        self.inner = inner
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
-
-    def exchange(self, instruction, nodes):  # type: ignore[no-untyped-def]
-        from cityfed.federation.protocol import CityReply
-
-        for node, reply in self.inner.exchange(instruction, nodes):
-            yield node, (CityReply.failed("node 2", "no reply within 20 s") if node == 2 else reply)
-
-
 def test_a_city_that_never_answered_failed_it_did_not_impersonate(tmp_path: Path) -> None:
     files = write_federation(tmp_path, sizes=(300, 200, 250))
     fed = load_federation(files.federation)
-    nodes = _Silent(LocalExchange([responder(p) for p in files.cities]))
+    # Node 2 never answers: the transport reports it failed under its node id.
+    nodes = AlteredExchange(
+        LocalExchange([responder(p) for p in files.cities]),
+        lambda replies: [
+            (n, CityReply.failed("node 2", "no reply within 20 s") if n == 2 else r)
+            for n, r in replies
+        ],
+    )
     result = train(fed, EnrolledExchange(nodes, {1: "city0", 2: "city1", 3: "city2"}), run_id="r")
     silent = result.cities["city1"]
     assert silent.status == "failed" and silent.reason == "no reply within 20 s"

@@ -8,9 +8,6 @@ a pooled check that fails, an output folder that cannot be written.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,24 +21,13 @@ from cityfed.config.spec import load_federation
 from cityfed.core.linear import fit_linear
 from cityfed.core.stats import Moments
 from cityfed.errors import FederationError, SpecError
-from cityfed.federation.protocol import CityReply, Instruction
-from cityfed.flower.exchange import LocalExchange
+from cityfed.federation.protocol import CityReply
 from cityfed.model.record import predict_centred
 from cityfed.sim.simulate import prepare
-from tests.synthetic import local_exchange, write_federation
+from tests.synthetic import AlteredExchange, local_exchange, write_federation
+from tests.test_simulate_cli import cityfed as run_cli
 
 L = np.longdouble
-
-
-def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cityfed.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
-    )
 
 
 def _exact_ols(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -105,21 +91,6 @@ def test_estimator_and_artifact_predict_from_the_centre(tmp_path: Path) -> None:
     assert np.max(np.abs(X @ model.coef_ + model.intercept_ - truth)) > 1e-8 * np.std(y)
 
 
-class _Reversed:
-    """The same cities, their replies arriving in the opposite order."""
-
-    def __init__(self, inner: LocalExchange) -> None:
-        self.inner = inner
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
-
-    def exchange(
-        self, instruction: Instruction, nodes: Sequence[int]
-    ) -> Iterator[tuple[int, CityReply]]:
-        return reversed(list(self.inner.exchange(instruction, nodes)))
-
-
 @pytest.mark.parametrize("model", ["ridge", "logistic"])
 def test_the_same_data_gives_the_same_bits_whatever_the_arrival_order(
     tmp_path: Path, model: str
@@ -128,7 +99,9 @@ def test_the_same_data_gives_the_same_bits_whatever_the_arrival_order(
     files = write_federation(tmp_path, task=task, model=model, sizes=(300, 120, 500, 77))
     fed = load_federation(files.federation)
     first = train(fed, local_exchange(files.cities), run_id="a").model
-    second = train(fed, _Reversed(local_exchange(files.cities)), run_id="b").model
+    # The same cities, their replies arriving in the opposite order.
+    reversed_order = AlteredExchange(local_exchange(files.cities), lambda r: r[::-1])
+    second = train(fed, reversed_order, run_id="b").model
     assert first.coef_scaled.tobytes() == second.coef_scaled.tobytes()
     assert first.intercept_scaled == second.intercept_scaled
     assert first.scaler.mean.tobytes() == second.scaler.mean.tobytes()
@@ -198,7 +171,7 @@ def test_an_unusable_out_is_refused_before_anything_runs(tmp_path: Path, where: 
     blocker = tmp_path / "taken"
     blocker.write_text("not a folder\n")
     out = blocker if where == "file" else blocker / "models" / "run1"
-    proc = _cli("simulate", files.federation, *files.cities, "--out", out)
+    proc = run_cli("simulate", files.federation, *files.cities, "--out", out)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"error: --out {out}: ") and "is a file, not a folder" in line
@@ -255,7 +228,7 @@ def test_estimators_show_every_setting_and_log_probabilities() -> None:
 
 
 def test_version_option() -> None:
-    proc = _cli("--version")
+    proc = run_cli("--version")
     assert proc.returncode == 0
     assert proc.stdout.startswith(f"cityfed {cityfed.__version__} (flwr ")
 
@@ -279,32 +252,24 @@ def test_the_low_part_of_the_mean_crosses_the_wire_and_a_malformed_one_is_refuse
         decode_reply(content)
 
 
-class _Poisoned:
+def _poisoned(replies: list[tuple[int, CityReply]]) -> list[tuple[int, CityReply]]:
     """city1's statistics arrive with an infinity in them (an overflow, or an attack)."""
-
-    def __init__(self, inner: LocalExchange) -> None:
-        self.inner = inner
-
-    def nodes(self) -> list[int]:
-        return self.inner.nodes()
-
-    def exchange(
-        self, instruction: Instruction, nodes: Sequence[int]
-    ) -> Iterator[tuple[int, CityReply]]:
-        for node, reply in self.inner.exchange(instruction, nodes):
-            if reply.city == "city1" and reply.moments is not None:
-                scatter = reply.moments.scatter.copy()
-                scatter[0, 0] = np.inf
-                reply = CityReply(
-                    reply.outcome, moments=Moments(reply.moments.n, reply.moments.mean, scatter)
-                )
-            yield node, reply
+    altered = []
+    for node, reply in replies:
+        if reply.city == "city1" and reply.moments is not None:
+            scatter = reply.moments.scatter.copy()
+            scatter[0, 0] = np.inf
+            reply = CityReply(
+                reply.outcome, moments=Moments(reply.moments.n, reply.moments.mean, scatter)
+            )
+        altered.append((node, reply))
+    return altered
 
 
 def test_non_finite_statistics_leave_the_run_instead_of_poisoning_it(tmp_path: Path) -> None:
     files = write_federation(tmp_path, sizes=(300, 120, 500))
     fed = load_federation(files.federation)
-    result = train(fed, _Poisoned(local_exchange(files.cities)), run_id="p")
+    result = train(fed, AlteredExchange(local_exchange(files.cities), _poisoned), run_id="p")
     assert result.model.cities == ("city0", "city2")
     assert result.cities["city1"].reason == "sent malformed statistics"
     assert np.isfinite(result.model.coef_scaled).all()

@@ -176,8 +176,8 @@ def demo(
     # Log lines say what happened, not which line of cli.py printed them.
     console = Console(stderr=True, log_path=False) if as_json else Console(log_path=False)
     try:
-        check_output_dir(out)
         if deploy:
+            check_output_dir(out)  # before the deployment (a simulation checks it itself)
             with console.status("Deploying on loopback...") as status:
 
                 def on_event(event: ProgressEvent) -> None:

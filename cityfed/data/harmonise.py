@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,10 +92,6 @@ def require_data(city: CitySpec) -> None:
     DataError
         Naming the path, and what it is instead (missing, or a folder of something else).
     """
-    _require_file(city)
-
-
-def _require_file(city: CitySpec) -> None:
     path = city.data
     if path.is_dir() and _is_parquet(city):
         return
@@ -142,7 +139,7 @@ def _parquet_dataset(city: CitySpec) -> Any:
 def _read_header(city: CitySpec) -> list[str]:
     """The header's column names, stripped, in file order (duplicates kept)."""
     path = city.data
-    _require_file(city)
+    require_data(city)
     if _is_parquet(city):
         return [str(name).strip() for name in _parquet_dataset(city).schema.names]
     try:
@@ -199,8 +196,9 @@ def _read_parquet(city: CitySpec, needed: set[str], header: list[str]) -> pd.Dat
             f"{city.data.name}: column {_short(missing[0])!r} not found (columns are "
             f"{_short(available, 200)}); fix [columns] in {city.source}"
         )
-    by_stripped = {name.strip(): name for name in _parquet_dataset(city).schema.names}
-    table = _parquet_dataset(city).to_table(columns=[by_stripped[n] for n in sorted(needed)])
+    dataset = _parquet_dataset(city)  # one discovery of the files for the schema and rows
+    by_stripped = {name.strip(): name for name in dataset.schema.names}
+    table = dataset.to_table(columns=[by_stripped[n] for n in sorted(needed)])
     frame: pd.DataFrame = table.to_pandas()
     frame.columns = [str(c).strip() for c in frame.columns]
     if frame.shape[0] == 0:
@@ -211,7 +209,7 @@ def _read_parquet(city: CitySpec, needed: set[str], header: list[str]) -> pd.Dat
 def _read_csv(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFrame:
     path = city.data
     label = path.name
-    _require_file(city)
+    require_data(city)
     if _is_parquet(city):
         return _read_parquet(city, needed, header)
     try:
@@ -273,13 +271,7 @@ def _to_numbers(
         typed: FloatArray = np.asarray(
             series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64
         )
-        infinite = np.isinf(typed)
-        if infinite.any():
-            row = int(np.argmax(infinite))
-            raise DataError(
-                f"{city.data.name}: column {column!r}, {_at(city, row)}: the value is infinite"
-            )
-        return typed
+        return _finite_or_refuse(typed, city, column, lambda row: "the value")
     if plain:
         # Fast path (most columns of most files): parse the whole column at once.
         numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(
@@ -319,11 +311,18 @@ def _to_numbers(
             f"{city.data.name}: column {column!r}, {_at(city, row)}: "
             f"{_short(cell)!r} is not a number{hint}"
         )
+    return _finite_or_refuse(numbers, city, column, lambda row: repr(raw.iloc[row]))
+
+
+def _finite_or_refuse(
+    numbers: FloatArray, city: CitySpec, column: str, shown: Callable[[int], str]
+) -> FloatArray:
+    """``numbers``, unless one is infinite: then the error names its row (``shown`` its cell)."""
     infinite = np.isinf(numbers)
     if infinite.any():
         row = int(np.argmax(infinite))
         raise DataError(
-            f"{city.data.name}: column {column!r}, {_at(city, row)}: {raw.iloc[row]!r} is infinite"
+            f"{city.data.name}: column {column!r}, {_at(city, row)}: {shown(row)} is infinite"
         )
     return numbers
 

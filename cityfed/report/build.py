@@ -129,9 +129,7 @@ def _inference_section(model: FederatedModel) -> InferenceSection | None:
         return None
     rows = inference.rows(("(intercept)", *model.feature_names))
     return InferenceSection(
-        coefficients=tuple(
-            CoefficientRow(name, *(float(v) for v in values)) for name, *values in rows
-        ),
+        coefficients=tuple(CoefficientRow(*row) for row in rows),
         distribution=inference.distribution,
         df_resid=inference.df_resid,
         r2=inference.r2,

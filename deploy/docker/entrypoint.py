@@ -374,6 +374,12 @@ def _node_config(
     )
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) split, with the standard library only."""
+    host, _, port = address.strip().rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def check_health(address: str, ca: Path, *, timeout: float = 5.0) -> int:
     """HTTP status of ``GET /health`` at ``address``, over TLS verified with ``ca``.
 
@@ -393,10 +399,9 @@ def check_health(address: str, ca: Path, *, timeout: float = 5.0) -> int:
     int
         The status code (200 when healthy).
     """
-    host, _, port = address.strip().rpartition(":")
-    host = host.strip("[]")
+    host, port = _host_port(address)
     context = ssl.create_default_context(cafile=str(ca))
-    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=timeout)
+    conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
     try:
         conn.request("GET", "/health")
         return conn.getresponse().status
@@ -425,12 +430,11 @@ def check_service(address: str, ca: Path, *, timeout: float = 5.0) -> None:
     OSError
         If nothing listens or the handshake fails (``ssl.SSLError``).
     """
-    host, _, port = address.strip().rpartition(":")
-    host = host.strip("[]")
+    host, port = _host_port(address)
     context = ssl.create_default_context(cafile=str(ca))
     context.set_alpn_protocols(["h2"])
     with (
-        socket.create_connection((host, int(port)), timeout=timeout) as raw,
+        socket.create_connection((host, port), timeout=timeout) as raw,
         context.wrap_socket(raw, server_hostname=host) as tls,
     ):
         if tls.selected_alpn_protocol() != "h2":
