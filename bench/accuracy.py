@@ -351,7 +351,7 @@ def _run_baselines(
         for path in plan.cities:
             data = load_city_data(load_city(Path(path)), fed)
             parts.append(Moments.of(data.X_train))
-        scaler = Scaler.from_moments(merge_all(parts, len(fed.features)), len(fed.features), True)
+        scaler = Scaler.from_moments(merge_all(parts, len(fed.design)), len(fed.design), True)
         for algorithm in ("fedavg", "fedprox"):
             jobs.append(
                 _Job(
@@ -361,7 +361,7 @@ def _run_baselines(
                     federation_to_json(fed),
                     scaler.mean,
                     scaler.scale,
-                    np.zeros(len(fed.features) + 1),
+                    np.zeros(len(fed.design) + 1),
                     holdouts[model],
                     [],
                 )

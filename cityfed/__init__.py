@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from cityfed.errors import CityFedError, DataError, FederationError, SpecError
-from cityfed.model.estimator import CityFedClassifier, CityFedRegressor, load_model
+from cityfed.model.estimator import (
+    CityFedClassifier,
+    CityFedPoissonRegressor,
+    CityFedRegressor,
+    load_model,
+)
 from cityfed.version import __version__
 
 __all__ = [
     "CityFedClassifier",
     "CityFedError",
+    "CityFedPoissonRegressor",
     "CityFedRegressor",
     "Client",
     "DataError",

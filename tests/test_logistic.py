@@ -9,13 +9,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cityfed.core.logistic import (
-    LogisticTerms,
-    NewtonSolver,
     fit_logistic_rows,
     logistic_terms,
     starting_intercept,
     terms_at_intercept,
 )
+from cityfed.core.newton import NewtonSolver, NewtonTerms
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments, merge_all
 
@@ -49,7 +48,7 @@ def _federated_newton(
     solver.start(terms_at_intercept(total, scaler, b0), start)
     while not solver.done:
         w = solver.trial()
-        summed: LogisticTerms | None = None
+        summed: NewtonTerms | None = None
         for X, y in zip(Xs, ys, strict=True):
             t = logistic_terms(scaler.design(X), y, w)
             summed = t if summed is None else summed + t

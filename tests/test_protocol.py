@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from cityfed.config.spec import load_federation
-from cityfed.core.logistic import LogisticTerms
+from cityfed.core.newton import NewtonTerms
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.federation.outcome import CityOutcome
@@ -35,7 +35,7 @@ def test_instruction_round_trip(tmp_path: Path) -> None:
 def test_reply_round_trip_carries_only_statistics() -> None:
     rng = np.random.default_rng(0)
     m = Moments.of(rng.normal(size=(30, 3)))
-    terms = LogisticTerms(1.5, rng.normal(size=3), np.eye(3))
+    terms = NewtonTerms(1.5, rng.normal(size=3), np.eye(3))
     outcome = CityOutcome("oslo", "ok", rows_read=33, rows_train=30, drop_reasons={"missing x": 3})
     reply = CityReply(outcome, moments=m, terms=terms)
     content = encode_reply(reply)

@@ -90,6 +90,8 @@ MODEL_KEYS = {
     "metrics",
     "inference",
     "inference_note",
+    "alpha",
+    "alpha_path",
 }
 CITY_KEYS = {
     "status",

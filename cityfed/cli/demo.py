@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -31,18 +31,23 @@ from cityfed.report.build import read_report
 from cityfed.report.types import Report
 from cityfed.sim.simulate import ARTIFACTS
 
-__all__ = ["DEMO_CITIES", "copy_demo_data", "deploy_demo"]
+__all__ = ["COUNT_CITIES", "DEMO_CITIES", "copy_demo_data", "deploy_demo"]
 
-#: The demo's cities and their ``city.toml``.
+#: The demo's cities and their ``city.toml`` (relative to the copied sample).
 DEMO_CITIES = {"EWR": "ewr.toml", "JFK": "jfk.toml", "LGA": "lga.toml", "NEW": "new.toml"}
+#: The count demo's cities (``cityfed demo --counts``): hourly departures.
+COUNT_CITIES = {name: f"counts/{toml}" for name, toml in DEMO_CITIES.items()}
 
 
 def copy_demo_data(target: Path) -> Path:
-    """Copy the bundled sample (CSVs and TOMLs) into ``target``."""
+    """Copy the bundled samples (CSVs and TOMLs; the count sample in ``counts/``) to ``target``."""
     target.mkdir(parents=True, exist_ok=True)
-    for entry in resources.files("cityfed.demo_data").iterdir():
-        if entry.name.endswith((".csv", ".toml")):
-            (target / entry.name).write_bytes(entry.read_bytes())
+    sample = resources.files("cityfed.demo_data")
+    for folder, into in ((sample, target), (sample / "counts", target / "counts")):
+        into.mkdir(exist_ok=True)
+        for entry in folder.iterdir():
+            if entry.name.endswith((".csv", ".toml")):
+                (into / entry.name).write_bytes(entry.read_bytes())
     return target
 
 
@@ -56,6 +61,7 @@ def deploy_demo(
     out: Path,
     *,
     federation: str = "federation.toml",
+    cities: Mapping[str, str] = DEMO_CITIES,
     say: Callable[[str], None] = lambda text: None,
     on_event: Callable[[ProgressEvent], None] = lambda event: None,
 ) -> Report:
@@ -95,7 +101,7 @@ def deploy_demo(
             f"coordinator: SuperLink on 127.0.0.1:{config.superlink_port} {where}, "
             f"TLS front on {public}"
         )
-        for name, toml in DEMO_CITIES.items():
+        for name, toml in cities.items():
             keys = issue_city(name, certs, work / "cities" / name)
             entry = enrol(layout, name, keys["node_pub"])
             node = NodeLayout(work / "cities" / name / "node")
@@ -108,7 +114,7 @@ def deploy_demo(
                 key=keys["node_key"],
             )
             say(f"city {name}: node key enrolled (node {entry['node_id']}), SuperNode admitted")
-        run_dir = run_federation(layout, expected_cities=len(DEMO_CITIES), on_event=on_event)
+        run_dir = run_federation(layout, expected_cities=len(cities), on_event=on_event)
         out.mkdir(parents=True, exist_ok=True)
         for artifact in ARTIFACTS:
             write_atomic(out / artifact, (run_dir / artifact).read_bytes())

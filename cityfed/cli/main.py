@@ -144,8 +144,8 @@ def demo(
         typer.Option(
             "--out",
             "-o",
-            help="where the demo's artifacts go (default: cityfed-demo, cityfed-demo-rain, "
-            "cityfed-demo-deploy or cityfed-demo-rain-deploy, one folder per variant)",
+            help="where the demo's artifacts go (default: cityfed-demo, cityfed-demo-rain or "
+            "cityfed-demo-counts, with -deploy for --deploy: one folder per variant)",
         ),
     ] = None,
     deploy: Annotated[
@@ -159,20 +159,32 @@ def demo(
     rain: Annotated[
         bool, typer.Option("--rain", help="the classification federation: will it rain?")
     ] = False,
+    counts: Annotated[
+        bool,
+        typer.Option(
+            "--counts",
+            help="the count federation: hourly departures, Poisson regression with hour "
+            "of day and weekday as categories",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="print report.json instead of tables")
     ] = False,
 ) -> None:
     """Three New York airports and a new station as four partner cities, on real data."""
-    from cityfed.cli.demo import DEMO_CITIES, copy_demo_data, deploy_demo
+    from cityfed.cli.demo import COUNT_CITIES, DEMO_CITIES, copy_demo_data, deploy_demo
     from cityfed.ops.output import check_output_dir
     from cityfed.ops.progress import ProgressEvent
     from cityfed.report.terminal import print_summary
     from cityfed.sim.simulate import PooledCheckError
 
-    federation = "rain.toml" if rain else "federation.toml"
+    if rain and counts:
+        raise _fail("--rain and --counts are two different demos: choose one")
+    variant = "-rain" if rain else "-counts" if counts else ""
+    federation = "rain.toml" if rain else "counts/federation.toml" if counts else "federation.toml"
+    cities = COUNT_CITIES if counts else DEMO_CITIES
     if out is None:
-        out = Path("cityfed-demo" + ("-rain" if rain else "") + ("-deploy" if deploy else ""))
+        out = Path("cityfed-demo" + variant + ("-deploy" if deploy else ""))
     # Log lines say what happened, not which line of cli.py printed them.
     console = Console(stderr=True, log_path=False) if as_json else Console(log_path=False)
     try:
@@ -187,12 +199,14 @@ def demo(
                 def say(text: str) -> None:
                     console.log(escape(text))
 
-                report = deploy_demo(out, federation=federation, say=say, on_event=on_event)
+                report = deploy_demo(
+                    out, federation=federation, cities=cities, say=say, on_event=on_event
+                )
         else:
             with tempfile.TemporaryDirectory(prefix="cityfed-demo-") as tmp:
                 work = copy_demo_data(Path(tmp))
                 report = _run_simulation(
-                    work / federation, [work / c for c in DEMO_CITIES.values()], out, as_json
+                    work / federation, [work / c for c in cities.values()], out, as_json
                 )
     except PooledCheckError as exc:
         raise _failed_check(exc, as_json) from None
@@ -201,12 +215,22 @@ def demo(
     if as_json:
         _print_json(report)
         return
-    console.print(
-        "\n[bold]CityFed demo[/]: EWR and JFK share US-unit CSVs (JFK derives °C with a "
-        "formula); LGA exports metric units under German column names with decimal commas; "
-        "NEW is a station that has just started (one month, every fourth hour: 177 rows). "
-        "Each city maps its columns onto the federation's; only statistics leave a city.\n"
-    )
+    if counts:
+        console.print(
+            "\n[bold]CityFed count demo[/]: scheduled departures per hour at EWR, JFK and LGA "
+            "(and NEW, one month of JFK at five hours a day), Poisson regression on the "
+            "weather with hour of day and weekday as categories. Each airport spells its "
+            "weekdays its own way (Mon, Monday, Mo) and maps them onto the federation's "
+            "levels; JFK and NEW derive hour or weekday from the timestamp.\n"
+        )
+    else:
+        console.print(
+            "\n[bold]CityFed demo[/]: EWR and JFK share US-unit CSVs (JFK derives °C with a "
+            "formula); LGA exports metric units under German column names with decimal "
+            "commas; NEW is a station that has just started (one month, every fourth hour: "
+            "177 rows). Each city maps its columns onto the federation's; only statistics "
+            "leave a city.\n"
+        )
     print_summary(report, console)
     console.print(
         f"\nReport: [bold]{(out / 'report.html').resolve()}[/] (and report.json, model.pb)"

@@ -23,7 +23,12 @@ import grpc
 import numpy as np
 
 from cityfed.errors import CityFedError
-from cityfed.model.estimator import CityFedClassifier, CityFedRegressor, estimator_of
+from cityfed.model.estimator import (
+    CityFedClassifier,
+    CityFedPoissonRegressor,
+    CityFedRegressor,
+    estimator_of,
+)
 from cityfed.model.proto import model_from_proto
 from cityfed.typing import FloatArray
 from cityfed.v1 import service_pb2 as pb
@@ -149,7 +154,7 @@ class Client:
 
     def get_model(
         self, run_id: str | None = None, *, federation: str | None = None
-    ) -> CityFedRegressor | CityFedClassifier:
+    ) -> CityFedRegressor | CityFedClassifier | CityFedPoissonRegressor:
         """A published model as the estimator :func:`cityfed.load_model` returns."""
         answer = self._call(
             self._stub.GetModel, pb.GetModelRequest(**_selector(run_id, federation))

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cityfed.core.ridge_cv import DEFAULT_ALPHAS
 from cityfed.errors import SpecError
 
 __all__ = [
@@ -35,18 +36,36 @@ __all__ = [
     "parse_federation",
 ]
 
-Task = Literal["regression", "classification"]
-ModelKind = Literal["linear", "ridge", "logistic"]
+Task = Literal["regression", "classification", "count"]
+ModelKind = Literal["linear", "ridge", "logistic", "poisson"]
 Algorithm = Literal["exact", "fedavg"]
 MissingPolicy = Literal["drop", "error"]
 
 MODELS_FOR_TASK: Mapping[str, tuple[str, ...]] = {
     "regression": ("linear", "ridge"),
     "classification": ("logistic",),
+    "count": ("poisson",),
 }
 
-_TASKS: Mapping[str, Task] = {"regression": "regression", "classification": "classification"}
-_MODELS: Mapping[str, ModelKind] = {"linear": "linear", "ridge": "ridge", "logistic": "logistic"}
+_TASKS: Mapping[str, Task] = {
+    "regression": "regression",
+    "classification": "classification",
+    "count": "count",
+}
+_MODELS: Mapping[str, ModelKind] = {
+    "linear": "linear",
+    "ridge": "ridge",
+    "logistic": "logistic",
+    "poisson": "poisson",
+}
+#: The default model of each task.
+_DEFAULT_MODEL: Mapping[str, str] = {
+    "regression": "ridge",
+    "classification": "logistic",
+    "count": "poisson",
+}
+#: ``alpha = "cv"``: the grid searched unless ``alphas`` is given (1e-3 .. 1e3).
+DEFAULT_CV_ALPHAS: tuple[float, ...] = DEFAULT_ALPHAS
 
 DEFAULT_MISSING_VALUES: tuple[str, ...] = (
     "",
@@ -65,10 +84,33 @@ DEFAULT_MISSING_VALUES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class VariableSpec:
-    """A federation column (feature or target): its name and federation unit."""
+    """A federation column (feature, target or exposure): its name and federation unit.
+
+    A categorical feature has its ``levels`` (at least two): the model sees one
+    indicator column per level but the first (sklearn's ``OneHotEncoder(drop="first")``).
+    """
 
     name: str
     unit: str
+    levels: tuple[str, ...] = ()
+
+    @property
+    def categorical(self) -> bool:
+        """True for a feature with declared levels."""
+        return bool(self.levels)
+
+    def indicators(self) -> tuple[VariableSpec, ...]:
+        """The model's columns: the feature, or ``name=level`` per level but the first."""
+        if not self.levels:
+            return (self,)
+        return tuple(
+            VariableSpec(indicator_name(self.name, lv), "dimensionless") for lv in self.levels[1:]
+        )
+
+
+def indicator_name(feature: str, level: str) -> str:
+    """The model column of one level of a categorical feature: ``weekday=Tue``."""
+    return f"{feature}={level}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +123,10 @@ class FederationSpec:
     target: VariableSpec
     features: tuple[VariableSpec, ...]
     alpha: float = 1.0
+    #: ``alpha = "cv"``: ridge's alpha chosen by k-fold cross-validation over ``alphas``.
+    alpha_cv: bool = False
+    alphas: tuple[float, ...] = DEFAULT_CV_ALPHAS
+    cv_folds: int = 5
     C: float = 1.0
     standardize: bool = True
     holdout_fraction: float = 0.2
@@ -98,6 +144,8 @@ class FederationSpec:
     #: Seconds after which a still-connected city that has not replied is asked
     #: the same question again (a reply lost in transit; phases are idempotent).
     resend_after: float = 60.0
+    #: Poisson only: the column whose log is the offset (``E[y] = exposure * exp(...)``).
+    exposure: VariableSpec | None = None
     source: str = field(default="federation spec", compare=False)
 
     @property
@@ -107,13 +155,38 @@ class FederationSpec:
 
     @property
     def variables(self) -> tuple[VariableSpec, ...]:
-        """Features then target: every column a city must provide."""
-        return (*self.features, self.target)
+        """Features, target, then the exposure if any: every column a city must provide."""
+        exposure = () if self.exposure is None else (self.exposure,)
+        return (*self.features, self.target, *exposure)
+
+    @property
+    def design(self) -> tuple[VariableSpec, ...]:
+        """The model's input columns: numeric features, and categorical ones as indicators."""
+        return tuple(column for feature in self.features for column in feature.indicators())
+
+    @property
+    def design_names(self) -> tuple[str, ...]:
+        """Names of :attr:`design`, in model order."""
+        return tuple(column.name for column in self.design)
+
+    @property
+    def indicator_mask(self) -> tuple[bool, ...]:
+        """For each design column, whether it is a level indicator (0/1, never scaled)."""
+        return tuple(feature.categorical for feature in self.features for _ in feature.indicators())
+
+    @property
+    def newton(self) -> bool:
+        """True when the model is fitted by federated Newton rounds (logistic, Poisson)."""
+        return self.algorithm == "exact" and self.model in ("logistic", "poisson")
 
     @property
     def penalty(self) -> float:
-        """The L2 strength on the (standardised) slopes: alpha, 0 for linear, 1/C."""
-        if self.model == "ridge":
+        """The L2 strength on the (standardised) slopes: alpha, 0 for linear, 1/C.
+
+        For Poisson this is ``alpha`` per unit of exposure: the solver multiplies
+        it by the total exposure (the row count without an exposure column).
+        """
+        if self.model in ("ridge", "poisson"):
             return self.alpha
         if self.model == "logistic":
             return 1.0 / self.C
@@ -122,11 +195,17 @@ class FederationSpec:
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """Where a city finds one federation column: a local column or expression."""
+    """Where a city finds one federation column: a local column or expression.
+
+    For a categorical feature, ``labels`` maps the city's own labels (``"lundi"``)
+    to the federation's levels (``"Mon"``); labels that are levels already need
+    no entry.
+    """
 
     name: str
     source: str
     unit: str | None
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -154,6 +233,9 @@ class PolicySpec:
     max_evaluations: int = 2
     max_runs_per_day: int = 20
     max_abs_weight: float = 1e4
+    #: ``alpha = "cv"``: the most folds whose statistics the city sends (each is a
+    #: summary of fewer rows: more detail); every fold must also have ``min_rows``.
+    max_folds: int = 10
     #: CityFed app versions a node accepts; empty: the version installed on the node.
     accepted_versions: tuple[str, ...] = ()
 
@@ -332,14 +414,45 @@ class _Table:
 _REQUIRED = object()
 
 
-def _variable(data: object, source: str, section: str) -> VariableSpec:
+def _variable(
+    data: object, source: str, section: str, *, categorical: bool = False
+) -> VariableSpec:
     if not isinstance(data, Mapping):
         raise SpecError(f"{source}: [{section}]: expected a table with name and unit")
     table = _Table(data, source, section)
     name = table.string("name", _REQUIRED)
     unit = table.optional_string("unit") or "dimensionless"
+    levels: tuple[str, ...] = ()
+    if categorical or "levels" in data:
+        levels = _levels(table, unit, categorical)
     table.finish()
-    return VariableSpec(name=name, unit=unit)
+    return VariableSpec(name=name, unit=unit, levels=levels)
+
+
+def _levels(table: _Table, unit: str, allowed: bool) -> tuple[str, ...]:
+    """A categorical feature's levels: two or more distinct labels (numbers read as text)."""
+    raw = table._get("levels", ())
+    if not raw:
+        return ()
+    if not allowed:
+        raise SpecError(f"{table.where('levels')}: only a feature can be categorical")
+    if not isinstance(raw, list | tuple) or not all(
+        isinstance(v, str | int) and not isinstance(v, bool) for v in raw
+    ):
+        raise table.fail("levels", 'a list of labels such as ["Mon", "Tue"]', raw)
+    levels = tuple(str(v).strip() for v in raw)
+    if len(levels) < 2:
+        raise table.fail("levels", "at least two levels", raw)
+    seen: set[str] = set()
+    for level in levels:
+        if not level or "=" in level:
+            raise table.fail("levels", "non-empty labels without '='", level)
+        if level in seen:
+            raise SpecError(f"{table.where('levels')}: level {level!r} is listed twice")
+        seen.add(level)
+    if unit != "dimensionless":
+        raise SpecError(f"{table.where('unit')}: a categorical feature has no unit, got {unit!r}")
+    return levels
 
 
 # ---------------------------------------------------------------- federation.toml
@@ -371,16 +484,21 @@ def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
     top = _Table(data, source, "")
     fed = _Table(top.table("federation", required=True), source, "federation")
     name = fed.string("name", _REQUIRED)
-    task = fed.string("task", "regression", choices=("regression", "classification"))
-    model_default = "ridge" if task == "regression" else "logistic"
-    model = fed.string("model", model_default, choices=("linear", "ridge", "logistic"))
+    task = fed.string("task", "regression", choices=tuple(_TASKS))
+    model = fed.string("model", _DEFAULT_MODEL[task], choices=tuple(_MODELS))
     if model not in MODELS_FOR_TASK[task]:
         allowed = " or ".join(repr(m) for m in MODELS_FOR_TASK[task])
         raise SpecError(
             f"{fed.where('model')}: {model!r} does not fit task {task!r}; use {allowed}"
         )
+    alpha_cv = fed._data.get("alpha") == "cv"
+    if alpha_cv and model != "ridge":
+        raise SpecError(f"{fed.where('alpha')}: alpha = \"cv\" is for model 'ridge', not {model!r}")
     spec_kwargs: dict[str, Any] = {
-        "alpha": fed.number("alpha", 1.0, minimum=0.0),
+        "alpha": _alpha(fed, alpha_cv),
+        "alpha_cv": alpha_cv,
+        "alphas": _alphas(fed, alpha_cv),
+        "cv_folds": fed.integer("cv_folds", 5, minimum=2),
         "C": fed.number("C", 1.0, minimum=0.0, strict=True),
         "standardize": fed.boolean("standardize", True),
         "holdout_fraction": fed.number("holdout_fraction", 0.2, minimum=0.0, maximum=0.9),
@@ -411,9 +529,18 @@ def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
     if not isinstance(raw_features, list) or not raw_features:
         raise SpecError(f"{source}: [[features]]: expected at least one [[features]] table")
     features = tuple(
-        _variable(item, source, f"features {i + 1}") for i, item in enumerate(raw_features)
+        _variable(item, source, f"features {i + 1}", categorical=True)
+        for i, item in enumerate(raw_features)
     )
+    raw_exposure = top._get("exposure", None)
+    exposure = None if raw_exposure is None else _variable(raw_exposure, source, "exposure")
     top.finish()
+    if exposure is not None and model != "poisson":
+        raise SpecError(f"{source}: [exposure]: an exposure is for model 'poisson', not {model!r}")
+    if exposure is not None and exposure.name in {target.name, *(f.name for f in features)}:
+        raise SpecError(
+            f"{source}: [exposure] name: {exposure.name!r} is also a feature or the target"
+        )
 
     seen: set[str] = set()
     for i, feat in enumerate(features):
@@ -432,15 +559,50 @@ def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
     validate_unit(target.unit, where=f"{source}: [target] unit")
     if task == "classification":
         check_convertible(target.unit, None, where=f"{source}: [target] unit (a 0/1 class label)")
+    if task == "count":
+        check_convertible(target.unit, None, where=f"{source}: [target] unit (a count)")
+    if exposure is not None:
+        validate_unit(exposure.unit, where=f"{source}: [exposure] unit")
+    if spec_kwargs["algorithm"] == "fedavg" and (model == "poisson" or alpha_cv):
+        what = 'alpha = "cv"' if alpha_cv else "model 'poisson'"
+        raise SpecError(f"{source}: [federation] algorithm: {what} needs algorithm = 'exact'")
     return FederationSpec(
         name=name,
         task=_TASKS[task],
         model=_MODELS[model],
         target=target,
         features=features,
+        exposure=exposure,
         source=source,
         **spec_kwargs,
     )
+
+
+def _alpha(fed: _Table, alpha_cv: bool) -> float:
+    """Ridge's alpha; with ``alpha = "cv"`` a placeholder (the run chooses it)."""
+    if alpha_cv:
+        fed._get("alpha", None)
+        return 1.0
+    return fed.number("alpha", 1.0, minimum=0.0)
+
+
+def _alphas(fed: _Table, alpha_cv: bool) -> tuple[float, ...]:
+    """The grid of ``alpha = "cv"``: distinct numbers >= 0 (only with ``alpha = "cv"``)."""
+    raw = fed._get("alphas", None)
+    if raw is None:
+        return DEFAULT_CV_ALPHAS
+    if not alpha_cv:
+        raise SpecError(f'{fed.where("alphas")}: a grid of alphas needs alpha = "cv"')
+    if (
+        not isinstance(raw, list)
+        or len(raw) < 2
+        or not all(isinstance(a, int | float) and not isinstance(a, bool) for a in raw)
+        or not all(math.isfinite(a) and a >= 0 for a in raw)
+    ):
+        raise fed.fail("alphas", "a list of at least two numbers >= 0", raw)
+    if len(set(raw)) != len(raw):
+        raise fed.fail("alphas", "distinct numbers", raw)
+    return tuple(float(a) for a in raw)
 
 
 def load_federation(path: str | Path) -> FederationSpec:
@@ -450,12 +612,36 @@ def load_federation(path: str | Path) -> FederationSpec:
 
 
 def federation_to_json(spec: FederationSpec) -> str:
-    """Serialise a spec so the coordinator can send it to the cities."""
+    """Serialise a spec so the coordinator can send it to the cities.
+
+    Options at their defaults that older specs did not have (levels, an
+    exposure, the cross-validation grid) are left out, so that a federation's
+    digest does not change with the version that wrote it.
+    """
     data = asdict(spec)
     data.pop("source")
-    target = data.pop("target")
-    features = data.pop("features")
-    return json.dumps({"federation": data, "target": target, "features": features})
+    target = _plain(data.pop("target"))
+    features = [_plain(f) for f in data.pop("features")]
+    exposure = data.pop("exposure")
+    if data.pop("alpha_cv"):
+        data["alpha"] = "cv"
+        data["alphas"] = list(data["alphas"])
+    else:
+        data.pop("alphas")
+        data.pop("cv_folds")
+    document: dict[str, Any] = {"federation": data, "target": target, "features": features}
+    if exposure is not None:
+        document["exposure"] = _plain(exposure)
+    return json.dumps(document)
+
+
+def _plain(variable: dict[str, Any]) -> dict[str, Any]:
+    """A variable's JSON: ``levels`` only for a categorical feature."""
+    if not variable.get("levels"):
+        variable.pop("levels", None)
+    else:
+        variable["levels"] = list(variable["levels"])
+    return variable
 
 
 def federation_from_json(
@@ -529,6 +715,7 @@ def _policy(top: _Table, source: str, base_dir: Path) -> PolicySpec:
         max_abs_weight=table.number(
             "max_abs_weight", defaults.max_abs_weight, minimum=0.0, strict=True
         ),
+        max_folds=table.integer("max_folds", defaults.max_folds, minimum=0),
         accepted_versions=table.string_list("accepted_versions", []),
     )  # fmt: skip
     table.finish()
@@ -593,6 +780,7 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
         entry = _Table(value, source, f"columns.{col_name}")
         col_source = entry.string("source", col_name)
         unit = entry.optional_string("unit")
+        labels = _labels(entry)
         entry.finish()
         if unit is not None:
             validate_unit(unit, where=f"{where} unit")
@@ -602,7 +790,7 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
                 f"{where}: reads the same source {_short(col_source)!r} as [columns] "
                 f"{same[0]}; each federation column needs its own source column"
             )
-        columns.append(ColumnSpec(name=col_name, source=col_source, unit=unit))
+        columns.append(ColumnSpec(name=col_name, source=col_source, unit=unit, labels=labels))
 
     personalize = _Table(top.table("personalize"), source, "personalize")
     tau_raw = personalize._get("tau", "auto")
@@ -631,6 +819,19 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
         policy=policy,
         source=source,
     )
+
+
+def _labels(entry: _Table) -> dict[str, str]:
+    """``labels = { Mo = "Mon", ... }``: the city's labels to the federation's levels."""
+    raw = entry.table("labels")
+    labels: dict[str, str] = {}
+    for local, level in raw.items():
+        if isinstance(level, int) and not isinstance(level, bool):
+            level = str(level)
+        if not isinstance(level, str) or not level.strip():
+            raise entry.fail(f"labels.{local}", "a level of the federation (a string)", level)
+        labels[str(local).strip()] = level.strip()
+    return labels
 
 
 def load_city(path: str | Path) -> CitySpec:

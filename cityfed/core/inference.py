@@ -4,9 +4,10 @@ For ``linear`` (ordinary least squares) the pooled count, mean and centred scatt
 give the residual sum of squares, and with it the classical standard errors,
 t statistics, p-values and confidence intervals of every coefficient, R²,
 adjusted R² and the residual standard error: equal to statsmodels ``OLS`` on the
-pooled rows. For ``logistic`` the Wald standard errors come from the pooled
-Hessian of the log-likelihood at the final weights (the Fisher information),
-as statsmodels ``GLM(..., Binomial())`` reports them for an unpenalised fit.
+pooled rows. For ``logistic`` and ``poisson`` the Wald standard errors come from
+the pooled Hessian of the log-likelihood at the final weights (the Fisher
+information), as statsmodels ``GLM(..., Binomial())`` or ``GLM(..., Poisson())``
+reports them for an unpenalised fit.
 
 Everything is computed on the scaled features (well conditioned) and carried
 to federation units: with ``beta = w / scale`` the covariance is
@@ -30,7 +31,7 @@ from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.typing import FloatArray
 
-__all__ = ["Inference", "logistic_inference", "ols_inference"]
+__all__ = ["Inference", "ols_inference", "wald_inference"]
 
 #: ``(name, estimate, std_error, statistic, p_value, ci_low, ci_high)``.
 CoefficientRowTuple = tuple[str, float, float, float, float, float, float]
@@ -159,8 +160,8 @@ def ols_inference(moments: Moments, scaler: Scaler, w: FloatArray, intercept: fl
     return Inference(estimate, se, statistic, p, low, high, "t", float(df), r2, adj, sigma2**0.5)
 
 
-def logistic_inference(scaler: Scaler, w: FloatArray, hessian: FloatArray, n: int) -> Inference:
-    """Wald inference of a logistic fit from the pooled Hessian of its log-loss.
+def wald_inference(scaler: Scaler, w: FloatArray, hessian: FloatArray, n: int) -> Inference:
+    """Wald inference of a logistic or Poisson fit from the pooled Hessian of its loss.
 
     Parameters
     ----------
@@ -169,7 +170,8 @@ def logistic_inference(scaler: Scaler, w: FloatArray, hessian: FloatArray, n: in
     w : ndarray
         ``[intercept, slopes...]`` on the scaled features.
     hessian : ndarray
-        ``sum p (1 - p) z z^T`` over the pooled rows at ``w`` (``z`` with a leading 1).
+        The information ``sum v_i z z^T`` over the pooled rows at ``w`` (``z`` with a
+        leading 1; ``v = p (1 - p)`` for logistic, ``v = mu`` for Poisson).
     n : int
         Pooled rows.
 
@@ -177,8 +179,8 @@ def logistic_inference(scaler: Scaler, w: FloatArray, hessian: FloatArray, n: in
     -------
     Inference
         Equal to statsmodels ``GLM(y, add_constant(X), family=Binomial()).fit()``
-        for an unpenalised fit; with a finite ``C`` the intervals are Wald
-        intervals around the shrunk estimates.
+        (or ``Poisson()``, with the exposure) for an unpenalised fit; with a
+        penalty the intervals are Wald intervals around the shrunk estimates.
 
     Raises
     ------

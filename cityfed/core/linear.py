@@ -10,6 +10,7 @@ cities send and :class:`~cityfed.core.stats.Moments` combines exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,7 +88,13 @@ def solve_penalised(Szz: FloatArray, Szy: FloatArray, penalty: float) -> tuple[F
     return kept_vec @ ((kept_vec.T @ Szy) / kept_val), rank
 
 
-def fit_linear(moments: Moments, *, penalty: float, standardize: bool) -> LinearFit:
+def fit_linear(
+    moments: Moments,
+    *,
+    penalty: float,
+    standardize: bool,
+    unscaled: Sequence[bool] | None = None,
+) -> LinearFit:
     """The pooled least-squares or ridge fit from pooled moments of ``[x, y]``.
 
     Parameters
@@ -98,6 +105,9 @@ def fit_linear(moments: Moments, *, penalty: float, standardize: bool) -> Linear
         ``alpha`` of sklearn's ``Ridge``; 0 for ``LinearRegression``.
     standardize : bool
         Fit on features scaled by the pooled ``StandardScaler``.
+    unscaled : Sequence[bool], optional
+        Columns left unscaled (a categorical feature's indicators), as in
+        :meth:`~cityfed.core.scaling.Scaler.from_moments`.
 
     Returns
     -------
@@ -107,7 +117,7 @@ def fit_linear(moments: Moments, *, penalty: float, standardize: bool) -> Linear
     d = moments.dim - 1
     if moments.n == 0:
         raise ValueError("no rows to fit")
-    scaler = Scaler.from_moments(moments, d, standardize)
+    scaler = Scaler.from_moments(moments, d, standardize, unscaled)
     mean, scatter = scaler.scaled_moments(moments)
     Szz, Szy = scatter[:d, :d], scatter[:d, d]
     w, rank = solve_penalised(Szz, Szy, penalty)

@@ -19,6 +19,7 @@ __all__ = [
     "Scores",
     "calibration_bins",
     "classification_scores",
+    "poisson_deviance",
     "probability_bins",
     "regression_scores",
 ]
@@ -29,11 +30,18 @@ _EPS = 1e-15
 
 @dataclass(frozen=True)
 class RegressionScores:
-    """R² (None when y is constant or has fewer than 2 rows), RMSE and MAE."""
+    """R² (None when y is constant or has fewer than 2 rows), RMSE and MAE.
+
+    For counts also the mean Poisson deviance and D², the share of the deviance
+    of the constant (mean) prediction that the model explains
+    (sklearn's ``mean_poisson_deviance`` and ``d2_tweedie_score(power=1)``).
+    """
 
     r2: float | None
     rmse: float | None
     mae: float | None
+    deviance: float | None = None
+    d2: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,18 +73,35 @@ class CalibrationBin:
     count: int
 
 
-def regression_scores(y: FloatArray, predicted: FloatArray) -> RegressionScores:
-    """R², RMSE and MAE of predictions (all None without rows)."""
+def regression_scores(
+    y: FloatArray, predicted: FloatArray, *, count: bool = False
+) -> RegressionScores:
+    """R², RMSE and MAE of predictions (all None without rows); with ``count``, deviance and D²."""
     if y.size == 0:
         return RegressionScores(None, None, None)
     residual = y - predicted
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum(residual**2)) / ss_tot if y.size >= 2 and ss_tot > 0 else None
+    deviance = d2 = None
+    if count:
+        deviance = poisson_deviance(y, predicted)
+        null = poisson_deviance(y, np.full(y.shape, float(y.mean())))
+        d2 = 1.0 - deviance / null if y.size >= 2 and null > 0 else None
     return RegressionScores(
         r2=r2,
         rmse=float(np.sqrt(np.mean(residual**2))),
         mae=float(np.mean(np.abs(residual))),
+        deviance=deviance,
+        d2=d2,
     )
+
+
+def poisson_deviance(y: FloatArray, mu: FloatArray) -> float:
+    """Mean Poisson deviance ``2 mean(y log(y / mu) - y + mu)`` (``0 log 0 = 0``)."""
+    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(y > 0, y * np.log(y / mu), 0.0)
+    return float(2.0 * np.mean(term - y + mu))
 
 
 def _roc_auc(y: FloatArray, score: FloatArray) -> float:

@@ -16,10 +16,17 @@ import numpy as np
 
 from cityfed.core.linear import solve_penalised
 from cityfed.core.logistic import fit_logistic_rows
+from cityfed.core.poisson import fit_poisson_rows
 from cityfed.core.stats import Moments
 from cityfed.typing import FloatArray
 
-__all__ = ["TAU_GRID", "choose_tau", "fit_personal_linear", "fit_personal_logistic"]
+__all__ = [
+    "TAU_GRID",
+    "choose_tau",
+    "fit_personal_linear",
+    "fit_personal_logistic",
+    "fit_personal_poisson",
+]
 
 
 #: Candidate strengths, relative to the number of training rows.
@@ -57,6 +64,27 @@ def fit_personal_logistic(
     penalty[0] = 0.0
     design = np.column_stack([np.ones(Z.shape[0]), Z])
     solver = fit_logistic_rows(design, y, C, prior=w_global, penalty=penalty, tolerance=1e-6)
+    return solver.w
+
+
+def fit_personal_poisson(
+    Z: FloatArray,
+    y: FloatArray,
+    w_global: FloatArray,
+    tau: float,
+    offset: FloatArray | None = None,
+) -> FloatArray:
+    """Newton fit of the Poisson loss ``+ tau/2 ||w_s - w_global,s||^2`` on one city.
+
+    ``tau`` is floored at 1 (as for logistic) so that a city whose counts are
+    all zero in some level still has a bounded optimum.
+    """
+    penalty = np.full(w_global.shape[0], max(tau, 1.0))
+    penalty[0] = 0.0
+    design = np.column_stack([np.ones(Z.shape[0]), Z])
+    solver = fit_poisson_rows(
+        design, y, 0.0, offset=offset, prior=w_global, penalty=penalty, tolerance=1e-6
+    )
     return solver.w
 
 

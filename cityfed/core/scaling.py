@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,13 @@ class Scaler:
         return cls(np.zeros(dim), np.ones(dim))
 
     @classmethod
-    def from_moments(cls, moments: Moments, n_features: int, standardize: bool) -> Scaler:
+    def from_moments(
+        cls,
+        moments: Moments,
+        n_features: int,
+        standardize: bool,
+        unscaled: Sequence[bool] | None = None,
+    ) -> Scaler:
         """The scaler sklearn's ``StandardScaler`` would fit on the pooled rows.
 
         Parameters
@@ -36,6 +43,10 @@ class Scaler:
             ``d``: the first ``d`` columns of ``moments`` are features.
         standardize : bool
             ``False`` gives the identity scaler.
+        unscaled : Sequence[bool], optional
+            Columns centred but never divided by their scale: the 0/1 indicators
+            of a categorical feature, which sklearn's ``ColumnTransformer`` passes
+            through ``OneHotEncoder`` rather than ``StandardScaler``.
 
         Returns
         -------
@@ -57,6 +68,8 @@ class Scaler:
         constant = var <= n * eps * var + (n * mean * eps) ** 2
         scale = np.sqrt(var)
         scale[constant | (scale == 0.0)] = 1.0
+        if unscaled is not None:
+            scale[np.asarray(unscaled, dtype=bool)] = 1.0
         return cls(mean, scale)
 
     def transform(self, X: FloatArray) -> FloatArray:

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 MAX_AGE_SECONDS = 24 * 3600.0
 
 _ARRAYS = ("X_train", "y_train", "X_holdout", "y_holdout")
+#: Present only for some federations (the exposure of a Poisson model).
+_OPTIONAL_ARRAYS = ("exposure_train", "exposure_holdout")
 _META = "meta.json"
 
 
@@ -112,7 +114,9 @@ class DataCache:
         _expire(self.folder, time.time() - MAX_AGE_SECONDS)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.folder))
         try:
-            for name in _ARRAYS:
+            for name in _ARRAYS + _OPTIONAL_ARRAYS:
+                if getattr(data, name) is None:
+                    continue
                 path = staging / f"{name}.npy"
                 with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                     np.save(f, getattr(data, name), allow_pickle=False)
@@ -136,6 +140,9 @@ def _read(entry: Path) -> CityData | None:
     try:
         meta = json.loads((entry / _META).read_text(encoding="utf-8"))
         arrays = {name: np.load(entry / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
+        for name in _OPTIONAL_ARRAYS:
+            if (entry / f"{name}.npy").is_file():
+                arrays[name] = np.load(entry / f"{name}.npy", allow_pickle=False)
         os.utime(entry)  # still in use: not expired
     except (OSError, ValueError):
         return None

@@ -27,6 +27,19 @@ class CityData:
     y_holdout: FloatArray
     rows_read: int
     drop_reasons: Mapping[str, int] = field(default_factory=dict)
+    #: Poisson with an exposure: each row's exposure (None without one).
+    exposure_train: FloatArray | None = None
+    exposure_holdout: FloatArray | None = None
+
+    @property
+    def offset_train(self) -> FloatArray | None:
+        """``log(exposure)`` of the training rows (the Poisson offset), or None."""
+        return None if self.exposure_train is None else np.log(self.exposure_train)
+
+    @property
+    def offset_holdout(self) -> FloatArray | None:
+        """``log(exposure)`` of the holdout rows, or None."""
+        return None if self.exposure_holdout is None else np.log(self.exposure_holdout)
 
     @property
     def rows_used(self) -> int:
@@ -56,14 +69,18 @@ def load_city_data(city: CitySpec, fed: FederationSpec) -> CityData:
     table, rows_read, reasons = harmonise(city, fed)
     fraction, seed = row_set(city, fed)
     holdout = holdout_mask(table.shape[0], fraction, seed, city.name)
-    X, y = table[:, :-1], table[:, -1]
+    d = len(fed.design)
+    X, y = table[:, :d], table[:, d]
+    exposure = table[:, d + 1] if fed.exposure is not None else None
     return CityData(
         city=city.name,
-        features=fed.feature_names,
+        features=fed.design_names,
         X_train=np.ascontiguousarray(X[~holdout]),
         y_train=np.ascontiguousarray(y[~holdout]),
         X_holdout=np.ascontiguousarray(X[holdout]),
         y_holdout=np.ascontiguousarray(y[holdout]),
         rows_read=rows_read,
         drop_reasons=reasons,
+        exposure_train=None if exposure is None else np.ascontiguousarray(exposure[~holdout]),
+        exposure_holdout=None if exposure is None else np.ascontiguousarray(exposure[holdout]),
     )

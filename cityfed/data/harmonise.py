@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,9 @@ import pandas as pd
 from cityfed.config.expr import Expression, parse_expression
 from cityfed.config.spec import CitySpec, FederationSpec, VariableSpec
 from cityfed.config.units import check_convertible, convert
+from cityfed.data.categories import LabelSource, indicators, label_source, labels_of
 from cityfed.errors import DataError, SpecError
-from cityfed.typing import FloatArray
+from cityfed.typing import BoolArray, FloatArray
 
 __all__ = ["MAX_MAGNITUDE", "check_city_units", "harmonise", "require_data"]
 
@@ -44,6 +45,7 @@ class _Plan:
     source: str
     unit: str | None
     where: str
+    labels: Mapping[str, str]
 
     def expression(self, header: set[str]) -> Expression:
         """The source as an expression; a source that is a header name is a column."""
@@ -51,6 +53,10 @@ class _Plan:
         if name in header and "`" not in name:
             return parse_expression(f"`{name}`", where=self.where)
         return parse_expression(self.source, where=self.where)
+
+    def label_source(self, header: set[str]) -> LabelSource:
+        """A categorical feature's column (and derivation, such as ``hour(time)``)."""
+        return label_source(self.source, header, self.where)
 
 
 def _plan(city: CitySpec, fed: FederationSpec) -> list[_Plan]:
@@ -66,7 +72,12 @@ def _plan(city: CitySpec, fed: FederationSpec) -> list[_Plan]:
         else:
             where = f"{city.source}: [columns] {var.name}"
             unit = col.unit if col.unit is not None else var.unit
-            plans.append(_Plan(var, col.source, unit, where))
+            if col.labels and not var.categorical:
+                raise SpecError(
+                    f"{where} labels: {var.name!r} is not categorical in the federation; "
+                    "labels map a categorical feature's values to its levels"
+                )
+            plans.append(_Plan(var, col.source, unit, where, col.labels))
     return plans
 
 
@@ -79,8 +90,12 @@ def check_city_units(city: CitySpec, fed: FederationSpec) -> None:
         On a dimension mismatch (``kg`` for a temperature), naming the key.
     """
     for plan in _plan(city, fed):
+        if plan.variable.categorical:
+            if plan.unit not in (None, "dimensionless"):
+                raise SpecError(f"{plan.where} unit: a categorical feature has no unit")
+            continue
         check_convertible(plan.unit, plan.variable.unit, where=f"{plan.where} unit")
-        if fed.task == "classification" and plan.variable is fed.target:
+        if fed.task in ("classification", "count") and plan.variable is fed.target:
             check_convertible(plan.unit, None, where=f"{plan.where} unit")
 
 
@@ -327,14 +342,43 @@ def _finite_or_refuse(
     return numbers
 
 
+def _check_domain(
+    city: CitySpec,
+    fed: FederationSpec,
+    variable: VariableSpec,
+    values: FloatArray,
+    missing: BoolArray,
+) -> None:
+    """A count target is >= 0 and an exposure > 0 (else a Poisson fit has no meaning).
+
+    Raises
+    ------
+    DataError
+        Naming the file, column and row of the first value out of range.
+    """
+    if fed.task == "count" and variable is fed.target:
+        bad, wanted = (values < 0.0) & ~missing, "a count >= 0"
+    elif variable is fed.exposure:
+        bad, wanted = (values <= 0.0) & ~missing, "an exposure > 0"
+    else:
+        return
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(
+            f"{city.data.name}: column {variable.name!r}, {_at(city, row)}: "
+            f"{values[row]:g} is not {wanted}"
+        )
+
+
 def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dict[str, int]]:
     """Read the city's CSV and return its usable rows in federation units.
 
     Returns
     -------
     tuple
-        ``(table, rows_read, drop_reasons)`` where ``table`` has one column per
-        feature then the target, in federation order and units.
+        ``(table, rows_read, drop_reasons)`` where ``table`` has the design
+        columns (a numeric feature, or a categorical feature's indicators), the
+        target, then the exposure if any, in federation order and units.
 
     Raises
     ------
@@ -346,18 +390,40 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
     plans = _plan(city, fed)
     check_city_units(city, fed)
     header = _read_header(city)
-    expressions = [plan.expression(set(header)) for plan in plans]
-    needed: set[str] = set().union(*(e.columns for e in expressions))
+    names = set(header)
+    expressions = {
+        j: plan.expression(names) for j, plan in enumerate(plans) if not plan.variable.categorical
+    }
+    sources = {j: plan.label_source(names) for j, plan in enumerate(plans) if j not in expressions}
+    numeric: set[str] = set().union(set(), *(e.columns for e in expressions.values()))
+    textual = {source.column for source in sources.values()}
+    needed = numeric | textual
     _check_header(city, header, needed)
     frame = _read_csv(city, needed, header)
     n_rows = int(frame.shape[0])
     plain = _plain_numbers_possible(city)
-    raw = {name: _to_numbers(frame, name, city, plain=plain) for name in sorted(needed)}
+    raw = {name: _to_numbers(frame, name, city, plain=plain) for name in sorted(numeric)}
 
     label = city.data.name
-    table = np.empty((n_rows, len(plans)), dtype=np.float64)
-    missing = np.zeros((n_rows, len(plans)), dtype=bool)
-    for j, (plan, expression) in enumerate(zip(plans, expressions, strict=True)):
+    blocks: list[FloatArray] = []
+    block_missing: list[FloatArray] = []
+    block_of: list[int] = []  # the plan of each column, for messages
+    for j, plan in enumerate(plans):
+        if j in sources:
+            index, absent = labels_of(
+                frame[sources[j].column],
+                sources[j],
+                plan.variable,
+                city,
+                plan.labels,
+                lambda row: _at(city, row),
+            )
+            columns = indicators(index, len(plan.variable.levels))
+            blocks.append(columns)
+            block_missing.append(np.repeat(absent[:, None], columns.shape[1], axis=1))
+            block_of.extend([j] * columns.shape[1])
+            continue
+        expression = expressions[j]
         inputs_missing = np.zeros(n_rows, dtype=bool)
         for name in expression.columns:
             inputs_missing |= np.isnan(raw[name])
@@ -380,8 +446,13 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
                 f"squares would overflow; |value| must stay below {MAX_MAGNITUDE:.0e}): check "
                 "the unit or the value"
             )
-        table[:, j] = values
-        missing[:, j] = inputs_missing
+        _check_domain(city, fed, plan.variable, values, inputs_missing)
+        blocks.append(values[:, None])
+        block_missing.append(inputs_missing[:, None])
+        block_of.append(j)
+    table = np.hstack(blocks)
+    missing = np.hstack(block_missing)
+    plans = [plans[j] for j in block_of]
 
     if missing.any():
         if fed.missing == "error":
@@ -401,7 +472,7 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
         drop_reasons = {}
 
     if fed.task == "classification":
-        labels = table[:, -1]
+        labels = table[:, len(fed.design)]
         bad = (labels != 0.0) & (labels != 1.0)
         if bad.any():
             row = int(np.flatnonzero(~missing.any(axis=1))[int(np.argmax(bad))])

@@ -80,7 +80,7 @@ def _scores_from_json(data: object) -> Scores | None:
         raise ValueError(f"evaluation: scores are not an object: {data!r}")
     if "r2" in data:
         return RegressionScores(
-            *(_number(data.get(k), k) for k in ("r2", "rmse", "mae")),
+            *(_number(data.get(k), k) for k in ("r2", "rmse", "mae", "deviance", "d2")),
         )
     return ClassificationScores(
         *(_number(data.get(k), k) for k in ("accuracy", "log_loss", "roc_auc")),

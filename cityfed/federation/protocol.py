@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from cityfed.config.spec import FederationSpec, federation_digest
-from cityfed.core.logistic import LogisticTerms
+from cityfed.core.newton import NewtonTerms
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.federation.outcome import CityOutcome, Status
@@ -79,8 +79,10 @@ class CityReply:
 
     outcome: CityOutcome
     moments: Moments | None = None
-    terms: LogisticTerms | None = None
+    terms: NewtonTerms | None = None
     weights: FloatArray | None = None
+    #: ``alpha = "cv"``: the moments of each of the city's folds of its training rows.
+    folds: tuple[Moments, ...] = ()
 
     @classmethod
     def failed(cls, city: str, reason: str) -> CityReply:

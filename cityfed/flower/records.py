@@ -14,7 +14,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from cityfed.config.spec import federation_from_json, federation_to_json
-from cityfed.core.logistic import LogisticTerms
+from cityfed.core.newton import NewtonTerms
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.federation.evaluation import evaluation_from_json, evaluation_to_json
@@ -47,6 +47,10 @@ _KEY_CITY = "city"
 _KEY_REASON = "reason"
 _KEY_DROPS = "drop_reasons"
 _KEY_EVALUATION = "evaluation"
+_KEY_FOLD_N = "fold_n"
+_KEY_FOLD_MEAN = "fold_mean"
+_KEY_FOLD_MEAN_LOW = "fold_mean_low"
+_KEY_FOLD_SCATTER = "fold_scatter"
 
 _STATUSES: dict[str, Status] = {"ok": "ok", "refused": "refused", "failed": "failed"}
 _PHASES: dict[str, Phase] = {phase: phase for phase in PHASES}
@@ -144,6 +148,11 @@ def encode_reply(reply: CityReply) -> RecordDict:
         content.metric_records[_COUNTS][_KEY_LOSS] = reply.terms.loss
     if reply.weights is not None:
         arrays[_KEY_WEIGHTS] = _array(reply.weights)
+    if reply.folds:
+        arrays[_KEY_FOLD_N] = _array(np.array([fold.n for fold in reply.folds], dtype=np.float64))
+        arrays[_KEY_FOLD_MEAN] = _array(np.stack([fold.mean for fold in reply.folds]))
+        arrays[_KEY_FOLD_MEAN_LOW] = _array(np.stack([fold.low for fold in reply.folds]))
+        arrays[_KEY_FOLD_SCATTER] = _array(np.stack([fold.scatter for fold in reply.folds]))
     if arrays:
         content[_STATS] = ArrayRecord(arrays)
     return content
@@ -163,11 +172,12 @@ def decode_reply(content: RecordDict) -> CityReply:
             raise ValueError(f"{_KEY_MEAN_LOW} has shape {low.shape}, the mean {mean.shape}")
         moments = Moments(n, mean, _numpy(stats, _KEY_SCATTER), low)
     if stats is not None and _KEY_GRAD in stats:
-        terms = LogisticTerms(
+        terms = NewtonTerms(
             _number(counts, _KEY_LOSS), _numpy(stats, _KEY_GRAD), _numpy(stats, _KEY_HESS)
         )
     if stats is not None and _KEY_WEIGHTS in stats:
         weights = _numpy(stats, _KEY_WEIGHTS)
+    folds = _folds(stats) if stats is not None and _KEY_FOLD_N in stats else ()
     evaluation = (
         evaluation_from_json(json.loads(_text(status, _KEY_EVALUATION)))
         if _KEY_EVALUATION in status
@@ -188,4 +198,20 @@ def decode_reply(content: RecordDict) -> CityReply:
         drop_reasons={str(k): int(v) for k, v in drops.items()},
         evaluation=evaluation,
     )
-    return CityReply(outcome, moments=moments, terms=terms, weights=weights)
+    return CityReply(outcome, moments=moments, terms=terms, weights=weights, folds=folds)
+
+
+def _folds(stats: ArrayRecord) -> tuple[Moments, ...]:
+    """Per-fold moments: counts (k,), means and low parts (k, p), scatters (k, p, p)."""
+    counts = _numpy(stats, _KEY_FOLD_N)
+    means, lows = _numpy(stats, _KEY_FOLD_MEAN), _numpy(stats, _KEY_FOLD_MEAN_LOW)
+    scatters = _numpy(stats, _KEY_FOLD_SCATTER)
+    k = counts.shape[0]
+    if counts.ndim != 1 or means.ndim != 2 or means.shape[0] != k or lows.shape != means.shape:
+        raise ValueError("fold statistics have inconsistent shapes")
+    p = means.shape[1]
+    if scatters.shape != (k, p, p):
+        raise ValueError(f"fold scatters have shape {scatters.shape}, expected {(k, p, p)}")
+    if not np.all(counts == np.round(counts)) or np.any(counts < 0):
+        raise ValueError("fold counts are not counts")
+    return tuple(Moments(int(counts[j]), means[j], scatters[j], lows[j]) for j in range(k))

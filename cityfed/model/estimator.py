@@ -19,8 +19,10 @@ from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from cityfed.config.spec import indicator_name
 from cityfed.core.linear import fit_linear
 from cityfed.core.logistic import fit_logistic_rows
+from cityfed.core.poisson import fit_poisson_rows
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.errors import CityFedError
@@ -29,7 +31,14 @@ from cityfed.model.record import FederatedModel, predict_centred
 from cityfed.model.summary import summary_text
 from cityfed.typing import FloatArray
 
-__all__ = ["CityFedClassifier", "CityFedRegressor", "estimator_of", "load_model"]
+__all__ = [
+    "CityFedClassifier",
+    "CityFedPoissonRegressor",
+    "CityFedRegressor",
+    "encode_categories",
+    "estimator_of",
+    "load_model",
+]
 
 
 class _CityFedBase(BaseEstimator):  # type: ignore[misc]
@@ -62,6 +71,10 @@ class _CityFedBase(BaseEstimator):  # type: ignore[misc]
     def _select(self, X: Any) -> Any:
         names = getattr(self, "feature_names_in_", None)
         columns = getattr(X, "columns", None)
+        model = getattr(self, "model_", None)
+        if model is not None and columns is not None and model.categories:
+            X = encode_categories(X, model.categories)
+            columns = X.columns
         if names is not None and columns is not None:
             missing = [n for n in names if n not in set(columns)]
             if missing:
@@ -198,7 +211,83 @@ class CityFedClassifier(ClassifierMixin, _CityFedBase):  # type: ignore[misc]
         return np.asarray(self.classes_[(self._decision(X) > 0.0).astype(np.int64)])
 
 
-def load_model(path: str | Path) -> CityFedRegressor | CityFedClassifier:
+class CityFedPoissonRegressor(RegressorMixin, _CityFedBase):  # type: ignore[misc]
+    """Poisson regression (log link), sklearn's ``PoissonRegressor(alpha)`` by Newton's method.
+
+    Parameters
+    ----------
+    alpha : float
+        L2 strength on the (standardised) slopes, as in sklearn.
+    standardize : bool
+        Fit as ``make_pipeline(StandardScaler(), PoissonRegressor(alpha))``.
+    """
+
+    def __init__(self, alpha: float = 1.0, standardize: bool = True) -> None:
+        self.alpha = alpha
+        self.standardize = standardize
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CityFedPoissonRegressor:
+        """Fit on rows in memory; ``sample_weight`` as sklearn's (an exposure with ``y / e``)."""
+        X_arr, y_arr = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        if np.any(y_arr < 0):
+            raise ValueError("a Poisson target must be >= 0")
+        offset = None
+        counts = y_arr
+        if sample_weight is not None:
+            exposure = np.asarray(sample_weight, dtype=np.float64)
+            if exposure.shape != y_arr.shape or np.any(exposure <= 0):
+                raise ValueError("sample_weight must be one exposure > 0 per row")
+            offset, counts = np.log(exposure), y_arr * exposure
+        moments = Moments.of(np.column_stack([X_arr, counts]))
+        scaler = Scaler.from_moments(moments, X_arr.shape[1], self.standardize)
+        solver = fit_poisson_rows(scaler.design(X_arr), counts, float(self.alpha), offset=offset)
+        self._set_fitted(scaler, solver.w[1:], float(solver.w[0]))
+        return self
+
+    def predict(self, X: Any, exposure: Any = None) -> FloatArray:
+        """The expected count: ``exp(decision)``, times ``exposure`` when given (per row)."""
+        rate = np.exp(self._decision(X))
+        if exposure is None:
+            return np.asarray(rate, dtype=np.float64)
+        return np.asarray(rate * np.asarray(exposure, dtype=np.float64), dtype=np.float64)
+
+
+def encode_categories(X: Any, categories: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
+    """Replace each categorical column of a DataFrame by its ``name=level`` indicators.
+
+    Columns already given as indicators are left as they are.
+
+    Raises
+    ------
+    CityFedError
+        A label that is not one of the feature's levels, naming the row.
+    """
+    import pandas as pd
+
+    frame = X.copy()
+    for name, levels in categories:
+        if name not in frame.columns:
+            continue
+        labels = frame.pop(name).map(_label)
+        unknown = ~labels.isin(levels)
+        if unknown.any():
+            row = int(np.argmax(unknown.to_numpy()))
+            raise CityFedError(
+                f"input: column {name!r}, row {row + 1}: {labels.iloc[row]!r} is not one of "
+                + ", ".join(repr(v) for v in levels)
+            )
+        for level in levels[1:]:
+            frame[indicator_name(name, level)] = (labels == level).astype(np.float64)
+    return pd.DataFrame(frame)
+
+
+def _label(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def load_model(path: str | Path) -> CityFedRegressor | CityFedClassifier | CityFedPoissonRegressor:
     """Load a published ``model.pb`` as a fitted scikit-learn estimator.
 
     Parameters
@@ -215,10 +304,14 @@ def load_model(path: str | Path) -> CityFedRegressor | CityFedClassifier:
     return estimator_of(read_model(path))
 
 
-def estimator_of(model: FederatedModel) -> CityFedRegressor | CityFedClassifier:
+def estimator_of(
+    model: FederatedModel,
+) -> CityFedRegressor | CityFedClassifier | CityFedPoissonRegressor:
     """The fitted scikit-learn estimator of a published model (see :func:`load_model`)."""
-    estimator: CityFedRegressor | CityFedClassifier
-    if model.task == "classification":
+    estimator: CityFedRegressor | CityFedClassifier | CityFedPoissonRegressor
+    if model.task == "count":
+        estimator = CityFedPoissonRegressor(alpha=model.alpha, standardize=model.standardize)
+    elif model.task == "classification":
         estimator = CityFedClassifier(C=model.C, standardize=model.standardize)
         estimator.classes_ = np.array([0, 1])
     else:

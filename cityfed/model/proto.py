@@ -22,9 +22,14 @@ _KIND_TO_PROTO: dict[ModelKind, model_pb2.Model.Kind.ValueType] = {
     "linear": model_pb2.Model.KIND_LINEAR,
     "ridge": model_pb2.Model.KIND_RIDGE,
     "logistic": model_pb2.Model.KIND_LOGISTIC,
+    "poisson": model_pb2.Model.KIND_POISSON,
 }
 _PROTO_TO_KIND = {v: k for k, v in _KIND_TO_PROTO.items()}
-_TASKS: dict[str, Task] = {"regression": "regression", "classification": "classification"}
+_TASKS: dict[str, Task] = {
+    "regression": "regression",
+    "classification": "classification",
+    "count": "count",
+}
 _ALGORITHMS: dict[str, Algorithm] = {"exact": "exact", "fedavg": "fedavg"}
 
 
@@ -48,6 +53,13 @@ def model_to_proto(model: FederatedModel) -> model_pb2.Model:
         metrics=dict(model.metrics),
         inference=_inference_to_proto(model),
         inference_note=model.inference_note,
+        categories=[
+            model_pb2.Category(name=name, levels=list(levels)) for name, levels in model.categories
+        ],
+        exposure=None
+        if model.exposure is None
+        else model_pb2.Variable(name=model.exposure.name, unit=model.exposure.unit),
+        alpha_path=[model_pb2.AlphaScore(alpha=a, score=v) for a, v in model.alpha_path],
         provenance=model_pb2.Provenance(
             federation=model.federation,
             run_id=model.run_id,
@@ -113,6 +125,11 @@ def model_from_proto(message: model_pb2.Model, source: str = "model") -> Federat
         metrics=dict(message.metrics),
         inference=_inference_from_proto(message, d, source),
         inference_note=message.inference_note,
+        categories=tuple((c.name, tuple(c.levels)) for c in message.categories),
+        exposure=VariableSpec(message.exposure.name, message.exposure.unit)
+        if message.HasField("exposure")
+        else None,
+        alpha_path=tuple((p.alpha, p.score) for p in message.alpha_path),
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cityfed.config.spec import Algorithm, ModelKind, Task, VariableSpec
+from cityfed.config.spec import Algorithm, ModelKind, Task, VariableSpec, indicator_name
 from cityfed.core.inference import Inference
 from cityfed.core.scaling import Scaler
 from cityfed.typing import FloatArray
@@ -52,11 +52,25 @@ class FederatedModel:
     inference: Inference | None = None
     #: Why ``inference`` is None ("" when it is given).
     inference_note: str = ""
+    #: Categorical features ``(name, levels)``; ``features`` holds their indicators.
+    categories: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Poisson: the exposure column, if any (predicted count = exposure * exp(decision)).
+    exposure: VariableSpec | None = None
+    #: ``alpha = "cv"``: ``(alpha, mean cross-validation score)`` over the grid.
+    alpha_path: tuple[tuple[float, float], ...] = ()
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         """Federation names of the inputs, in order."""
         return tuple(f.name for f in self.features)
+
+    @property
+    def indicator_mask(self) -> tuple[bool, ...]:
+        """For each feature, whether it is a level indicator of a categorical feature."""
+        indicators = {
+            indicator_name(name, level) for name, levels in self.categories for level in levels[1:]
+        }
+        return tuple(f.name in indicators for f in self.features)
 
     def decision(self, X: FloatArray) -> FloatArray:
         """The linear predictor on federation-unit rows, computed from the centre.

@@ -66,4 +66,12 @@ def summary_text(model: FederatedModel) -> str:
             f"(C = {model.C:g}: Wald intervals around estimates shrunk by the penalty; "
             "a large C gives statsmodels' unpenalised GLM)"
         )
+    if model.kind == "poisson":
+        link = "log link" + (f", offset log({model.exposure.name})" if model.exposure else "")
+        lines.append(f"(Poisson, {link}: exp(coef) is the rate ratio of one unit more)")
+        if model.alpha > 0.0:
+            lines.append(
+                f"(alpha = {model.alpha:g}: Wald intervals around estimates shrunk by the "
+                "penalty; alpha = 0 gives statsmodels' unpenalised GLM)"
+            )
     return "\n".join(lines)

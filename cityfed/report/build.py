@@ -57,11 +57,11 @@ __all__ = [
 
 _T = TypeVar("_T", bound=str)
 
-_KINDS: tuple[ModelKind, ...] = ("linear", "ridge", "logistic")
-_TASKS: tuple[Task, ...] = ("regression", "classification")
+_KINDS: tuple[ModelKind, ...] = ("linear", "ridge", "logistic", "poisson")
+_TASKS: tuple[Task, ...] = ("regression", "classification", "count")
 _ALGORITHMS: tuple[Algorithm, ...] = ("exact", "fedavg")
 _STATUSES: tuple[Status, ...] = ("ok", "refused", "failed")
-_COMPARED: tuple[Compared, ...] = ("prediction", "predicted probability")
+_COMPARED: tuple[Compared, ...] = ("prediction", "predicted probability", "expected count")
 
 
 # --------------------------------------------------------------------------- build
@@ -113,6 +113,8 @@ def build_report(fed: FederationSpec, result: RunResult) -> Report:
             metrics=dict(model.metrics),
             inference=_inference_section(model),
             inference_note=model.inference_note,
+            alpha=model.alpha if model.kind in ("ridge", "poisson") else None,
+            alpha_path=model.alpha_path,
         ),
         cities={name: _outcome(o) for name, o in sorted(result.cities.items())},
         pooled_check=None,
@@ -182,6 +184,8 @@ def _federation_to_json(fed: FederationSpec) -> dict[str, Any]:
     """The flat ``federation`` object: :func:`federation_to_json`'s, in field order."""
     nested = json.loads(federation_to_json(fed))
     flat = {**nested["federation"], "target": nested["target"], "features": nested["features"]}
+    if "exposure" in nested:
+        flat["exposure"] = nested["exposure"]
     return {f.name: flat[f.name] for f in fields(fed) if f.name in flat}
 
 
@@ -359,10 +363,16 @@ def _shown(value: object, limit: int = 60) -> str:
 def _federation_from_json(table: _Object) -> FederationSpec:
     """Parse the flat ``federation`` object with the spec's own validation."""
     fed = table.obj("federation")
-    settings = {k: v for k, v in fed.data.items() if k not in ("target", "features")}
-    text = json.dumps(
-        {"federation": settings, "target": fed.get("target"), "features": fed.get("features")}
-    )
+    variables = ("target", "features", "exposure")
+    settings = {k: v for k, v in fed.data.items() if k not in variables}
+    document = {
+        "federation": settings,
+        "target": fed.get("target"),
+        "features": fed.get("features"),
+    }
+    if fed.data.get("exposure") is not None:
+        document["exposure"] = fed.data["exposure"]
+    text = json.dumps(document)
     return federation_from_json(text, source=f"{table.source}: federation")
 
 
@@ -384,7 +394,22 @@ def _model_from_json(table: _Object) -> ModelSection:
         metrics={name: metrics.number(name) for name in metrics.data},
         inference=_inference_from_json(table),
         inference_note=table.text("inference_note") if "inference_note" in table.data else "",
+        alpha=table.number("alpha") if table.data.get("alpha") is not None else None,
+        alpha_path=_alpha_path(table),
     )
+
+
+def _alpha_path(table: _Object) -> tuple[tuple[float, float], ...]:
+    """``model.alpha_path``: ``[[alpha, score], ...]`` (empty when absent)."""
+    raw = table.data.get("alpha_path") or []
+    if not isinstance(raw, list) or not all(
+        isinstance(p, list)
+        and len(p) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p)
+        for p in raw
+    ):
+        raise table.fail("alpha_path", "a list of [alpha, score] pairs", raw)
+    return tuple((float(a), float(v)) for a, v in raw)
 
 
 def _city_from_json(name: str, table: _Object) -> CityOutcome:

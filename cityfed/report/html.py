@@ -800,9 +800,22 @@ def _settings_table(federation: FederationSpec, model: ModelSection) -> str:
         ("model", federation.model),
         ("algorithm", federation.algorithm),
     ]
-    # Only what applies to this model: alpha is ridge's, C is logistic's.
-    if federation.model == "ridge":
-        settings.append(("alpha", federation.alpha))
+    # Only what applies to this model: alpha is ridge's and Poisson's, C is logistic's.
+    if federation.model in ("ridge", "poisson"):
+        alpha = model.alpha if model.alpha is not None else federation.alpha
+        if federation.alpha_cv:
+            path = ", ".join(f"{a:g}: {score:.4g}" for a, score in model.alpha_path)
+            settings.append(
+                (
+                    "alpha",
+                    f"{alpha:g}, chosen by {federation.cv_folds}-fold cross-validation "
+                    f"(mean R² per alpha: {path})",
+                )
+            )
+        else:
+            settings.append(("alpha", alpha))
+    if federation.exposure is not None:
+        settings.append(("exposure", f"{federation.exposure.name} [{federation.exposure.unit}]"))
     if federation.model == "logistic":
         settings.append(("C", federation.C))
     settings += [
@@ -814,7 +827,7 @@ def _settings_table(federation: FederationSpec, model: ModelSection) -> str:
         ("missing", federation.missing),
         ("training rounds", model.rounds),
     ]
-    if federation.model == "logistic" or federation.algorithm == "fedavg":
+    if federation.newton or federation.algorithm == "fedavg":
         settings.append(("converged", model.converged))
     return _table(["Setting", "Value"], [[html.escape(k), _text(v)] for k, v in settings])
 

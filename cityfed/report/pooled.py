@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LinearRegression, LogisticRegression, PoissonRegressor, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cityfed.data.city_data import CityData
 from cityfed.model.record import FederatedModel
-from cityfed.report.types import PooledCheck
+from cityfed.report.types import Compared, PooledCheck
 
 __all__ = ["TOLERANCE_PROBABILITY", "TOLERANCE_REGRESSION", "pooled_check"]
 
@@ -26,15 +27,38 @@ TOLERANCE_REGRESSION = 1e-6
 TOLERANCE_PROBABILITY = 1e-5
 
 
+#: What the check compares, by task.
+_COMPARED: dict[str, Compared] = {
+    "regression": "prediction",
+    "classification": "predicted probability",
+    "count": "expected count",
+}
+
+
 def _reference(model: FederatedModel) -> tuple[Any, str]:
     estimator: Any
     if model.kind == "logistic":
         estimator = LogisticRegression(C=model.C, tol=1e-12, max_iter=10_000)
         name = f"LogisticRegression(C={model.C:g}, tol=1e-12)"
+    elif model.kind == "poisson":
+        estimator = PoissonRegressor(
+            alpha=model.alpha, solver="newton-cholesky", tol=1e-12, max_iter=10_000
+        )
+        name = f"PoissonRegressor(alpha={model.alpha:g}, solver='newton-cholesky', tol=1e-12)"
     elif model.kind == "ridge":
         estimator, name = Ridge(alpha=model.alpha), f"Ridge(alpha={model.alpha:g})"
     else:
         estimator, name = LinearRegression(), "LinearRegression()"
+    mask = np.asarray(model.indicator_mask, dtype=bool)
+    if model.standardize and mask.any():
+        # The indicators are OneHotEncoder(drop="first") columns: passed through unscaled.
+        columns = ColumnTransformer(
+            [("numeric", StandardScaler(), np.flatnonzero(~mask)), ("levels", "passthrough", mask)]
+        )
+        return make_pipeline(columns, estimator), (
+            "sklearn make_pipeline(ColumnTransformer(StandardScaler() on the numeric "
+            f"features, the OneHotEncoder(drop='first') indicators as they are), {name})"
+        )
     if model.standardize:
         return make_pipeline(
             StandardScaler(), estimator
@@ -68,9 +92,22 @@ def pooled_check(model: FederatedModel, cities: Sequence[CityData]) -> PooledChe
     X = np.vstack([c.X_train for c in used])
     y = np.concatenate([c.y_train for c in used])
     reference, name = _reference(model)
-    reference.fit(X, y)
+    exposure = None
+    if model.exposure is not None:
+        exposure = np.concatenate([c.exposure_train for c in used if c.exposure_train is not None])
+        reference.fit(X, y / exposure, poissonregressor__sample_weight=exposure)
+        name += f" fitted on {model.target.name} / {model.exposure.name} weighted by it"
+    else:
+        reference.fit(X, y)
     decision = model.decision(X)
-    if model.task == "classification":
+    if model.task == "count":
+        # Expected counts (the rate times the exposure), compared relative to std(y).
+        scale = np.ones(y.size) if exposure is None else exposure
+        ours, theirs = np.exp(decision) * scale, reference.predict(X) * scale
+        diff = float(np.max(np.abs(ours - theirs)))
+        std_y = float(np.std(y))
+        within = diff <= TOLERANCE_REGRESSION * max(std_y, np.finfo(float).tiny)
+    elif model.task == "classification":
         ours = 1.0 / (1.0 + np.exp(-decision))
         theirs = reference.predict_proba(X)[:, 1]
         diff = float(np.max(np.abs(ours - theirs)))
@@ -85,6 +122,6 @@ def pooled_check(model: FederatedModel, cities: Sequence[CityData]) -> PooledChe
         relative_to_std_y=diff / std_y if std_y > 0 else None,
         rows=int(y.size),
         reference=name,
-        compared="predicted probability" if model.task == "classification" else "prediction",
+        compared=_COMPARED[model.task],
         within_tolerance=bool(within),
     )

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: What the pooled check compares: predictions (regression) or P(class 1).
-Compared = Literal["prediction", "predicted probability"]
+Compared = Literal["prediction", "predicted probability", "expected count"]
 #: The holdout scores, by their field name in the score records and ``report.json``.
 ScoreName = Literal[
     "r2", "rmse", "mae", "accuracy", "log_loss", "roc_auc", "base_rate", "precision", "recall"
@@ -107,6 +107,10 @@ class ModelSection:
     #: Standard errors and tests; None with ``inference_note`` saying why.
     inference: InferenceSection | None = None
     inference_note: str = ""
+    #: The penalty used (ridge, Poisson): with ``alpha = "cv"`` the one chosen.
+    alpha: float | None = None
+    #: ``alpha = "cv"``: ``(alpha, mean cross-validation score)`` for the whole grid.
+    alpha_path: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -253,6 +253,57 @@ class Inference(_message.Message):
 Global___Inference: _TypeAlias = Inference  # noqa: Y015
 
 @_typing.final
+class Category(_message.Message):
+    """A categorical feature: its levels, the first being the reference. The model's
+    features hold one indicator "name=level" per level but the first.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        levels: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["levels", b"levels", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Category: _TypeAlias = Category  # noqa: Y015
+
+@_typing.final
+class AlphaScore(_message.Message):
+    """The mean cross-validation score (R², or minus the MSE) of one alpha of the grid."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALPHA_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    alpha: _builtins.float
+    score: _builtins.float
+    def __init__(
+        self,
+        *,
+        alpha: _builtins.float = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlphaScore: _TypeAlias = AlphaScore  # noqa: Y015
+
+@_typing.final
 class Model(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -266,12 +317,14 @@ class Model(_message.Message):
         KIND_LINEAR: Model._Kind.ValueType  # 1
         KIND_RIDGE: Model._Kind.ValueType  # 2
         KIND_LOGISTIC: Model._Kind.ValueType  # 3
+        KIND_POISSON: Model._Kind.ValueType  # 4
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
     KIND_UNSPECIFIED: Model.Kind.ValueType  # 0
     KIND_LINEAR: Model.Kind.ValueType  # 1
     KIND_RIDGE: Model.Kind.ValueType  # 2
     KIND_LOGISTIC: Model.Kind.ValueType  # 3
+    KIND_POISSON: Model.Kind.ValueType  # 4
 
     @_typing.final
     class MetricsEntry(_message.Message):
@@ -309,14 +362,17 @@ class Model(_message.Message):
     PROVENANCE_FIELD_NUMBER: _builtins.int
     INFERENCE_FIELD_NUMBER: _builtins.int
     INFERENCE_NOTE_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    EXPOSURE_FIELD_NUMBER: _builtins.int
+    ALPHA_PATH_FIELD_NUMBER: _builtins.int
     kind: Global___Model.Kind.ValueType
     task: _builtins.str
-    """"regression" or "classification"."""
+    """"regression", "classification" or "count"."""
     standardize: _builtins.bool
     intercept_scaled: _builtins.float
     intercept: _builtins.float
     alpha: _builtins.float
-    """Ridge alpha (0 for linear); logistic C (0 otherwise)."""
+    """Ridge or Poisson alpha (0 for linear); logistic C (0 otherwise)."""
     c: _builtins.float
     inference_note: _builtins.str
     @_builtins.property
@@ -348,6 +404,18 @@ class Model(_message.Message):
         FedAvg, and fits where they are undefined (inference_note says why).
         """
 
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___Category]:
+        """Categorical features, whose indicators are among the features."""
+
+    @_builtins.property
+    def exposure(self) -> Global___Variable:
+        """Poisson with an exposure: the column; predicted counts are exposure * exp(...)."""
+
+    @_builtins.property
+    def alpha_path(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlphaScore]:
+        """alpha = "cv": every alpha of the grid with its mean score (alpha holds the chosen)."""
+
     def __init__(
         self,
         *,
@@ -367,10 +435,13 @@ class Model(_message.Message):
         provenance: Global___Provenance | None = ...,
         inference: Global___Inference | None = ...,
         inference_note: _builtins.str = ...,
+        categories: _abc.Iterable[Global___Category] | None = ...,
+        exposure: Global___Variable | None = ...,
+        alpha_path: _abc.Iterable[Global___AlphaScore] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["inference", b"inference", "provenance", b"provenance", "scaler", b"scaler", "target", b"target"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exposure", b"exposure", "inference", b"inference", "provenance", b"provenance", "scaler", b"scaler", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "c", b"c", "coef", b"coef", "coef_scaled", b"coef_scaled", "features", b"features", "inference", b"inference", "inference_note", b"inference_note", "intercept", b"intercept", "intercept_scaled", b"intercept_scaled", "kind", b"kind", "metrics", b"metrics", "provenance", b"provenance", "scaler", b"scaler", "standardize", b"standardize", "target", b"target", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "alpha_path", b"alpha_path", "c", b"c", "categories", b"categories", "coef", b"coef", "coef_scaled", b"coef_scaled", "exposure", b"exposure", "features", b"features", "inference", b"inference", "inference_note", b"inference_note", "intercept", b"intercept", "intercept_scaled", b"intercept_scaled", "kind", b"kind", "metrics", b"metrics", "provenance", b"provenance", "scaler", b"scaler", "standardize", b"standardize", "target", b"target", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 from scipy.special import expit
-from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import (
+    LinearRegression,
+    LogisticRegression,
+    PoissonRegressor,
+    Ridge,
+    RidgeCV,
+)
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -19,7 +26,12 @@ from cityfed.core.metrics import (
     probability_bins,
     regression_scores,
 )
-from cityfed.core.personalize import choose_tau, fit_personal_linear, fit_personal_logistic
+from cityfed.core.personalize import (
+    choose_tau,
+    fit_personal_linear,
+    fit_personal_logistic,
+    fit_personal_poisson,
+)
 from cityfed.core.scaling import Scaler
 from cityfed.data.city_data import CityData
 from cityfed.federation.evaluation import CityEvaluation, CurvePoint, HoldoutScores
@@ -29,16 +41,51 @@ __all__ = ["evaluate_city"]
 
 
 def _local_model(fed: FederationSpec) -> Pipeline:
+    """The city's own model: the federation's, fitted by sklearn on the city's rows alone.
+
+    Indicators of categorical features pass through unscaled, as in the federated
+    model; ``alpha = "cv"`` is sklearn's ``RidgeCV`` over the same grid.
+    """
     estimator: Any
     if fed.model == "logistic":
         estimator = LogisticRegression(C=fed.C, max_iter=1000)
+    elif fed.model == "poisson":
+        estimator = PoissonRegressor(alpha=fed.alpha, solver="newton-cholesky", max_iter=1000)
+    elif fed.model == "ridge" and fed.alpha_cv:
+        estimator = RidgeCV(alphas=fed.alphas)
     elif fed.model == "ridge":
         estimator = Ridge(alpha=fed.alpha)
     else:
         estimator = LinearRegression()
-    return (
-        make_pipeline(StandardScaler(), estimator) if fed.standardize else make_pipeline(estimator)
+    if not fed.standardize:
+        return make_pipeline(estimator)
+    mask = np.asarray(fed.indicator_mask, dtype=bool)
+    if not mask.any():
+        return make_pipeline(StandardScaler(), estimator)
+    columns = ColumnTransformer(
+        [("numeric", StandardScaler(), np.flatnonzero(~mask)), ("levels", "passthrough", mask)]
     )
+    return make_pipeline(columns, estimator)
+
+
+def _fit_local(
+    fed: FederationSpec, X: FloatArray, y: FloatArray, exposure: FloatArray | None
+) -> Pipeline:
+    """Fit the city's own model; with an exposure as sklearn does (``y / e``, weights ``e``)."""
+    pipe = _local_model(fed)
+    if exposure is None:
+        return pipe.fit(X, y)
+    return pipe.fit(X, y / exposure, poissonregressor__sample_weight=exposure)
+
+
+def _predict_local(
+    pipe: Pipeline, X: FloatArray, fed: FederationSpec, exposure: FloatArray | None
+) -> FloatArray:
+    """The local model's predictions: P(class 1), or the expected value (count)."""
+    if fed.task == "classification":
+        return np.asarray(pipe.predict_proba(X)[:, 1], dtype=np.float64)
+    predicted = np.asarray(pipe.predict(X), dtype=np.float64)
+    return predicted if exposure is None else predicted * exposure
 
 
 #: The smallest training subset of a learning curve; then doubling up to all rows.
@@ -72,10 +119,10 @@ def _learning_curve(
     classify = fed.task == "classification"
     y_train, y_hold = data.y_train, data.y_holdout
     order = np.random.default_rng(seed).permutation(y_train.size)
+    measure = {"classification": "log_loss", "count": "deviance"}.get(fed.task, "rmse")
 
     def error(predicted: FloatArray) -> float | None:
-        scores = (classification_scores if classify else regression_scores)(y_hold, predicted)
-        return getattr(scores, "log_loss" if classify else "rmse")  # type: ignore[no-any-return]
+        return getattr(_score(fed, y_hold, predicted), measure)  # type: ignore[no-any-return]
 
     points = []
     for size in _curve_sizes(int(y_train.size)):
@@ -84,16 +131,10 @@ def _learning_curve(
         if classify and np.unique(y).size < 2:
             points.append(CurvePoint(size, None, None))
             continue
-        pipe = _local_model(fed).fit(data.X_train[rows], y)
-        X_hold = data.X_holdout
-        own = pipe.predict_proba(X_hold)[:, 1] if classify else pipe.predict(X_hold)
-        points.append(
-            CurvePoint(
-                size,
-                error(np.asarray(own, dtype=np.float64)),
-                error(personal(Z_train[rows], y)),
-            )
-        )
+        exposure = None if data.exposure_train is None else data.exposure_train[rows]
+        pipe = _fit_local(fed, data.X_train[rows], y, exposure)
+        own = _predict_local(pipe, data.X_holdout, fed, data.exposure_holdout)
+        points.append(CurvePoint(size, error(own), error(personal(Z_train[rows], y))))
     return tuple(points)
 
 
@@ -104,6 +145,18 @@ def _log_loss(Z: FloatArray, y: FloatArray, w: FloatArray) -> float:
 
 def _squared_error(Z: FloatArray, y: FloatArray, w: FloatArray) -> float:
     return float(np.sum((y - w[0] - Z @ w[1:]) ** 2))
+
+
+def _poisson_loss(Z: FloatArray, y: FloatArray, w: FloatArray) -> float:
+    """Poisson loss of rows ``[Z, offset]`` (the offset rides along as the last column)."""
+    eta = w[0] + Z[:, :-1] @ w[1:] + Z[:, -1]
+    return float(np.sum(np.exp(np.minimum(eta, 700.0)) - y * eta))
+
+
+def _score(fed: FederationSpec, y: FloatArray, predicted: FloatArray) -> Scores:
+    if fed.task == "classification":
+        return classification_scores(y, predicted)
+    return regression_scores(y, predicted, count=fed.task == "count")
 
 
 def evaluate_city(
@@ -137,27 +190,40 @@ def evaluate_city(
     if data.y_holdout.size < max(min_rows, 1):
         return CityEvaluation()
     classify = fed.task == "classification"
-    score: Callable[[FloatArray, FloatArray], Scores] = (
-        classification_scores if classify else regression_scores
-    )
+    counts = fed.task == "count"
+
+    def score(y: FloatArray, predicted: FloatArray) -> Scores:
+        return _score(fed, y, predicted)
+
     Z_train, Z_hold = scaler.transform(data.X_train), scaler.transform(data.X_holdout)
     y_train, y_hold = data.y_train, data.y_holdout
+    offset_hold = data.offset_holdout
 
     def respond(w: FloatArray) -> FloatArray:
         t = w[0] + Z_hold @ w[1:]
+        if counts:
+            return np.asarray(np.exp(t if offset_hold is None else t + offset_hold))
         return np.asarray(expit(t) if classify else t, dtype=np.float64)
 
     federated = respond(weights)
 
     local: Scores | None = None
     if not classify or np.unique(y_train).size == 2:
-        pipe = _local_model(fed).fit(data.X_train, y_train)
-        local_pred = (
-            pipe.predict_proba(data.X_holdout)[:, 1] if classify else pipe.predict(data.X_holdout)
-        )
-        local = score(y_hold, np.asarray(local_pred, dtype=np.float64))
+        pipe = _fit_local(fed, data.X_train, y_train, data.exposure_train)
+        local = score(y_hold, _predict_local(pipe, data.X_holdout, fed, data.exposure_holdout))
 
-    if classify:
+    if counts:
+        # The offset rides along as a last column, so that choose_tau's folds split it too.
+        offset_train = data.offset_train
+        Z_train = np.column_stack(
+            [Z_train, np.zeros(y_train.size) if offset_train is None else offset_train]
+        )
+
+        def fit(Z: FloatArray, y: FloatArray, tau: float) -> FloatArray:
+            return fit_personal_poisson(Z[:, :-1], y, weights, tau, Z[:, -1])
+
+        loss: Callable[[FloatArray, FloatArray, FloatArray], float] = _poisson_loss
+    elif classify:
 
         def fit(Z: FloatArray, y: FloatArray, tau: float) -> FloatArray:
             return fit_personal_logistic(Z, y, weights, tau, fed.C)
@@ -183,8 +249,8 @@ def evaluate_city(
         curve = _learning_curve(
             data, fed, Z_train, Z_hold, lambda Z, y: respond(fit(Z, y, chosen)), seed=fed.seed
         )
-        if classify:
-            tau = max(chosen, 1.0)  # the strength fit_personal_logistic applies (floored at 1)
+        if classify or counts:
+            tau = max(chosen, 1.0)  # the strength the Newton personalisation applies (>= 1)
 
     return CityEvaluation(
         holdout=HoldoutScores(

@@ -23,8 +23,12 @@ import numpy as np
 
 from cityfed.config.spec import CitySpec, federation_digest, load_city
 from cityfed.core.logistic import logistic_terms
+from cityfed.core.newton import NewtonTerms
+from cityfed.core.poisson import poisson_terms
 from cityfed.core.stats import Moments
 from cityfed.data.cache import DataCache
+from cityfed.data.city_data import CityData, row_set
+from cityfed.data.holdout import fold_ids
 from cityfed.errors import CityFedError
 from cityfed.federation.outcome import CityOutcome
 from cityfed.federation.protocol import CityReply, Instruction, instruction_digest
@@ -112,6 +116,8 @@ def _sent(reply: CityReply) -> dict[str, Any]:
     sent: dict[str, Any] = {}
     if reply.moments is not None:
         sent["moments"] = {"n": reply.moments.n, "scatter": list(reply.moments.scatter.shape)}
+    if reply.folds:
+        sent["fold_moments"] = [fold.n for fold in reply.folds]
     if reply.terms is not None:
         sent["newton_terms"] = {"hess": list(reply.terms.hess.shape)}
     if reply.weights is not None:
@@ -159,6 +165,24 @@ def _redact(text: str, paths: list[Path]) -> str:
     return text
 
 
+def _folds(rows: np.ndarray, city: CitySpec, ins: Instruction) -> tuple[Moments, ...]:
+    """``alpha = "cv"``: the moments of each fold of the training rows (folds fixed by the city)."""
+    fed = ins.federation
+    if not fed.alpha_cv:
+        return ()
+    _, seed = row_set(city, fed)
+    ids = fold_ids(rows.shape[0], fed.cv_folds, seed, city.name)
+    return tuple(Moments.of(rows[ids == j]) for j in range(fed.cv_folds))
+
+
+def _newton_terms(ins: Instruction, data: CityData, Z: np.ndarray) -> NewtonTerms:
+    """The family's loss, gradient and Hessian of the training rows at the weights sent."""
+    assert ins.weights is not None
+    if ins.federation.model == "poisson":
+        return poisson_terms(Z, data.y_train, ins.weights, data.offset_train)
+    return logistic_terms(Z, data.y_train, ins.weights)
+
+
 def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> CityReply:
     """Answer one instruction for an already parsed city spec, under its policy."""
     fed = ins.federation
@@ -189,11 +213,12 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
     if too_few is not None:
         return CityReply(replace(outcome, status="refused", reason=too_few))
     if ins.phase == "moments":
-        return CityReply(outcome, moments=Moments.of(np.column_stack([data.X_train, data.y_train])))
+        rows = np.column_stack([data.X_train, data.y_train])
+        return CityReply(outcome, moments=Moments.of(rows), folds=_folds(rows, city, ins))
     assert ins.scaler is not None and ins.weights is not None  # checked by the policy
     if ins.phase == "newton":
         Z = ins.scaler.design(data.X_train)
-        return CityReply(outcome, terms=logistic_terms(Z, data.y_train, ins.weights))
+        return CityReply(outcome, terms=_newton_terms(ins, data, Z))
     if ins.phase == "fedavg":
         Z = ins.scaler.transform(data.X_train)
         weights = local_update(Z, data.y_train, ins.weights, fed, ins.round)

@@ -78,8 +78,9 @@ def training_round_limit(city: CitySpec, fed: FederationSpec) -> tuple[int, str]
     """
     if fed.algorithm == "fedavg":
         federation_bound = 1 + fed.rounds
-    elif fed.model == "logistic":
-        federation_bound = 1 + fed.max_rounds
+    elif fed.newton:
+        # Poisson with an exposure asks one round more: the terms at its start.
+        federation_bound = 1 + fed.max_rounds + (fed.exposure is not None)
     else:
         federation_bound = 1
     if city.policy.max_rounds <= federation_bound:
@@ -143,7 +144,12 @@ def check_instruction(ins: Instruction, city: CitySpec, history: RunHistory) -> 
         over = _over_limits(ins, city, history)
         if over is not None:
             return over
-    d = len(fed.features)
+    if fed.alpha_cv and fed.cv_folds > policy.max_folds:
+        return (
+            f'[policy] max_folds = {policy.max_folds}: alpha = "cv" asks the statistics of '
+            f"{fed.cv_folds} folds"
+        )
+    d = len(fed.design)
     if ins.phase != "moments":
         if ins.scaler is None or ins.weights is None:
             return f"phase {ins.phase!r} sent without a model"
@@ -174,10 +180,15 @@ def check_data(fed: FederationSpec, city: CitySpec, rows_train: int) -> str | No
             f"only {rows_train} usable training rows; {which} requires at least {floor}, "
             "so no statistics are sent"
         )
-    parameters = len(fed.features) + 1
+    parameters = len(fed.design) + 1
     if parameters > policy.max_params_fraction * rows_train:
         return (
             f"[policy] max_params_fraction = {policy.max_params_fraction:g}: {parameters} "
             f"parameters for {rows_train} training rows is more than that fraction"
+        )
+    if fed.alpha_cv and rows_train // fed.cv_folds < floor:
+        return (
+            f'alpha = "cv": {fed.cv_folds} folds of {rows_train} training rows have fewer than '
+            f"{floor} rows each ({which}), so no statistics are sent"
         )
     return None

@@ -17,14 +17,19 @@ import numpy as np
 
 from cityfed.config.spec import FederationSpec
 from cityfed.core.fedavg import WeightedAverage
-from cityfed.core.inference import Inference, logistic_inference, ols_inference
+from cityfed.core.inference import Inference, ols_inference, wald_inference
 from cityfed.core.linear import fit_linear
 from cityfed.core.logistic import (
-    LogisticTerms,
-    NewtonSolver,
     starting_intercept,
     terms_at_intercept,
 )
+from cityfed.core.newton import NewtonSolver, NewtonTerms
+from cityfed.core.poisson import (
+    exposure_from_start,
+    poisson_starting_intercept,
+    poisson_terms_at_intercept,
+)
+from cityfed.core.ridge_cv import RidgeCVResult, ridge_cv
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.errors import FederationError
@@ -64,6 +69,8 @@ class _Run:
         #: Each summed city's training rows and mean target (a class share for
         #: classification), from its moments: what a one-class refusal names.
         self.targets: dict[str, tuple[int, float]] = {}
+        #: ``alpha = "cv"``: each fold's moments summed over the cities.
+        self.folds: list[Moments] = []
 
     def left_since_last_round(self) -> bool:
         """True if a city whose moments are in the sums has left the run since."""
@@ -112,13 +119,15 @@ class _Run:
 
 def _moments_round(run: _Run) -> Moments:
     """The cities' moments, summed; asked again (the same question) after a city left."""
-    dim = len(run.fed.features) + 1
+    dim = len(run.fed.design) + 1
+    k = run.fed.cv_folds if run.fed.alpha_cv else 0
     total = Moments.empty(dim)
     instruction = run.moments_question
     if instruction is None:
         run.rounds += 1
         instruction = run.moments_question = Instruction("moments", run.fed, run.rounds)
     kept: list[tuple[str, int, Moments]] = []
+    folds_of: dict[int, tuple[Moments, ...]] = {}
     first_node: dict[str, int] = {}  # city name -> first node that answered as it
     for node, reply in run.exchange.exchange(instruction, list(run.active)):
         run._record(node, reply, instruction)
@@ -132,19 +141,29 @@ def _moments_round(run: _Run) -> Moments:
                 instruction,
             )
             continue
-        if reply.moments is None or reply.moments.dim != dim or not _finite(reply.moments):
+        if (
+            reply.moments is None
+            or reply.moments.dim != dim
+            or not _finite(reply.moments)
+            or len(reply.folds) != k
+            or not all(f.dim == dim and _finite(f) for f in reply.folds)
+        ):
             run._record(
                 node, CityReply.failed(reply.city, "sent malformed statistics"), instruction
             )
             continue
         kept.append((reply.city, node, reply.moments))
+        folds_of[node] = reply.folds
         run.progress("city", f"{reply.city}: statistics of {reply.n} rows", city=reply.city)
     # Merged in the order of the cities' names, not of their arrival, so that the
     # same data gives the same model bytes on every run (floating-point sums
     # depend on their order). The replies are held until then: O(cities * d^2).
     tick = time.perf_counter()
-    for _, _, moments in sorted(kept, key=lambda item: (item[0], item[1])):
+    run.folds = [Moments.empty(dim) for _ in range(k)]
+    for _, node, moments in sorted(kept, key=lambda item: (item[0], item[1])):
         total = total.merge(moments)
+        for j, fold in enumerate(folds_of[node]):
+            run.folds[j] = run.folds[j].merge(fold)
     run.aggregation_seconds += time.perf_counter() - tick
     if not _finite(total):
         raise FederationError(
@@ -181,9 +200,14 @@ def _without_the_departed(
     """
     run.progress("info", "a city left the run; the others' statistics are summed again")
     total = _moments_round(run)
-    new = Scaler.from_moments(total, len(run.fed.features), run.fed.standardize)
+    new = _scaler(run.fed, total)
     coef, intercept = scaler.unscale(w[1:], float(w[0]))
     return total, new, new.rescale(coef, intercept)
+
+
+def _scaler(fed: FederationSpec, total: Moments) -> Scaler:
+    """The pooled scaler: numeric features standardised (if asked), indicators only centred."""
+    return Scaler.from_moments(total, len(fed.design), fed.standardize, fed.indicator_mask)
 
 
 def _require_two_classes(run: _Run) -> None:
@@ -223,9 +247,29 @@ def _inference(
             return ols_inference(total, scaler, w[1:], float(w[0])), ""
         if hessian is None or not converged:
             return None, "the Newton fit did not converge: no standard errors"
-        return logistic_inference(scaler, w, hessian, int(total.n)), ""
+        return wald_inference(scaler, w, hessian, int(total.n)), ""
     except ValueError as exc:
         return None, str(exc)
+
+
+def _cross_validate(run: _Run) -> RidgeCVResult:
+    """``alpha = "cv"``: the grid scored on the cities' folds, summed over the cities.
+
+    Raises
+    ------
+    FederationError
+        If the folds cannot be scored (a fold without rows, a constant target).
+    """
+    fed = run.fed
+    try:
+        return ridge_cv(
+            run.folds,
+            fed.alphas,
+            standardize=fed.standardize,
+            unscaled=fed.indicator_mask,
+        )
+    except ValueError as exc:
+        raise FederationError(f'{fed.name}: alpha = "cv": {exc}') from None
 
 
 def _in_city_order(replies: list[tuple[int, CityReply]]) -> list[tuple[int, CityReply]]:
@@ -233,19 +277,67 @@ def _in_city_order(replies: list[tuple[int, CityReply]]) -> list[tuple[int, City
     return sorted(replies, key=lambda item: (item[1].city, item[0]))
 
 
-def _fit_logistic(
+def _summed_terms(replies: list[tuple[int, CityReply]], run: _Run) -> NewtonTerms:
+    """The cities' Newton terms summed in the order of their names."""
+    summed: NewtonTerms | None = None
+    for _, reply in _in_city_order(replies):
+        if reply.terms is not None:
+            tick = time.perf_counter()
+            summed = reply.terms if summed is None else summed + reply.terms
+            run.aggregation_seconds += time.perf_counter() - tick
+    if summed is None:
+        raise FederationError("no city returned Newton terms")
+    return summed
+
+
+def _started_solver(run: _Run, total: Moments, scaler: Scaler) -> NewtonSolver | None:
+    """A Newton solver at the intercept-only optimum, its terms known; None if a city left.
+
+    Logistic and Poisson without an exposure start from the moments alone. With
+    an exposure the cities evaluate the start (one round), whose Hessian also
+    gives the total exposure that scales Poisson's penalty
+    (:func:`~cityfed.core.poisson.exposure_from_start`).
+    """
+    fed = run.fed
+    dim = len(fed.design) + 1
+    start = np.zeros(dim)
+    if fed.model == "logistic":
+        solver = NewtonSolver(fed.C, dim, tolerance=fed.tolerance, max_evaluations=fed.max_rounds)
+        start[0] = starting_intercept(total)
+        solver.start(terms_at_intercept(total, scaler, start[0]), start)
+        return solver
+    try:
+        start[0] = poisson_starting_intercept(total)
+    except ValueError as exc:
+        raise FederationError(f"{fed.name}: {exc}") from None
+    if fed.exposure is None:
+        terms, exposure = poisson_terms_at_intercept(total, scaler, start[0]), float(total.n)
+    else:
+        before = set(run.active)
+        replies = run.round_trip("newton", scaler=scaler, weights=start)
+        if set(run.active) != before:
+            return None
+        terms = _summed_terms(replies, run)
+        exposure = exposure_from_start(terms, start[0])
+    penalty = np.full(dim, fed.alpha * exposure)
+    penalty[0] = 0.0
+    solver = NewtonSolver(
+        1.0, dim, tolerance=fed.tolerance, max_evaluations=fed.max_rounds, penalty=penalty
+    )
+    solver.start(terms, start)
+    return solver
+
+
+def _fit_newton(
     run: _Run, total: Moments, scaler: Scaler
 ) -> tuple[FloatArray, bool, Moments, Scaler, FloatArray | None]:
-    fed = run.fed
-    solver = NewtonSolver(
-        fed.C, len(fed.features) + 1, tolerance=fed.tolerance, max_evaluations=fed.max_rounds
-    )
-    # Start at the intercept-only optimum: its terms follow from the moments.
-    b0 = starting_intercept(total)
-    start = np.zeros(len(fed.features) + 1)
-    start[0] = b0
-    solver.start(terms_at_intercept(total, scaler, b0), start)
-    while not solver.done:
+    """Logistic or Poisson by federated Newton rounds, restarted when a city leaves."""
+    solver = _started_solver(run, total, scaler)
+    while solver is None or not solver.done:
+        if solver is None:  # a city left while the start was evaluated
+            total, scaler, _ = _without_the_departed(run, scaler, np.zeros(len(run.fed.design) + 1))
+            solver = _started_solver(run, total, scaler)
+            continue
         before = set(run.active)
         trial = solver.trial()
         replies = run.round_trip("newton", scaler=scaler, weights=trial)
@@ -253,24 +345,35 @@ def _fit_logistic(
             # A city left: its terms are gone from the sums, its rows from the scaler.
             total, scaler, point = _without_the_departed(run, scaler, trial)
             run.progress("info", "Newton restarts from the current point")
-            solver.restart(point)
+            if run.fed.model == "poisson":
+                # Poisson's penalty scales with the exposure of the cities left.
+                solver = _restarted_poisson(run, total, scaler, point, solver)
+            else:
+                solver.restart(point)
             continue
-        summed: LogisticTerms | None = None
-        for _, reply in _in_city_order(replies):
-            if reply.terms is not None:
-                tick = time.perf_counter()
-                summed = reply.terms if summed is None else summed + reply.terms
-                run.aggregation_seconds += time.perf_counter() - tick
-        if summed is None:
-            raise FederationError("no city returned logistic terms")
-        solver.observe(summed)
+        solver.observe(_summed_terms(replies, run))
         run.progress("round", f"Newton round {run.rounds}: objective evaluated", round=run.rounds)
     hessian = None if solver.terms is None else solver.terms.hess
     return solver.w, solver.converged, total, scaler, hessian
 
 
+def _restarted_poisson(
+    run: _Run, total: Moments, scaler: Scaler, point: FloatArray, solver: NewtonSolver
+) -> NewtonSolver | None:
+    """Poisson after a departure: from ``point`` with the penalty of the rows left.
+
+    Without an exposure the penalty is ``alpha * n`` for the new row count; with
+    one, the start is evaluated again for the new total exposure.
+    """
+    if run.fed.exposure is not None:
+        return _started_solver(run, total, scaler)
+    solver.penalty[1:] = run.fed.alpha * float(total.n)
+    solver.restart(point)
+    return solver
+
+
 def _fit_fedavg(run: _Run, total: Moments, scaler: Scaler) -> tuple[FloatArray, Moments, Scaler]:
-    dim = len(run.fed.features) + 1
+    dim = len(run.fed.design) + 1
     weights = np.zeros(dim)
     for _ in range(run.fed.rounds):
         if run.left_since_last_round():
@@ -327,20 +430,30 @@ def train(
     run.active = sorted(nodes if nodes is not None else exchange.nodes())
     progress("info", f"asking {len(run.active)} cities for their statistics")
     total = _moments_round(run)
-    d = len(fed.features)
-    scaler = Scaler.from_moments(total, d, fed.standardize)
+    scaler = _scaler(fed, total)
     converged = True
     metrics: dict[str, float] = {}
     hessian: FloatArray | None = None
+    alpha = fed.alpha if fed.model in ("ridge", "poisson") else 0.0
+    selection: RidgeCVResult | None = None
     if fed.task == "classification":
         _require_two_classes(run)
     if fed.algorithm == "fedavg":
         w, total, scaler = _fit_fedavg(run, total, scaler)
-    elif fed.model == "logistic":
-        w, converged, total, scaler, hessian = _fit_logistic(run, total, scaler)
+    elif fed.newton:
+        w, converged, total, scaler, hessian = _fit_newton(run, total, scaler)
     else:
         tick = time.perf_counter()
-        fit = fit_linear(total, penalty=fed.penalty, standardize=fed.standardize)
+        if fed.alpha_cv:
+            selection = _cross_validate(run)
+            alpha = selection.best_alpha
+            progress("info", f"alpha = {alpha:g} chosen by {fed.cv_folds}-fold cross-validation")
+        fit = fit_linear(
+            total,
+            penalty=alpha if fed.model == "ridge" else 0.0,
+            standardize=fed.standardize,
+            unscaled=fed.indicator_mask,
+        )
         run.aggregation_seconds += time.perf_counter() - tick
         w = np.concatenate([[fit.intercept_scaled], fit.coef_scaled])
         if fit.train_r2 is not None:
@@ -354,7 +467,9 @@ def train(
     model = FederatedModel(
         kind=fed.model,
         task=fed.task,
-        features=fed.features,
+        features=fed.design,
+        categories=tuple((f.name, f.levels) for f in fed.features if f.categorical),
+        exposure=fed.exposure,
         target=fed.target,
         standardize=fed.standardize,
         scaler=scaler,
@@ -362,7 +477,7 @@ def train(
         intercept_scaled=float(w[0]),
         coef=coef,
         intercept=intercept,
-        alpha=fed.alpha if fed.model == "ridge" else 0.0,
+        alpha=alpha,
         C=fed.C if fed.model == "logistic" else 0.0,
         federation=fed.name,
         run_id=run_id,
@@ -377,6 +492,9 @@ def train(
         metrics=metrics,
         inference=inference,
         inference_note=inference_note,
+        alpha_path=()
+        if selection is None
+        else tuple(zip(selection.alphas.tolist(), selection.mean_test_score.tolist(), strict=True)),
     )
 
     if fed.holdout_fraction > 0:

@@ -437,6 +437,8 @@ def _predict(model: FederatedModel, X: FloatArray) -> tuple[FloatArray, FloatArr
     decision = model.decision(X)
     if model.task == "classification":
         return (decision > 0.0).astype(np.float64), expit(decision)
+    if model.task == "count":
+        return np.exp(decision), np.empty(0)  # the expected count per unit of exposure
     return decision, np.empty(0)
 
 
