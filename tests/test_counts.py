@@ -389,7 +389,7 @@ def test_category_mistakes_in_the_specs_are_one_line_errors(tmp_path: Path) -> N
 
 def test_all_zero_counts_stop_the_run_with_a_clear_error(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
-    cities = [_draw(rng, 100, "count", exposure=False) for _ in range(2)]
+    cities = [_draw(rng, 300, "count", exposure=False) for _ in range(2)]
     for frame in cities:
         frame["y"] = 0.0
     fed_path, configs = _write(tmp_path, cities, task="count", model="poisson", penalty="alpha = 1")
@@ -437,3 +437,32 @@ def test_a_count_model_with_levels_survives_model_pb_and_report_json(tmp_path: P
     again = read_report(tmp_path / "report.json")
     assert again.federation == fed
     assert again.model.alpha == 0.01
+
+
+def test_a_level_per_row_is_refused_by_the_city(tmp_path: Path) -> None:
+    """The attack: a federation declares one level per timestamp, so that each
+    indicator's cross-products are one row's values. The city refuses to answer."""
+    times = [f"2024-01-01T{h:02d}:00" for h in range(24)] * 5
+    frame = pd.DataFrame({"when": times, "x": np.arange(120.0), "y": np.arange(120) % 3})
+    (tmp_path / "c.csv").write_text(frame.to_csv(index=False), encoding="utf-8")
+    levels = ", ".join(f'"{t}"' for t in sorted(set(times)))
+    fed_text = (
+        '[federation]\nname = "t"\ntask = "count"\nmin_rows_per_city = 10\n[target]\nname = "y"\n'
+        f'[[features]]\nname = "x"\n[[features]]\nname = "slot"\nlevels = [{levels}]\n'
+    )
+    (tmp_path / "federation.toml").write_text(fed_text, encoding="utf-8")
+    (tmp_path / "c.toml").write_text(
+        '[city]\nname = "c"\ndata = "c.csv"\n[columns]\ny = "y"\nx = "x"\nslot = "when"\n'
+        '[policy]\nagreed = ["federation.toml"]\nmax_params_fraction = 0.9\nmin_rows = 10\n',
+        encoding="utf-8",
+    )
+    from cityfed_client.handlers import responder
+
+    from cityfed.federation.protocol import Instruction
+
+    reply = responder(tmp_path / "c.toml")(
+        Instruction("moments", load_federation(tmp_path / "federation.toml"))
+    )
+    assert reply.status == "refused" and reply.moments is None
+    assert "[policy] min_bin_rows = 10: level" in reply.reason
+    assert "training rows; no statistics are sent" in reply.reason

@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+from flwr.app import Array
 
 from cityfed.config.spec import load_federation
 from cityfed.core.newton import NewtonTerms
@@ -47,3 +49,27 @@ def test_reply_round_trip_carries_only_statistics() -> None:
     # Nothing the size of the rows travels: at most d+1 squared numbers per array.
     sizes = [arr.numpy().size for rec in content.array_records.values() for arr in rec.values()]
     assert max(sizes) <= 9
+
+
+def test_fold_moments_round_trip_and_malformed_folds_are_refused() -> None:
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(40, 3)) * [1.0, 1e6, 1e-6] + [0.0, 1e9, 0.0]
+    folds = tuple(Moments.of(rows[j::4]) for j in range(4))
+    outcome = CityOutcome("oslo", "ok", rows_read=40, rows_train=40)
+    reply = CityReply(outcome, moments=Moments.of(rows), folds=folds)
+    content = encode_reply(reply)
+    back = decode_reply(content)
+    assert [f.n for f in back.folds] == [10, 10, 10, 10]
+    for ours, theirs in zip(back.folds, folds, strict=True):
+        np.testing.assert_array_equal(ours.mean, theirs.mean)
+        np.testing.assert_array_equal(ours.low, theirs.low)
+        np.testing.assert_array_equal(ours.scatter, theirs.scatter)
+    # A tampered reply: scatters of another width, or a count that is not a count.
+    stats = content.array_records["stats"]
+    stats["fold_scatter"] = Array(np.zeros((4, 2, 2)))
+    with pytest.raises(ValueError, match="fold scatters have shape"):
+        decode_reply(content)
+    stats["fold_scatter"] = Array(np.stack([f.scatter for f in folds]))
+    stats["fold_n"] = Array(np.array([10.0, 10.5, 10.0, 9.5]))
+    with pytest.raises(ValueError, match="fold counts are not counts"):
+        decode_reply(content)

@@ -223,3 +223,24 @@ def test_demo_runs_on_the_bundled_data(tmp_path: Path) -> None:
     assert "<h2>Learning curves</h2>" in html and "NEW: Joining improved" not in html
     assert "Joining improved your RMSE by" in html
     assert not _engine_processes()
+
+
+@pytest.mark.slow
+def test_the_count_demo_runs_and_reports_its_inference_table(tmp_path: Path) -> None:
+    proc = cityfed("demo", "--counts", "--out", tmp_path / "counts", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "CityFed count demo" in proc.stdout
+    report = json.loads((tmp_path / "counts" / "report.json").read_text())
+    model = report["model"]
+    assert (model["kind"], model["task"], model["converged"]) == ("poisson", "count", True)
+    assert set(report["cities"]) == {"EWR", "JFK", "LGA", "NEW"}
+    assert all(c["status"] == "ok" for c in report["cities"].values())
+    assert report["pooled_check"]["within_tolerance"] is True
+    assert report["pooled_check"]["compared"] == "expected count"
+    # Hour of day (17 levels) and weekday (7) as indicators, then the weather.
+    names = [row["name"] for row in model["inference"]["coefficients"]]
+    assert names[:3] == ["(intercept)", "hour=6", "hour=7"] and "weekday=Sun" in names
+    assert len(names) == 1 + 16 + 6 + 4
+    assert report["cities"]["LGA"]["holdout"]["federated"]["d2"] > 0.4
+    html = (tmp_path / "counts" / "report.html").read_text()
+    assert "<h3>Inference</h3>" in html and "weekday=Sat" in html

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from cityfed_client.policy import check_data
+from cityfed_client.policy import check_data, check_levels
 
 from cityfed.config.spec import (
     CitySpec,
@@ -122,7 +122,11 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
     refusals = {
         city.name: reason
         for city, rows in zip(cities, data, strict=True)
-        if (reason := check_data(fed, city, int(rows.y_train.shape[0]))) is not None
+        if (
+            reason := check_data(fed, city, int(rows.y_train.shape[0]))
+            or check_levels(fed, city, rows.X_train)
+        )
+        is not None
     }
     if len(cities) - len(refusals) < fed.min_cities:
         named = "; ".join(f"{name}: {reason}" for name, reason in sorted(refusals.items()))

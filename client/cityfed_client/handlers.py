@@ -36,7 +36,7 @@ from cityfed.ops.audit import AuditLog
 from cityfed_client.evaluation import evaluate_city
 from cityfed_client.fedavg import local_update
 from cityfed_client.node_config import NodeSettings, default_state
-from cityfed_client.policy import RunHistory, check_data, check_instruction
+from cityfed_client.policy import RunHistory, check_data, check_instruction, check_levels
 
 __all__ = ["INSTALLED_APP", "NodeRuntime", "answer", "answer_for_city", "responder"]
 
@@ -209,7 +209,9 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
         rows_train=int(data.y_train.size),
         drop_reasons=dict(data.drop_reasons),
     )
-    too_few = check_data(fed, city, int(data.y_train.size))
+    too_few = check_data(fed, city, int(data.y_train.size)) or check_levels(
+        fed, city, data.X_train
+    )
     if too_few is not None:
         return CityReply(replace(outcome, status="refused", reason=too_few))
     if ins.phase == "moments":

@@ -18,8 +18,16 @@ import numpy as np
 
 from cityfed.config.spec import CitySpec, FederationSpec, federation_digest
 from cityfed.federation.protocol import Instruction, instruction_digest
+from cityfed.typing import FloatArray
 
-__all__ = ["DAY_SECONDS", "RunHistory", "check_data", "check_instruction", "training_round_limit"]
+__all__ = [
+    "DAY_SECONDS",
+    "RunHistory",
+    "check_data",
+    "check_instruction",
+    "check_levels",
+    "training_round_limit",
+]
 
 #: The window of ``max_runs_per_day``.
 DAY_SECONDS = 24 * 3600.0
@@ -165,6 +173,34 @@ def check_instruction(ins: Instruction, city: CitySpec, history: RunHistory) -> 
                 f"[policy] max_abs_weight = {policy.max_abs_weight:g}: a weight sent is "
                 f"{largest:.3g}"
             )
+    return None
+
+
+def check_levels(fed: FederationSpec, city: CitySpec, X_train: FloatArray) -> str | None:
+    """Why the city refuses a categorical feature whose level singles out a few rows, or None.
+
+    A level indicator is a group: its cross-products with the other columns are
+    sums over that level's rows. A federation could declare a level per
+    timestamp and read one row from each; so every level the city has rows of
+    must have at least ``[policy] min_bin_rows`` of them (levels it has no row
+    of reveal nothing).
+    """
+    floor = city.policy.min_bin_rows
+    column = 0
+    for feature in fed.features:
+        width = len(feature.indicators())
+        if not feature.categorical:
+            column += width
+            continue
+        counts = X_train[:, column : column + width].sum(axis=0)
+        reference = X_train.shape[0] - float(counts.sum())
+        for level, count in zip(feature.levels, [reference, *counts.tolist()], strict=True):
+            if 0 < round(count) < floor:
+                return (
+                    f"[policy] min_bin_rows = {floor}: level {level!r} of {feature.name!r} has "
+                    f"only {round(count)} training rows; no statistics are sent"
+                )
+        column += width
     return None
 
 
