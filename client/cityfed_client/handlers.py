@@ -209,9 +209,7 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
         rows_train=int(data.y_train.size),
         drop_reasons=dict(data.drop_reasons),
     )
-    too_few = check_data(fed, city, int(data.y_train.size)) or check_levels(
-        fed, city, data.X_train
-    )
+    too_few = check_data(fed, city, int(data.y_train.size)) or check_levels(fed, city, data.X_train)
     if too_few is not None:
         return CityReply(replace(outcome, status="refused", reason=too_few))
     if ins.phase == "moments":
