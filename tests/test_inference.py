@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from cityfed.core.inference import ols_inference, wald_inference
 from cityfed.core.linear import fit_linear
 from cityfed.core.logistic import fit_logistic_rows, logistic_terms
+from cityfed.core.poisson import fit_poisson_rows, poisson_terms
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 
@@ -122,6 +123,39 @@ def test_wald_inference_equals_statsmodels_glm(seed: int, d: int, offset: float)
     _assert_close(ours.estimate, ref.params, rtol=1e-6)
     _assert_close(ours.std_error, ref.bse, rtol=1e-6)
     np.testing.assert_allclose(ours.p_value, ref.pvalues, rtol=1e-5, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    d=st.integers(1, 4),
+    offset=st.sampled_from([0.0, 50.0, 1e4]),
+    exposure=st.booleans(),
+)
+def test_poisson_wald_inference_equals_statsmodels_glm(
+    seed: int, d: int, offset: float, exposure: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    X = np.vstack(_cities(rng, d, offset))
+    coef = rng.normal(0.0, 0.4, d) / np.std(X, axis=0)
+    e = rng.uniform(0.1, 10.0, X.shape[0]) if exposure else np.ones(X.shape[0])
+    y = rng.poisson(e * np.exp(0.5 + (X - X.mean(axis=0)) @ coef)).astype(np.float64)
+    if y.max() == 0.0:
+        return
+    scaler = Scaler.from_moments(Moments.of(np.column_stack([X, y])), d, True)
+    offsets = np.log(e) if exposure else None
+    solver = fit_poisson_rows(scaler.design(X), y, 0.0, offset=offsets, tolerance=1e-12)
+    hessian = poisson_terms(scaler.design(X), y, solver.w, offsets).hess
+    ours = wald_inference(scaler, solver.w, hessian, X.shape[0])
+    ref = sm.GLM(
+        y, sm.add_constant(X), family=sm.families.Poisson(), exposure=e if exposure else None
+    ).fit(tol=1e-13)
+    _assert_close(ours.estimate, ref.params, rtol=1e-6)
+    _assert_close(ours.std_error, ref.bse, rtol=1e-6)
+    np.testing.assert_allclose(ours.p_value, ref.pvalues, rtol=1e-5, atol=1e-12)
+    low, high = ref.conf_int(alpha=0.05).T
+    _assert_close(ours.ci_low, low, rtol=1e-6)
+    _assert_close(ours.ci_high, high, rtol=1e-6)
 
 
 @pytest.mark.parametrize("model", ["linear", "logistic"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from cityfed.core.newton import NewtonSolver, NewtonTerms
+from cityfed.core.newton import NewtonSolver, NewtonTerms, intercept_gram
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.typing import FloatArray
@@ -44,17 +44,10 @@ def terms_at_intercept(moments: Moments, scaler: Scaler, intercept: float) -> Ne
     the Hessian ``p (1 - p) sum z z^T``: all functions of the count, mean and
     scatter of ``[x, y]``. No round with the cities is needed.
     """
-    d = moments.dim - 1
-    mean, scatter = scaler.scaled_moments(moments)
-    u_mean = np.concatenate([[1.0], mean])  # [1, z_1..z_d, y]
-    u_scatter = np.zeros((d + 2, d + 2))
-    u_scatter[1:, 1:] = scatter
-    gram = moments.n * np.outer(u_mean, u_mean) + u_scatter
-    zz, zy = gram[: d + 1, : d + 1], gram[: d + 1, d + 1]
+    zz, zy, sum_y = intercept_gram(moments, scaler)
     p = float(expit(intercept))
-    sum_y = moments.n * float(mean[d])
     loss = moments.n * float(np.logaddexp(0.0, intercept)) - intercept * sum_y
-    return NewtonTerms(loss, p * gram[: d + 1, 0] - zy, p * (1.0 - p) * zz)
+    return NewtonTerms(loss, p * zz[:, 0] - zy, p * (1.0 - p) * zz)
 
 
 def starting_intercept(moments: Moments) -> float:

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from cityfed.core.scaling import Scaler
+from cityfed.core.stats import Moments
 from cityfed.typing import FloatArray
 
-__all__ = ["NewtonSolver", "NewtonTerms"]
+__all__ = ["NewtonSolver", "NewtonTerms", "intercept_gram"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,22 @@ class NewtonTerms:
 
     def __add__(self, other: NewtonTerms) -> NewtonTerms:
         return NewtonTerms(self.loss + other.loss, self.grad + other.grad, self.hess + other.hess)
+
+
+def intercept_gram(moments: Moments, scaler: Scaler) -> tuple[FloatArray, FloatArray, float]:
+    """``sum u u^T`` and ``sum y u`` of the rows ``u = [1, z]``, and ``sum y``, from moments.
+
+    What every family's terms at an intercept-only point need: with all slopes
+    at zero each row has the same prediction, so the loss, gradient and Hessian
+    are functions of these pooled sums (no round with the cities).
+    """
+    d = moments.dim - 1
+    mean, scatter = scaler.scaled_moments(moments)
+    u_mean = np.concatenate([[1.0], mean])  # [1, z_1..z_d, y]
+    u_scatter = np.zeros((d + 2, d + 2))
+    u_scatter[1:, 1:] = scatter
+    gram = moments.n * np.outer(u_mean, u_mean) + u_scatter
+    return gram[: d + 1, : d + 1], gram[: d + 1, d + 1], moments.n * float(mean[d])
 
 
 class NewtonSolver:

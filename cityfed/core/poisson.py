@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cityfed.core.newton import NewtonSolver, NewtonTerms
+from cityfed.core.newton import NewtonSolver, NewtonTerms, intercept_gram
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.typing import FloatArray
@@ -76,17 +76,10 @@ def poisson_terms_at_intercept(moments: Moments, scaler: Scaler, intercept: floa
     the gradient ``m sum z - sum y z`` and the Hessian ``m sum z z^T``, functions
     of the count, mean and scatter of ``[x, y]``; no round with the cities.
     """
-    d = moments.dim - 1
-    mean, scatter = scaler.scaled_moments(moments)
-    u_mean = np.concatenate([[1.0], mean])  # [1, z_1..z_d, y]
-    u_scatter = np.zeros((d + 2, d + 2))
-    u_scatter[1:, 1:] = scatter
-    gram = moments.n * np.outer(u_mean, u_mean) + u_scatter
-    zz, zy = gram[: d + 1, : d + 1], gram[: d + 1, d + 1]
+    zz, zy, sum_y = intercept_gram(moments, scaler)
     m = float(np.exp(intercept))
-    sum_y = moments.n * float(mean[d])
     loss = moments.n * m - intercept * sum_y
-    return NewtonTerms(loss, m * gram[: d + 1, 0] - zy, m * zz)
+    return NewtonTerms(loss, m * zz[:, 0] - zy, m * zz)
 
 
 def poisson_starting_intercept(moments: Moments) -> float:
