@@ -42,7 +42,7 @@ class CurvePoint:
 
     ``local_only``: a model of those rows alone; ``personalized``: the federated
     model personalised to those rows (the federated model itself does not change).
-    The error is the RMSE (regression) or the log-loss (classification); None when
+    The error is the RMSE (regression, counts) or the log-loss (classification); None when
     a model cannot be fitted (one class among those rows).
     """
 

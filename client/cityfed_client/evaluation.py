@@ -119,7 +119,7 @@ def _learning_curve(
     classify = fed.task == "classification"
     y_train, y_hold = data.y_train, data.y_holdout
     order = np.random.default_rng(seed).permutation(y_train.size)
-    measure = {"classification": "log_loss", "count": "deviance"}.get(fed.task, "rmse")
+    measure = "log_loss" if fed.task == "classification" else "rmse"  # as the verdict compares
 
     def error(predicted: FloatArray) -> float | None:
         return getattr(_score(fed, y_hold, predicted), measure)  # type: ignore[no-any-return]
