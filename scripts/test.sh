@@ -21,6 +21,16 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
     echo "warning: nginx is not installed; the deployment tests will be skipped" >&2
   fi
 fi
+# The SQL tests start a real PostgreSQL server (Debian's package) on loopback.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing postgresql (Debian package)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "warning: PostgreSQL is not installed; the PostgreSQL tests will fail" >&2
+  fi
+fi
 export PATH="$PATH:/usr/sbin"
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 echo "== ruff"

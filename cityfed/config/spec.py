@@ -245,6 +245,36 @@ class PolicySpec:
         return next((a for a in self.agreed if a.digest == digest), None)
 
 
+#: Database URL schemes a city may read (SQLAlchemy dialects whose drivers ship here).
+DATABASE_SCHEMES: tuple[str, ...] = ("postgresql", "postgresql+psycopg", "sqlite")
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    """Where a city's rows live in a database: a URL without password, a table or a query.
+
+    The password comes from the environment variable ``password_env`` or the
+    file ``password_file`` (never from ``city.toml``); the connection is
+    read-only (PostgreSQL: ``default_transaction_read_only``; SQLite: opened
+    ``mode=ro``).
+    """
+
+    url: str
+    table: str | None = None
+    query: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name the source: ``readings (postgresql)``.
+
+        The host, user and database name stay on the city, as a CSV's folders do.
+        """
+        what = self.table if self.table is not None else "query"
+        return f"{what} ({self.url.split(':', 1)[0].split('+', 1)[0]})"
+
+
 @dataclass(frozen=True)
 class CitySpec:
     """A city's private description of its data (``city.toml``)."""
@@ -261,7 +291,14 @@ class CitySpec:
     missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
     personalize_tau: float | None = None
     policy: PolicySpec = field(default_factory=PolicySpec)
+    #: The database the rows come from, when ``data`` is a URL (then ``data`` is unused).
+    database: DatabaseSpec | None = None
     source: str = field(default="city spec", compare=False)
+
+    @property
+    def label(self) -> str:
+        """How messages name the city's data: the file's name, or the table and database."""
+        return self.database.label if self.database is not None else self.data.name
 
     def column(self, name: str) -> ColumnSpec | None:
         """The mapping for federation column ``name``, if the city gives one."""
@@ -744,7 +781,9 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
     top = _Table(data, source, "")
     city = _Table(top.table("city", required=True), source, "city")
     name = city.string("name", _REQUIRED)
-    data_path = Path(city.string("data", _REQUIRED))
+    data_text = city.string("data", _REQUIRED)
+    database = _database(city, data_text, base_dir)
+    data_path = Path(data_text) if database is None else Path(database.label)
     delimiter = city.character("delimiter", ",")
     decimal = city.string("decimal", ".")
     thousands = city.optional_string("thousands")
@@ -817,7 +856,62 @@ def parse_city(data: Mapping[str, Any], source: str, base_dir: Path) -> CitySpec
         missing_values=missing_values,
         personalize_tau=tau,
         policy=policy,
+        database=database,
         source=source,
+    )
+
+
+_READ_ONLY_START = ("select", "with")
+
+
+def _database(city: _Table, data: str, base_dir: Path) -> DatabaseSpec | None:
+    """``data = "postgresql://..."`` or ``"sqlite:///..."`` with a ``table`` or a ``query``."""
+    from urllib.parse import urlsplit
+
+    if "://" not in data:
+        for key in ("table", "query", "password_env", "password_file"):
+            if key in city._data:
+                raise SpecError(
+                    f'{city.where(key)}: only for a database (data = "postgresql://...")'
+                )
+        return None
+    parts = urlsplit(data)
+    if parts.scheme not in DATABASE_SCHEMES:
+        raise city.fail("data", "a file, or a URL of " + ", ".join(DATABASE_SCHEMES), data)
+    if parts.password is not None:
+        raise SpecError(
+            f"{city.where('data')}: the URL holds a password; a password never goes in "
+            "city.toml: set password_env (an environment variable) or password_file"
+        )
+    table = city.optional_string("table")
+    query = city.optional_string("query")
+    if (table is None) == (query is None):
+        raise SpecError(f"{city.where('table')}: a database needs exactly one of table or query")
+    if query is not None:
+        body = query.strip().rstrip(";").strip()
+        if not body.lower().startswith(_READ_ONLY_START) or ";" in body:
+            raise SpecError(
+                f"{city.where('query')}: expected one SELECT (or WITH ... SELECT) statement, "
+                f"got {_short(query)!r}"
+            )
+        query = body
+    url = data
+    if parts.scheme == "sqlite":
+        # sqlite:///relative.db (next to city.toml) or sqlite:////absolute/path.db.
+        path = Path(parts.path[1:])
+        resolved = path if path.is_absolute() else base_dir / path
+        url = "sqlite:///" + str(resolved)
+    password_file_raw = city.optional_string("password_file")
+    password_file = None
+    if password_file_raw is not None:
+        password_file = Path(password_file_raw)
+        password_file = password_file if password_file.is_absolute() else base_dir / password_file
+    return DatabaseSpec(
+        url=url,
+        table=table,
+        query=query,
+        password_env=city.optional_string("password_env"),
+        password_file=password_file,
     )
 
 

@@ -72,7 +72,9 @@ class DataCache:
                 "run": self.run,
                 "federation": federation_to_json(fed),
                 "city": asdict(city),
-                "data": [str(city.data), *_identity(city.data)],
+                # A database has no file identity: within a run its rows are read once.
+                "data": [str(city.data)]
+                + ([] if city.database is not None else _identity(city.data)),
             }
         except OSError:
             return None  # a missing file: load_city_data says which, with its message

@@ -120,7 +120,7 @@ def labels_of(
         A label that is not a level and not mapped, or a timestamp that does not
         parse, naming the file, column, row and label.
     """
-    label = city.data.name
+    label = city.label
     if raw.dtype == object or pd.api.types.is_string_dtype(raw):
         text = raw.astype(str).str.strip()
         missing = text.isin(set(city.missing_values)).to_numpy() | raw.isna().to_numpy()

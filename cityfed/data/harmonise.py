@@ -21,6 +21,7 @@ from cityfed.config.expr import Expression, parse_expression
 from cityfed.config.spec import CitySpec, FederationSpec, VariableSpec
 from cityfed.config.units import check_convertible, convert
 from cityfed.data.categories import LabelSource, indicators, label_source, labels_of
+from cityfed.data.sql import read_sql_columns, read_sql_header
 from cityfed.errors import DataError, SpecError
 from cityfed.typing import BoolArray, FloatArray
 
@@ -108,7 +109,7 @@ def require_data(city: CitySpec) -> None:
         Naming the path, and what it is instead (missing, or a folder of something else).
     """
     path = city.data
-    if path.is_dir() and _is_parquet(city):
+    if city.database is not None or (path.is_dir() and _is_parquet(city)):
         return
     if path.is_dir():
         raise DataError(
@@ -124,6 +125,8 @@ def require_data(city: CitySpec) -> None:
 def _is_parquet(city: CitySpec) -> bool:
     """A Parquet file, or a folder of them (``*.parquet``), rather than a CSV."""
     path = city.data
+    if city.database is not None:
+        return False
     if path.suffix.lower() in _PARQUET_SUFFIXES:
         return True
     return path.is_dir() and any(
@@ -133,7 +136,8 @@ def _is_parquet(city: CitySpec) -> bool:
 
 def _at(city: CitySpec, row: int) -> str:
     """Where a 0-based data row is: its line in a CSV (header = line 1), its row in Parquet."""
-    return f"row {row + 1}" if _is_parquet(city) else f"row {row + 1} (line {row + 2})"
+    typed = city.database is not None or _is_parquet(city)
+    return f"row {row + 1}" if typed else f"row {row + 1} (line {row + 2})"
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -148,13 +152,15 @@ def _parquet_dataset(city: CitySpec) -> Any:
     try:
         return ds.dataset(str(city.data), format="parquet")
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise DataError(f"{city.data.name}: not a readable Parquet dataset ({exc})") from None
+        raise DataError(f"{city.label}: not a readable Parquet dataset ({exc})") from None
 
 
 def _read_header(city: CitySpec) -> list[str]:
     """The header's column names, stripped, in file order (duplicates kept)."""
     path = city.data
     require_data(city)
+    if city.database is not None:
+        return read_sql_header(city)
     if _is_parquet(city):
         return [str(name).strip() for name in _parquet_dataset(city).schema.names]
     try:
@@ -183,7 +189,7 @@ def _check_header(city: CitySpec, header: list[str], needed: set[str]) -> None:
         if counts[name] > 1:
             first, second = [i + 1 for i, c in enumerate(header) if c == name][:2]
             raise DataError(
-                f"{city.data.name}: header: column {name!r} appears {counts[name]} times "
+                f"{city.label}: header: column {name!r} appears {counts[name]} times "
                 f"(columns {first} and {second}); rename one so that the mapping in "
                 f"{city.source} reads the right one"
             )
@@ -202,22 +208,27 @@ def _delimiter_hint(city: CitySpec, header: list[str]) -> str:
     return ""
 
 
-def _read_parquet(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFrame:
-    """The needed columns of a Parquet file or folder: numbers stay numbers, text stays text."""
+def _require_columns(city: CitySpec, needed: set[str], header: list[str]) -> None:
+    """A typed source (Parquet, SQL) has every needed column, or the error names the first."""
     missing = sorted(needed - set(header))
     if missing:
         available = ", ".join(repr(c) for c in header[:12])
         raise DataError(
-            f"{city.data.name}: column {_short(missing[0])!r} not found (columns are "
+            f"{city.label}: column {_short(missing[0])!r} not found (columns are "
             f"{_short(available, 200)}); fix [columns] in {city.source}"
         )
+
+
+def _read_parquet(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFrame:
+    """The needed columns of a Parquet file or folder: numbers stay numbers, text stays text."""
+    _require_columns(city, needed, header)
     dataset = _parquet_dataset(city)  # one discovery of the files for the schema and rows
     by_stripped = {name.strip(): name for name in dataset.schema.names}
     table = dataset.to_table(columns=[by_stripped[n] for n in sorted(needed)])
     frame: pd.DataFrame = table.to_pandas()
     frame.columns = [str(c).strip() for c in frame.columns]
     if frame.shape[0] == 0:
-        raise DataError(f"{city.data.name}: no data rows")
+        raise DataError(f"{city.label}: no data rows")
     return frame
 
 
@@ -225,6 +236,9 @@ def _read_csv(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFra
     path = city.data
     label = path.name
     require_data(city)
+    if city.database is not None:
+        _require_columns(city, needed, header)
+        return read_sql_columns(city, needed)
     if _is_parquet(city):
         return _read_parquet(city, needed, header)
     try:
@@ -306,7 +320,7 @@ def _to_numbers(
         if dotted.any():
             row = int(np.argmax(dotted))
             raise DataError(
-                f"{city.data.name}: column {column!r}, {_at(city, row)}: "
+                f"{city.label}: column {column!r}, {_at(city, row)}: "
                 f"{_short(raw.iloc[row])!r} has a '.' but the decimal mark is ','; if it "
                 f'groups digits, declare thousands = "." in [city] of {city.source}'
             )
@@ -323,7 +337,7 @@ def _to_numbers(
         if city.decimal == "." and _DECIMAL_COMMA.match(cell):
             hint = f"; if ',' is the decimal mark, set decimal = \",\" in [city] of {city.source}"
         raise DataError(
-            f"{city.data.name}: column {column!r}, {_at(city, row)}: "
+            f"{city.label}: column {column!r}, {_at(city, row)}: "
             f"{_short(cell)!r} is not a number{hint}"
         )
     return _finite_or_refuse(numbers, city, column, lambda row: repr(raw.iloc[row]))
@@ -337,7 +351,7 @@ def _finite_or_refuse(
     if infinite.any():
         row = int(np.argmax(infinite))
         raise DataError(
-            f"{city.data.name}: column {column!r}, {_at(city, row)}: {shown(row)} is infinite"
+            f"{city.label}: column {column!r}, {_at(city, row)}: {shown(row)} is infinite"
         )
     return numbers
 
@@ -365,7 +379,7 @@ def _check_domain(
     if bad.any():
         row = int(np.argmax(bad))
         raise DataError(
-            f"{city.data.name}: column {variable.name!r}, {_at(city, row)}: "
+            f"{city.label}: column {variable.name!r}, {_at(city, row)}: "
             f"{values[row]:g} is not {wanted}"
         )
 
@@ -404,7 +418,7 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
     plain = _plain_numbers_possible(city)
     raw = {name: _to_numbers(frame, name, city, plain=plain) for name in sorted(numeric)}
 
-    label = city.data.name
+    label = city.label
     blocks: list[FloatArray] = []
     block_missing: list[FloatArray] = []
     block_of: list[int] = []  # the plan of each column, for messages

@@ -91,7 +91,7 @@ def answer(ins: Instruction, node: NodeRuntime) -> CityReply:
         return _audited(node, ins, reply)
     reply = answer_for_city(ins, city, node)
     if reply.reason:
-        reason = _redact(reply.reason, [path, city.data])
+        reason = _redact(reply.reason, [path] if city.database else [path, city.data])
         reply = replace(reply, outcome=replace(reply.outcome, reason=reason))
     return _audited(node, ins, reply)
 
