@@ -22,7 +22,7 @@ from cityfed.core.linear import fit_linear
 from cityfed.core.stats import Moments
 from cityfed.errors import FederationError, SpecError
 from cityfed.federation.protocol import CityReply
-from cityfed.model.record import predict_centred
+from cityfed.model.record import FederatedModel, predict_centred
 from cityfed.sim.simulate import prepare
 from tests.synthetic import AlteredExchange, local_exchange, write_federation
 from tests.test_simulate_cli import cityfed as run_cli
@@ -106,6 +106,16 @@ def test_the_same_data_gives_the_same_bits_whatever_the_arrival_order(
     assert first.intercept_scaled == second.intercept_scaled
     assert first.scaler.mean.tobytes() == second.scaler.mean.tobytes()
     assert first.scaler.scale.tobytes() == second.scaler.scale.tobytes()
+    # The whole model.pb, apart from the run's id and time.
+    from dataclasses import replace as with_fields
+
+    from cityfed.model.proto import model_to_proto
+
+    def content(m: FederatedModel) -> bytes:
+        fixed = with_fields(m, run_id="", created_at="")
+        return model_to_proto(fixed).SerializeToString(deterministic=True)
+
+    assert content(first) == content(second)
 
 
 def _one_class(root: Path) -> list[Path]:
