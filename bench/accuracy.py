@@ -53,6 +53,8 @@ from common import (
 )
 from numpy.typing import NDArray
 
+from cityfed.core.newton import ROUND_LENGTHS
+
 FloatArray = NDArray[np.float64]
 MODELS = ("ridge", "logistic")
 METHODS = ("exact", "fedavg", "fedprox")
@@ -280,6 +282,7 @@ def _run_exact(
     job = f"exact/{model}"
     grid.job = job
     out = Path(plan.out_dir) / f"exact-{model}"
+    out.mkdir(parents=True, exist_ok=True)  # the ServerApp abandons a run whose folder is gone
     settings = ServerSettings(
         federation=Path(plan.federations[model]),
         out_dir=out,
@@ -302,7 +305,10 @@ def _run_exact(
         trial = grid.newton[job].get(r + 1)
         if trial is None or trial.scaler is None or trial.weights is None:
             break
-        decision = _linear_decision(holdout.X, trial.scaler.mean, trial.scaler.scale, trial.weights)
+        # Several points per round: the model so far is the full (t = 1) step's point.
+        weights = np.atleast_2d(trial.weights)
+        point = weights[ROUND_LENGTHS.index(1.0)] if weights.shape[0] > 1 else weights[0]
+        decision = _linear_decision(holdout.X, trial.scaler.mean, trial.scaler.scale, point)
         curve.append(score(holdout.task, holdout.y, decision))
     curve.append(score(holdout.task, holdout.y, final.decision(holdout.X)))
     return {

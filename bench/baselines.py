@@ -31,7 +31,8 @@ from scipy.special import expit
 
 from cityfed.config.spec import FederationSpec, federation_from_json, load_city
 from cityfed.data.city_data import load_city_data
-from cityfed.federation.protocol import Instruction, decode_instruction
+from cityfed.federation.protocol import Instruction
+from cityfed.flower.records import decode_instruction
 
 FloatArray = NDArray[np.float64]
 

@@ -14,7 +14,7 @@ from cityfed.core.logistic import (
     starting_intercept,
     terms_at_intercept,
 )
-from cityfed.core.newton import NewtonSolver, NewtonTerms
+from cityfed.core.newton import ROUND_LENGTHS, NewtonSolver, NewtonTerms
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments, merge_all
 
@@ -34,26 +34,34 @@ def _cities(seed: int, k: int, d: int) -> tuple[list[np.ndarray], list[np.ndarra
 
 
 def _federated_newton(
-    Xs: list[np.ndarray], ys: list[np.ndarray], C: float, standardize: bool
+    Xs: list[np.ndarray],
+    ys: list[np.ndarray],
+    C: float,
+    standardize: bool,
+    lengths: tuple[float, ...] = (1.0,),
 ) -> tuple[NewtonSolver, Scaler]:
     d = Xs[0].shape[1]
     total = merge_all(
         (Moments.of(np.column_stack([a, b])) for a, b in zip(Xs, ys, strict=True)), d + 1
     )
     scaler = Scaler.from_moments(total, d, standardize)
-    solver = NewtonSolver(C, d + 1, tolerance=1e-6, max_evaluations=30)
+    solver = NewtonSolver(
+        C, d + 1, tolerance=1e-6, max_evaluations=30, lengths=lengths, halley=len(lengths) > 1
+    )
     b0 = starting_intercept(total)
     start = np.zeros(d + 1)
     start[0] = b0
     solver.start(terms_at_intercept(total, scaler, b0), start)
     while not solver.done:
-        w = solver.trial()
-        summed: NewtonTerms | None = None
-        for X, y in zip(Xs, ys, strict=True):
-            t = logistic_terms(scaler.design(X), y, w)
-            summed = t if summed is None else summed + t
-        assert summed is not None
-        solver.observe(summed)
+        sums = []
+        for w in solver.trials():  # each point of the round, summed over the cities
+            summed: NewtonTerms | None = None
+            for X, y in zip(Xs, ys, strict=True):
+                t = logistic_terms(scaler.design(X), y, w)
+                summed = t if summed is None else summed + t
+            assert summed is not None
+            sums.append(summed)
+        solver.observe_all(sums)
     return solver, scaler
 
 
@@ -65,6 +73,7 @@ def _federated_newton(
 )
 @settings(max_examples=30, deadline=None)
 def test_federated_newton_equals_sklearn_pooled(seed: int, k: int, d: int, C: float) -> None:
+    """One point per round, and the line search of ROUND_LENGTHS with Halley steps."""
     # Prepare
     Xs, ys = _cities(seed, k, d)
     X, y = np.vstack(Xs), np.concatenate(ys)
@@ -72,9 +81,12 @@ def test_federated_newton_equals_sklearn_pooled(seed: int, k: int, d: int, C: fl
         return
     # Execute
     solver, scaler = _federated_newton(Xs, ys, C, standardize=True)
-    # Assert
-    assert solver.converged
+    several, _ = _federated_newton(Xs, ys, C, standardize=True, lengths=ROUND_LENGTHS)
+    # Assert: the same optimum, in few rounds.
+    assert solver.converged and several.converged
     assert solver.evaluations <= 10
+    assert several.evaluations <= max(solver.evaluations, 5)
+    np.testing.assert_allclose(several.w, solver.w, rtol=1e-8, atol=1e-10)
     reference = make_pipeline(
         StandardScaler(), LogisticRegression(C=C, tol=1e-12, max_iter=10_000)
     ).fit(X, y)

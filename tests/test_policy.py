@@ -37,7 +37,7 @@ def _model(fed: FederationSpec, weights: np.ndarray | None = None) -> dict[str, 
 def _refused(reply: CityReply, key: str) -> None:
     assert reply.status == "refused", reply
     assert key in reply.reason, reply.reason
-    assert reply.moments is None and reply.terms is None and reply.weights is None
+    assert reply.moments is None and not reply.terms and reply.weights is None
 
 
 def test_differencing_by_changing_the_row_set_recovers_nothing(tmp_path: Path) -> None:
@@ -157,6 +157,29 @@ def test_weights_are_checked(tmp_path: Path, weights: np.ndarray, reason: str) -
     fed = load_federation(files.federation)
     reply = responder(files.cities[0])(Instruction("newton", fed, 2, **_model(fed, weights)))  # type: ignore[arg-type]
     assert reply.status == "refused" and reason in reply.reason
+
+
+def test_points_per_round_are_capped_and_every_point_is_checked(tmp_path: Path) -> None:
+    """The coordinator's line search sends several points in one round; a coordinator
+    that sends many (to read the loss surface around the city's rows) is refused."""
+    files = write_federation(tmp_path, task="classification", model="logistic")
+    fed = load_federation(files.federation)
+    respond = responder(files.cities[0])
+    d = len(fed.features)
+    line = np.linspace(-0.5, 0.5, 4)[:, None] * np.ones(d + 1)
+    ok = respond(Instruction("newton", fed, 2, **_model(fed, line)))  # type: ignore[arg-type]
+    assert ok.status == "ok" and len(ok.terms) == 4
+    many = np.zeros((9, d + 1))
+    _refused(
+        respond(Instruction("newton", fed, 3, **_model(fed, many))),  # type: ignore[arg-type]
+        "[policy] max_points_per_round = 8: 9 points asked in one round",
+    )
+    wild = line.copy()
+    wild[2, 1] = 1e6
+    _refused(
+        respond(Instruction("newton", fed, 4, **_model(fed, wild))),  # type: ignore[arg-type]
+        "[policy] max_abs_weight = 10000",
+    )
 
 
 def test_runs_per_day_are_counted_from_the_city_audit_trail(tmp_path: Path) -> None:

@@ -39,13 +39,13 @@ def test_reply_round_trip_carries_only_statistics() -> None:
     m = Moments.of(rng.normal(size=(30, 3)))
     terms = NewtonTerms(1.5, rng.normal(size=3), np.eye(3))
     outcome = CityOutcome("oslo", "ok", rows_read=33, rows_train=30, drop_reasons={"missing x": 3})
-    reply = CityReply(outcome, moments=m, terms=terms)
+    reply = CityReply(outcome, moments=m, terms=(terms,))
     content = encode_reply(reply)
     back = decode_reply(content)
     assert back.outcome == outcome
-    assert back.moments is not None and back.terms is not None
+    assert back.moments is not None and len(back.terms) == 1
     np.testing.assert_array_equal(back.moments.scatter, m.scatter)
-    assert back.terms.loss == 1.5
+    assert back.terms[0].loss == 1.5
     # Nothing the size of the rows travels: at most d+1 squared numbers per array.
     sizes = [arr.numpy().size for rec in content.array_records.values() for arr in rec.values()]
     assert max(sizes) <= 9
@@ -72,4 +72,17 @@ def test_fold_moments_round_trip_and_malformed_folds_are_refused() -> None:
     stats["fold_scatter"] = Array(np.stack([f.scatter for f in folds]))
     stats["fold_n"] = Array(np.array([10.0, 10.5, 10.0, 9.5]))
     with pytest.raises(ValueError, match="fold counts are not counts"):
+        decode_reply(content)
+
+
+def test_terms_at_several_points_round_trip_and_bad_shapes_are_refused() -> None:
+    rng = np.random.default_rng(2)
+    terms = tuple(NewtonTerms(float(k), rng.normal(size=4), np.eye(4) * k) for k in range(3))
+    outcome = CityOutcome("oslo", "ok", rows_read=30, rows_train=30)
+    content = encode_reply(CityReply(outcome, terms=terms))
+    back = decode_reply(content)
+    assert [t.loss for t in back.terms] == [0.0, 1.0, 2.0]
+    np.testing.assert_array_equal(back.terms[2].hess, terms[2].hess)
+    content.array_records["stats"]["hess"] = Array(np.zeros((3, 4, 3)))
+    with pytest.raises(ValueError, match="Newton Hessians have shape"):
         decode_reply(content)

@@ -14,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from cityfed.config.spec import load_federation
 from cityfed.core.metrics import RegressionScores
 from cityfed.errors import FederationError
+from cityfed.federation.protocol import CityReply
 
 from .synthetic import local_exchange, write_federation
 
@@ -123,3 +124,34 @@ def test_fedavg_baseline_runs_its_rounds(tmp_path: Path) -> None:
     )
     assert result.model.rounds == 6  # statistics for the scaler, then five FedAvg rounds
     assert result.model.algorithm == "fedavg"
+
+
+def test_a_city_that_returns_terms_at_too_few_points_fails_alone(tmp_path: Path) -> None:
+    """A reply with fewer Newton terms than points asked is malformed: that city leaves,
+    the run goes on with the others and publishes their pooled fit."""
+    from dataclasses import replace as with_fields
+
+    from .synthetic import AlteredExchange
+
+    fed_files = write_federation(
+        tmp_path, task="classification", model="logistic", sizes=(300, 150, 400)
+    )
+    fed = load_federation(fed_files.federation)
+
+    def truncate(replies: list[tuple[int, CityReply]]) -> list[tuple[int, CityReply]]:
+        return [
+            (node, with_fields(r, terms=r.terms[:1]) if r.city == "city1" and r.terms else r)
+            for node, r in replies
+        ]
+
+    result = train(fed, AlteredExchange(local_exchange(fed_files.cities), truncate), run_id="t")
+    assert result.cities["city1"].status == "failed"
+    assert result.cities["city1"].reason == "sent malformed statistics"
+    assert result.model.cities == ("city0", "city2")
+    X = np.vstack([fed_files.X[0], fed_files.X[2]])
+    y = np.concatenate([fed_files.y[0], fed_files.y[2]])
+    reference = make_pipeline(
+        StandardScaler(), LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000)
+    ).fit(X, y)
+    proba = 1.0 / (1.0 + np.exp(-result.model.decision(X)))
+    assert np.max(np.abs(proba - reference.predict_proba(X)[:, 1])) <= 1e-5

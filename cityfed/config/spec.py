@@ -236,6 +236,8 @@ class PolicySpec:
     #: ``alpha = "cv"``: the most folds whose statistics the city sends (each is a
     #: summary of fewer rows: more detail); every fold must also have ``min_rows``.
     max_folds: int = 10
+    #: Points of one Newton round (the coordinator's line search inside one exchange).
+    max_points_per_round: int = 8
     #: CityFed app versions a node accepts; empty: the version installed on the node.
     accepted_versions: tuple[str, ...] = ()
 
@@ -753,6 +755,9 @@ def _policy(top: _Table, source: str, base_dir: Path) -> PolicySpec:
             "max_abs_weight", defaults.max_abs_weight, minimum=0.0, strict=True
         ),
         max_folds=table.integer("max_folds", defaults.max_folds, minimum=0),
+        max_points_per_round=table.integer(
+            "max_points_per_round", defaults.max_points_per_round, minimum=1
+        ),
         accepted_versions=table.string_list("accepted_versions", []),
     )  # fmt: skip
     table.finish()

@@ -50,7 +50,9 @@ class Instruction:
     federation: FederationSpec
     round: int = 0
     scaler: Scaler | None = None
-    weights: FloatArray | None = None  # intercept first, on scaled features
+    #: Intercept first, on scaled features; for ``newton`` one row per point to
+    #: evaluate (several points per round: a line search inside one exchange).
+    weights: FloatArray | None = None
 
 
 def instruction_digest(ins: Instruction) -> str:
@@ -79,7 +81,8 @@ class CityReply:
 
     outcome: CityOutcome
     moments: Moments | None = None
-    terms: NewtonTerms | None = None
+    #: ``newton``: the terms at each point of the instruction, in its order.
+    terms: tuple[NewtonTerms, ...] = ()
     weights: FloatArray | None = None
     #: ``alpha = "cv"``: the moments of each of the city's folds of its training rows.
     folds: tuple[Moments, ...] = ()

@@ -142,10 +142,10 @@ def encode_reply(reply: CityReply) -> RecordDict:
         arrays[_KEY_MEAN] = _array(reply.moments.mean)
         arrays[_KEY_MEAN_LOW] = _array(reply.moments.low)
         arrays[_KEY_SCATTER] = _array(reply.moments.scatter)
-    if reply.terms is not None:
-        arrays[_KEY_GRAD] = _array(reply.terms.grad)
-        arrays[_KEY_HESS] = _array(reply.terms.hess)
-        content.metric_records[_COUNTS][_KEY_LOSS] = reply.terms.loss
+    if reply.terms:
+        arrays[_KEY_LOSS] = _array(np.array([t.loss for t in reply.terms], dtype=np.float64))
+        arrays[_KEY_GRAD] = _array(np.stack([t.grad for t in reply.terms]))
+        arrays[_KEY_HESS] = _array(np.stack([t.hess for t in reply.terms]))
     if reply.weights is not None:
         arrays[_KEY_WEIGHTS] = _array(reply.weights)
     if reply.folds:
@@ -164,7 +164,8 @@ def decode_reply(content: RecordDict) -> CityReply:
     counts = content.metric_records[_COUNTS]
     n = int(_number(counts, _KEY_N))
     stats = content.array_records.get(_STATS)
-    moments = terms = weights = None
+    moments = weights = None
+    terms: tuple[NewtonTerms, ...] = ()
     if stats is not None and _KEY_SCATTER in stats:
         mean = _numpy(stats, _KEY_MEAN)
         low = _numpy(stats, _KEY_MEAN_LOW) if _KEY_MEAN_LOW in stats else np.zeros(mean.shape)
@@ -172,9 +173,7 @@ def decode_reply(content: RecordDict) -> CityReply:
             raise ValueError(f"{_KEY_MEAN_LOW} has shape {low.shape}, the mean {mean.shape}")
         moments = Moments(n, mean, _numpy(stats, _KEY_SCATTER), low)
     if stats is not None and _KEY_GRAD in stats:
-        terms = NewtonTerms(
-            _number(counts, _KEY_LOSS), _numpy(stats, _KEY_GRAD), _numpy(stats, _KEY_HESS)
-        )
+        terms = _terms(stats)
     if stats is not None and _KEY_WEIGHTS in stats:
         weights = _numpy(stats, _KEY_WEIGHTS)
     folds = _folds(stats) if stats is not None and _KEY_FOLD_N in stats else ()
@@ -199,6 +198,18 @@ def decode_reply(content: RecordDict) -> CityReply:
         evaluation=evaluation,
     )
     return CityReply(outcome, moments=moments, terms=terms, weights=weights, folds=folds)
+
+
+def _terms(stats: ArrayRecord) -> tuple[NewtonTerms, ...]:
+    """Newton terms at K points: losses (K,), gradients (K, p), Hessians (K, p, p)."""
+    loss, grad, hess = (_numpy(stats, k) for k in (_KEY_LOSS, _KEY_GRAD, _KEY_HESS))
+    k = loss.shape[0] if loss.ndim == 1 else -1
+    if k < 1 or grad.ndim != 2 or grad.shape[0] != k:
+        raise ValueError("Newton terms have inconsistent shapes")
+    p = grad.shape[1]
+    if hess.shape != (k, p, p):
+        raise ValueError(f"Newton Hessians have shape {hess.shape}, expected {(k, p, p)}")
+    return tuple(NewtonTerms(float(loss[j]), grad[j], hess[j]) for j in range(k))
 
 
 def _folds(stats: ArrayRecord) -> tuple[Moments, ...]:

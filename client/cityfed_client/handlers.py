@@ -118,8 +118,8 @@ def _sent(reply: CityReply) -> dict[str, Any]:
         sent["moments"] = {"n": reply.moments.n, "scatter": list(reply.moments.scatter.shape)}
     if reply.folds:
         sent["fold_moments"] = [fold.n for fold in reply.folds]
-    if reply.terms is not None:
-        sent["newton_terms"] = {"hess": list(reply.terms.hess.shape)}
+    if reply.terms:
+        sent["newton_terms"] = {"points": len(reply.terms), "hess": list(reply.terms[0].hess.shape)}
     if reply.weights is not None:
         sent["weights"] = list(reply.weights.shape)
     evaluation = reply.outcome.evaluation
@@ -175,12 +175,11 @@ def _folds(rows: np.ndarray, city: CitySpec, ins: Instruction) -> tuple[Moments,
     return tuple(Moments.of(rows[ids == j]) for j in range(fed.cv_folds))
 
 
-def _newton_terms(ins: Instruction, data: CityData, Z: np.ndarray) -> NewtonTerms:
-    """The family's loss, gradient and Hessian of the training rows at the weights sent."""
-    assert ins.weights is not None
+def _newton_terms(ins: Instruction, data: CityData, Z: np.ndarray, w: np.ndarray) -> NewtonTerms:
+    """The family's loss, gradient and Hessian of the training rows at one point sent."""
     if ins.federation.model == "poisson":
-        return poisson_terms(Z, data.y_train, ins.weights, data.offset_train)
-    return logistic_terms(Z, data.y_train, ins.weights)
+        return poisson_terms(Z, data.y_train, w, data.offset_train)
+    return logistic_terms(Z, data.y_train, w)
 
 
 def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> CityReply:
@@ -218,7 +217,8 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
     assert ins.scaler is not None and ins.weights is not None  # checked by the policy
     if ins.phase == "newton":
         Z = ins.scaler.design(data.X_train)
-        return CityReply(outcome, terms=_newton_terms(ins, data, Z))
+        points = np.atleast_2d(ins.weights)
+        return CityReply(outcome, terms=tuple(_newton_terms(ins, data, Z, w) for w in points))
     if ins.phase == "fedavg":
         Z = ins.scaler.transform(data.X_train)
         weights = local_update(Z, data.y_train, ins.weights, fed, ins.round)

@@ -161,7 +161,16 @@ def check_instruction(ins: Instruction, city: CitySpec, history: RunHistory) -> 
     if ins.phase != "moments":
         if ins.scaler is None or ins.weights is None:
             return f"phase {ins.phase!r} sent without a model"
-        if not _finite_vector(ins.weights, d + 1):
+        points = np.asarray(ins.weights)
+        if ins.phase == "newton" and points.ndim == 2:
+            if not 1 <= points.shape[0] <= policy.max_points_per_round:
+                return (
+                    f"[policy] max_points_per_round = {policy.max_points_per_round}: "
+                    f"{points.shape[0]} points asked in one round"
+                )
+            if not all(_finite_vector(row, d + 1) for row in points):
+                return f"a point sent is not {d + 1} finite numbers"
+        elif not _finite_vector(points, d + 1):
             return f"the weights sent are not {d + 1} finite numbers"
         if not (_finite_vector(ins.scaler.mean, d) and _finite_vector(ins.scaler.scale, d)):
             return f"the scaler sent is not {d} finite means and scales"

@@ -9,7 +9,7 @@ the numerics live in :mod:`cityfed.core.linear`, :mod:`cityfed.core.logistic` an
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -23,7 +23,7 @@ from cityfed.core.logistic import (
     starting_intercept,
     terms_at_intercept,
 )
-from cityfed.core.newton import NewtonSolver, NewtonTerms
+from cityfed.core.newton import ROUND_LENGTHS, NewtonSolver, NewtonTerms
 from cityfed.core.poisson import (
     exposure_from_start,
     poisson_starting_intercept,
@@ -101,13 +101,23 @@ class _Run:
         )
 
     def round_trip(
-        self, phase: Phase, *, scaler: Scaler, weights: FloatArray
+        self,
+        phase: Phase,
+        *,
+        scaler: Scaler,
+        weights: FloatArray,
+        valid: Callable[[CityReply], bool] = lambda reply: True,
     ) -> list[tuple[int, CityReply]]:
-        """One training exchange with the active cities; failures leave the run."""
+        """One training exchange with the active cities; failures leave the run.
+
+        A reply that ``valid`` rejects is a failure too ("sent malformed statistics").
+        """
         self.rounds += 1
         instruction = Instruction(phase, self.fed, self.rounds, scaler, weights)
         replies = []
         for node, reply in self.exchange.exchange(instruction, list(self.active)):
+            if reply.status == "ok" and not valid(reply):
+                reply = CityReply.failed(reply.city, "sent malformed statistics")
             self._record(node, reply, instruction)
             if reply.status == "ok":
                 replies.append((node, reply))
@@ -277,17 +287,34 @@ def _in_city_order(replies: list[tuple[int, CityReply]]) -> list[tuple[int, City
     return sorted(replies, key=lambda item: (item[1].city, item[0]))
 
 
-def _summed_terms(replies: list[tuple[int, CityReply]], run: _Run) -> NewtonTerms:
-    """The cities' Newton terms summed in the order of their names."""
-    summed: NewtonTerms | None = None
-    for _, reply in _in_city_order(replies):
-        if reply.terms is not None:
-            tick = time.perf_counter()
-            summed = reply.terms if summed is None else summed + reply.terms
-            run.aggregation_seconds += time.perf_counter() - tick
-    if summed is None:
+def _summed_terms(replies: list[tuple[int, CityReply]], run: _Run) -> list[NewtonTerms]:
+    """The cities' Newton terms at each point, summed in the order of their names."""
+    tick = time.perf_counter()
+    ordered = [reply.terms for _, reply in _in_city_order(replies)]
+    if not ordered:
         raise FederationError("no city returned Newton terms")
+    summed = list(ordered[0])
+    for terms in ordered[1:]:
+        summed = [a + b for a, b in zip(summed, terms, strict=True)]
+    run.aggregation_seconds += time.perf_counter() - tick
     return summed
+
+
+def _newton_round(run: _Run, scaler: Scaler, points: FloatArray) -> list[tuple[int, CityReply]]:
+    """One Newton exchange: the terms at every point, well formed, from every active city."""
+    k, dim = points.shape
+
+    def valid(reply: CityReply) -> bool:
+        return len(reply.terms) == k and all(
+            t.grad.shape == (dim,)
+            and t.hess.shape == (dim, dim)
+            and np.isfinite(t.grad).all()
+            and np.isfinite(t.hess).all()
+            and not np.isnan(t.loss)
+            for t in reply.terms
+        )
+
+    return run.round_trip("newton", scaler=scaler, weights=points, valid=valid)
 
 
 def _started_solver(run: _Run, total: Moments, scaler: Scaler) -> NewtonSolver | None:
@@ -302,7 +329,14 @@ def _started_solver(run: _Run, total: Moments, scaler: Scaler) -> NewtonSolver |
     dim = len(fed.design) + 1
     start = np.zeros(dim)
     if fed.model == "logistic":
-        solver = NewtonSolver(fed.C, dim, tolerance=fed.tolerance, max_evaluations=fed.max_rounds)
+        solver = NewtonSolver(
+            fed.C,
+            dim,
+            tolerance=fed.tolerance,
+            max_evaluations=fed.max_rounds,
+            lengths=ROUND_LENGTHS,
+            halley=True,
+        )
         start[0] = starting_intercept(total)
         solver.start(terms_at_intercept(total, scaler, start[0]), start)
         return solver
@@ -314,15 +348,21 @@ def _started_solver(run: _Run, total: Moments, scaler: Scaler) -> NewtonSolver |
         terms, exposure = poisson_terms_at_intercept(total, scaler, start[0]), float(total.n)
     else:
         before = set(run.active)
-        replies = run.round_trip("newton", scaler=scaler, weights=start)
+        replies = _newton_round(run, scaler, start[None, :])
         if set(run.active) != before:
             return None
-        terms = _summed_terms(replies, run)
+        [terms] = _summed_terms(replies, run)
         exposure = exposure_from_start(terms, start[0])
     penalty = np.full(dim, fed.alpha * exposure)
     penalty[0] = 0.0
     solver = NewtonSolver(
-        1.0, dim, tolerance=fed.tolerance, max_evaluations=fed.max_rounds, penalty=penalty
+        1.0,
+        dim,
+        tolerance=fed.tolerance,
+        max_evaluations=fed.max_rounds,
+        penalty=penalty,
+        lengths=ROUND_LENGTHS,
+        halley=True,
     )
     solver.start(terms, start)
     return solver
@@ -339,11 +379,12 @@ def _fit_newton(
             solver = _started_solver(run, total, scaler)
             continue
         before = set(run.active)
-        trial = solver.trial()
-        replies = run.round_trip("newton", scaler=scaler, weights=trial)
+        trials = solver.trials()
+        replies = _newton_round(run, scaler, trials)
         if set(run.active) != before:
             # A city left: its terms are gone from the sums, its rows from the scaler.
-            total, scaler, point = _without_the_departed(run, scaler, trial)
+            # Newton goes on from its current point, carried to the new scaler.
+            total, scaler, point = _without_the_departed(run, scaler, solver.w)
             run.progress("info", "Newton restarts from the current point")
             if run.fed.model == "poisson":
                 # Poisson's penalty scales with the exposure of the cities left.
@@ -351,7 +392,7 @@ def _fit_newton(
             else:
                 solver.restart(point)
             continue
-        solver.observe(_summed_terms(replies, run))
+        solver.observe_all(_summed_terms(replies, run))
         run.progress("round", f"Newton round {run.rounds}: objective evaluated", round=run.rounds)
     hessian = None if solver.terms is None else solver.terms.hess
     return solver.w, solver.converged, total, scaler, hessian
