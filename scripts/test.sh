@@ -11,26 +11,26 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
-# The deployment tests start a real nginx TLS front (Debian's package).
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing nginx (Debian package)"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
-  else
-    echo "warning: nginx is not installed; the deployment tests will be skipped" >&2
+# Debian packages the tests start for real: installed when missing (as root, with apt).
+need_package() {  # need_package PACKAGE WHY CHECK...
+  local package=$1 why=$2
+  shift 2
+  if ! "$@" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "== installing $package (Debian package)"
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+    else
+      echo "warning: $package is not installed; $why" >&2
+    fi
   fi
-fi
-# The SQL tests start a real PostgreSQL server (Debian's package) on loopback.
-if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing postgresql (Debian package)"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  else
-    echo "warning: PostgreSQL is not installed; the PostgreSQL tests will fail" >&2
-  fi
-fi
+}
+# The deployment tests start a real nginx TLS front.
+need_package nginx "the deployment tests will be skipped" \
+  sh -c 'command -v nginx || test -x /usr/sbin/nginx'
+# The SQL tests start a real PostgreSQL server on loopback.
+need_package postgresql "the PostgreSQL tests will fail" \
+  sh -c 'command -v initdb || ls /usr/lib/postgresql/*/bin/initdb'
 export PATH="$PATH:/usr/sbin"
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 echo "== ruff"
