@@ -470,3 +470,23 @@ def test_a_level_per_row_is_refused_by_the_city(tmp_path: Path) -> None:
     assert reply.status == "refused" and reply.moments is None
     assert "[policy] min_bin_rows = 10: level" in reply.reason
     assert "training rows; no statistics are sent" in reply.reason
+
+
+def test_numeric_labels_match_their_levels_whatever_the_spelling(tmp_path: Path) -> None:
+    """A text file's "5.0" or "05" is the level "5"; a typed column's 5 too."""
+    (tmp_path / "federation.toml").write_text(
+        '[federation]\nname = "t"\ntask = "count"\n[target]\nname = "y"\n'
+        '[[features]]\nname = "hour"\nlevels = ["5", "6", "7"]\n',
+        encoding="utf-8",
+    )
+    frame = pd.DataFrame({"h": ["5.0", "06", "7", "5", "6.0"] * 20, "y": [1, 2, 3, 4, 5] * 20})
+    (tmp_path / "c.csv").write_text(frame.to_csv(index=False), encoding="utf-8")
+    frame.assign(h=frame["h"].astype(float).astype(int)).to_parquet(tmp_path / "c.parquet")
+    fed = replace(load_federation(tmp_path / "federation.toml"), holdout_fraction=0.0)
+    for data in ("c.csv", "c.parquet"):
+        (tmp_path / "c.toml").write_text(
+            f'[city]\nname = "c"\ndata = "{data}"\n[columns]\ny = "y"\nhour = "h"\n',
+            encoding="utf-8",
+        )
+        X = load_city_data(load_city(tmp_path / "c.toml"), fed).X_train
+        np.testing.assert_array_equal(X[:5], [[0, 0], [1, 0], [0, 1], [0, 0], [1, 0]])

@@ -141,8 +141,16 @@ def labels_of(
         filled = times.where(~missing, pd.Timestamp(2000, 1, 1))
         text = DERIVED[source.function](filled).where(~missing, "")
     levels = {level: i for i, level in enumerate(variable.levels)}
-    mapped = text.map(lambda v: mapping.get(v, v))
-    index = mapped.map(lambda v: levels.get(v, -1)).to_numpy(dtype=np.int64)
+
+    def level_of(label: str) -> int:
+        found = levels.get(mapping.get(label, label), -1)
+        if found < 0:  # "5.0" in a text file for the level "5"
+            number = _integral(label)
+            if number is not None:
+                found = levels.get(mapping.get(number, number), -1)
+        return found
+
+    index = text.map(level_of).to_numpy(dtype=np.int64)
     unknown = (index < 0) & ~missing
     if unknown.any():
         row = int(np.argmax(unknown))
@@ -153,6 +161,15 @@ def labels_of(
             f"labels in {city.source}"
         )
     return index.astype(np.float64), missing
+
+
+def _integral(label: str) -> str | None:
+    """``"5"`` for a label that reads as an integral number (``"5.0"``, ``"05"``), else None."""
+    try:
+        number = float(label)
+    except ValueError:
+        return None
+    return str(int(number)) if np.isfinite(number) and number.is_integer() else None
 
 
 def _typed_label(value: object) -> str:
