@@ -278,6 +278,68 @@ def _read_csv(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFra
     return frame
 
 
+def _read_csv_typed(
+    city: CitySpec, numeric: set[str], textual: set[str], header: list[str]
+) -> pd.DataFrame | None:
+    """The needed columns parsed as numbers (and labels as text) by pyarrow, or None.
+
+    The fast path of a CSV: pyarrow's multi-threaded reader with typed columns,
+    the city's delimiter, decimal mark and missing-value tokens. Anything it cannot
+    read exactly as the text path would — a bad or infinite cell, digit grouping, a
+    missing token that reads as a number, padded names or cells — gives None, and
+    the cell-by-cell path reads the file and names the first bad cell, as before.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    if _is_parquet(city) or city.database is not None or city.thousands is not None:
+        return None
+    if numeric & textual or not (numeric | textual) <= set(header):
+        return None
+    tokens = pd.to_numeric(pd.Series(list(city.missing_values), dtype=object), errors="coerce")
+    if np.isfinite(tokens.to_numpy(dtype=np.float64, na_value=np.nan)).any():
+        return None
+    try:
+        with city.data.open(encoding=city.encoding, newline="") as handle:
+            raw_header = next(csv.reader([handle.readline()], delimiter=city.delimiter))
+    except (OSError, UnicodeDecodeError, StopIteration):
+        return None
+    if raw_header != header:  # names padded with spaces: the text path strips them
+        return None
+    types = {name: pa.float64() for name in numeric} | {name: pa.string() for name in textual}
+    encoding = "utf8" if city.encoding == "utf-8-sig" else city.encoding
+    try:
+        table = pacsv.read_csv(
+            city.data,
+            read_options=pacsv.ReadOptions(encoding=encoding),
+            parse_options=pacsv.ParseOptions(delimiter=city.delimiter),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                include_columns=sorted(numeric | textual),
+                null_values=list(city.missing_values),
+                strings_can_be_null=True,
+                decimal_point=city.decimal,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError):
+        return None
+    for name in numeric:
+        values = table.column(name)
+        # "inf" or a "NaN" that is not a missing token: the text path names the cell.
+        if pc.any(pc.or_(pc.is_inf(values), pc.is_nan(values))).as_py():
+            return None
+    frame: pd.DataFrame = table.to_pandas()
+    if frame.shape[0] == 0:
+        return None
+    for name in textual:
+        column = frame[name]
+        stripped = column.str.strip()
+        if not stripped.equals(column):
+            return None
+    return frame
+
+
 def _plain_numbers_possible(city: CitySpec) -> bool:
     """True when a column of finite numbers can skip the cell-by-cell checks.
 
@@ -413,7 +475,9 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
     textual = {source.column for source in sources.values()}
     needed = numeric | textual
     _check_header(city, header, needed)
-    frame = _read_csv(city, needed, header)
+    frame = _read_csv_typed(city, numeric, textual, header)
+    if frame is None:  # not a plain file of numbers: every cell checked, errors by row
+        frame = _read_csv(city, needed, header)
     n_rows = int(frame.shape[0])
     plain = _plain_numbers_possible(city)
     raw = {name: _to_numbers(frame, name, city, plain=plain) for name in sorted(numeric)}
