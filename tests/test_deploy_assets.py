@@ -41,7 +41,7 @@ from cityfed.cli.demo import copy_demo_data
 from cityfed.ops.certs import issue_city, write_coordinator
 from cityfed.ops.tls import Address
 
-# PyYAML comes with flwr (flwr 1.41 requires pyyaml>=6.0.2), so it is always there
+# PyYAML comes with flwr (flwr 1.42 requires pyyaml>=6.0.2), so it is always there
 # in the project's environment; nothing is added to pyproject for it.
 yaml = pytest.importorskip("yaml", reason="PyYAML (a dependency of flwr) is not installed")
 

@@ -10,7 +10,7 @@ A refusal is written to the city's audit trail with the app's id and hash and
 sent back to the coordinator as an error reply (``INVALID_FAB``) with the reason.
 
 This mirrors what Flower's own ``flower-superexec`` + ``flwr-clientapp`` do
-(``flwr/supernode/runtime/run_clientapp.py`` in flwr 1.41) minus the one step
+(``flwr/supernode/runtime/run_clientapp.py``, the same in flwr 1.41 and 1.42) minus the one step
 that matters: installing and importing the app's code.
 
     python -m cityfed_client.gatekeeper --runtime-api 127.0.0.1:9094
