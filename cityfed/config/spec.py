@@ -113,6 +113,13 @@ def indicator_name(feature: str, level: str) -> str:
     return f"{feature}={level}"
 
 
+def label_text(value: object) -> str:
+    """A value as a categorical label: integral numbers without ``.0`` (``5``, not ``5.0``)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
 @dataclass(frozen=True)
 class FederationSpec:
     """What every city trains, in federation names and units (``federation.toml``)."""
@@ -479,7 +486,7 @@ def _levels(table: _Table, unit: str, allowed: bool) -> tuple[str, ...]:
         isinstance(v, str | int) and not isinstance(v, bool) for v in raw
     ):
         raise table.fail("levels", 'a list of labels such as ["Mon", "Tue"]', raw)
-    levels = tuple(str(v).strip() for v in raw)
+    levels = tuple(label_text(v) for v in raw)
     if len(levels) < 2:
         raise table.fail("levels", "at least two levels", raw)
     seen: set[str] = set()

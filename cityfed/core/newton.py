@@ -197,9 +197,9 @@ class NewtonSolver:
     def _take_best(self, points: FloatArray, terms: Sequence[NewtonTerms]) -> None:
         noise = 1e-12 * max(1.0, abs(self._objective))
         slope = float(self._grad @ self._step)
+        evaluated = [self._objective_of(p, t) for p, t in zip(points, terms, strict=True)]
         best: tuple[float, int] | None = None
-        for k, (point, t) in enumerate(zip(points, terms, strict=True)):
-            value = self._objective_of(point, t)[0]
+        for k, (value, _, _) in enumerate(evaluated):
             length = self._scale * self.lengths[k]
             armijo = self._objective + 1e-4 * length * min(slope, 0.0) + noise
             if np.isfinite(value) and value <= armijo and (best is None or value < best[0]):
@@ -212,11 +212,11 @@ class NewtonSolver:
         k = best[1]
         along = None
         if self.halley:
-            along = self._third_along_line(points, terms, k)
+            along = self._third_along_line([hess for _, _, hess in evaluated], k)
         self._accept(points[k], terms[k], along)
 
     def _third_along_line(
-        self, points: FloatArray, terms: Sequence[NewtonTerms], k: int
+        self, candidate_hessians: Sequence[FloatArray], k: int
     ) -> tuple[FloatArray, FloatArray]:
         """``dH/dt`` at candidate ``k`` along the line, from its nearest neighbour's Hessian.
 
@@ -225,10 +225,7 @@ class NewtonSolver:
         ``s``, with no extra point asked of the cities.
         """
         ts = [0.0, *(self._scale * t for t in self.lengths)]
-        hessians = [
-            self._hess,
-            *(self._objective_of(p, t)[2] for p, t in zip(points, terms, strict=True)),
-        ]
+        hessians = [self._hess, *candidate_hessians]
         j = k + 1
         others = [i for i in range(len(ts)) if i != j]
         near = min(others, key=lambda i: abs(ts[i] - ts[j]))

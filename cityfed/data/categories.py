@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cityfed.config.spec import CitySpec, VariableSpec
+from cityfed.config.spec import CitySpec, VariableSpec, label_text
 from cityfed.errors import DataError, SpecError
 from cityfed.typing import FloatArray
 
@@ -173,12 +173,10 @@ def _integral(label: str) -> str | None:
 
 
 def _typed_label(value: object) -> str:
-    """A typed cell as a label: integral numbers without ``.0`` (``5``, not ``5.0``)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    """A typed cell as a label: a timestamp in ISO form, a number as :func:`label_text`."""
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
-    return str(value).strip()
+    return label_text(value)
 
 
 def indicators(index: FloatArray, n_levels: int) -> FloatArray:

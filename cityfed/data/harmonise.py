@@ -232,7 +232,8 @@ def _read_parquet(city: CitySpec, needed: set[str], header: list[str]) -> pd.Dat
     return frame
 
 
-def _read_csv(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFrame:
+def _read_rows(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFrame:
+    """The needed columns of a database, a Parquet source or (as text) a CSV."""
     path = city.data
     label = path.name
     require_data(city)
@@ -297,8 +298,7 @@ def _read_csv_typed(
         return None
     if numeric & textual or not (numeric | textual) <= set(header):
         return None
-    tokens = pd.to_numeric(pd.Series(list(city.missing_values), dtype=object), errors="coerce")
-    if np.isfinite(tokens.to_numpy(dtype=np.float64, na_value=np.nan)).any():
+    if _numeric_missing_token(city):
         return None
     try:
         with city.data.open(encoding=city.encoding, newline="") as handle:
@@ -347,10 +347,13 @@ def _plain_numbers_possible(city: CitySpec) -> bool:
     finite number (such as ``-999``): a column that then parses entirely into
     finite numbers has no missing cell and no bad cell.
     """
-    if city.decimal != ".":
-        return False
+    return city.decimal == "." and not _numeric_missing_token(city)
+
+
+def _numeric_missing_token(city: CitySpec) -> bool:
+    """True when a missing-value token reads as a finite number (such as ``-999``)."""
     tokens = pd.to_numeric(pd.Series(list(city.missing_values), dtype=object), errors="coerce")
-    return not np.isfinite(tokens.to_numpy(dtype=np.float64, na_value=np.nan)).any()
+    return bool(np.isfinite(tokens.to_numpy(dtype=np.float64, na_value=np.nan)).any())
 
 
 def _to_numbers(
@@ -477,7 +480,7 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
     _check_header(city, header, needed)
     frame = _read_csv_typed(city, numeric, textual, header)
     if frame is None:  # not a plain file of numbers: every cell checked, errors by row
-        frame = _read_csv(city, needed, header)
+        frame = _read_rows(city, needed, header)
     n_rows = int(frame.shape[0])
     plain = _plain_numbers_possible(city)
     raw = {name: _to_numbers(frame, name, city, plain=plain) for name in sorted(numeric)}

@@ -19,7 +19,7 @@ from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from cityfed.config.spec import indicator_name
+from cityfed.config.spec import indicator_name, label_text
 from cityfed.core.linear import fit_linear
 from cityfed.core.logistic import fit_logistic_rows
 from cityfed.core.poisson import fit_poisson_rows
@@ -268,7 +268,7 @@ def encode_categories(X: Any, categories: tuple[tuple[str, tuple[str, ...]], ...
     for name, levels in categories:
         if name not in frame.columns:
             continue
-        labels = frame.pop(name).map(_label)
+        labels = frame.pop(name).map(label_text)
         unknown = ~labels.isin(levels)
         if unknown.any():
             row = int(np.argmax(unknown.to_numpy()))
@@ -279,12 +279,6 @@ def encode_categories(X: Any, categories: tuple[tuple[str, tuple[str, ...]], ...
         for level in levels[1:]:
             frame[indicator_name(name, level)] = (labels == level).astype(np.float64)
     return pd.DataFrame(frame)
-
-
-def _label(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
 
 
 def load_model(path: str | Path) -> CityFedRegressor | CityFedClassifier | CityFedPoissonRegressor:

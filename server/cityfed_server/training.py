@@ -328,35 +328,30 @@ def _started_solver(run: _Run, total: Moments, scaler: Scaler) -> NewtonSolver |
     fed = run.fed
     dim = len(fed.design) + 1
     start = np.zeros(dim)
+    penalty: FloatArray | None = None  # logistic: 1 on the slopes, scaled by C
     if fed.model == "logistic":
-        solver = NewtonSolver(
-            fed.C,
-            dim,
-            tolerance=fed.tolerance,
-            max_evaluations=fed.max_rounds,
-            lengths=ROUND_LENGTHS,
-            halley=True,
-        )
+        C = fed.C
         start[0] = starting_intercept(total)
-        solver.start(terms_at_intercept(total, scaler, start[0]), start)
-        return solver
-    try:
-        start[0] = poisson_starting_intercept(total)
-    except ValueError as exc:
-        raise FederationError(f"{fed.name}: {exc}") from None
-    if fed.exposure is None:
-        terms, exposure = poisson_terms_at_intercept(total, scaler, start[0]), float(total.n)
+        terms = terms_at_intercept(total, scaler, start[0])
     else:
-        before = set(run.active)
-        replies = _newton_round(run, scaler, start[None, :])
-        if set(run.active) != before:
-            return None
-        [terms] = _summed_terms(replies, run)
-        exposure = exposure_from_start(terms, start[0])
-    penalty = np.full(dim, fed.alpha * exposure)
-    penalty[0] = 0.0
+        try:
+            start[0] = poisson_starting_intercept(total)
+        except ValueError as exc:
+            raise FederationError(f"{fed.name}: {exc}") from None
+        if fed.exposure is None:
+            terms, exposure = poisson_terms_at_intercept(total, scaler, start[0]), float(total.n)
+        else:
+            before = set(run.active)
+            replies = _newton_round(run, scaler, start[None, :])
+            if set(run.active) != before:
+                return None
+            [terms] = _summed_terms(replies, run)
+            exposure = exposure_from_start(terms, start[0])
+        C = 1.0
+        penalty = np.full(dim, fed.alpha * exposure)
+        penalty[0] = 0.0
     solver = NewtonSolver(
-        1.0,
+        C,
         dim,
         tolerance=fed.tolerance,
         max_evaluations=fed.max_rounds,
