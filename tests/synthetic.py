@@ -10,7 +10,7 @@ harmonisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,6 +211,9 @@ class AlteredExchange:
         return self.inner.nodes()
 
     def exchange(
-        self, instruction: Instruction, nodes: Sequence[int]
+        self,
+        instruction: Instruction,
+        nodes: Sequence[int],
+        personal: Mapping[int, Instruction] | None = None,
     ) -> Iterator[tuple[int, CityReply]]:
-        yield from self.alter(list(self.inner.exchange(instruction, nodes)))
+        yield from self.alter(list(self.inner.exchange(instruction, nodes, personal)))

@@ -153,6 +153,9 @@ class FederationSpec:
     resend_after: float = 60.0
     #: Poisson only: the column whose log is the offset (``E[y] = exposure * exp(...)``).
     exposure: VariableSpec | None = None
+    #: ``[privacy] secure_aggregation``: the coordinator receives only masked
+    #: statistics and learns their sum over the cities, nothing per city.
+    secure_aggregation: bool = False
     source: str = field(default="federation spec", compare=False)
 
     @property
@@ -247,6 +250,8 @@ class PolicySpec:
     max_points_per_round: int = 8
     #: CityFed app versions a node accepts; empty: the version installed on the node.
     accepted_versions: tuple[str, ...] = ()
+    #: Answer only under secure aggregation: statistics leave the city masked.
+    secure_aggregation: bool = False
 
     def agreement(self, fed: FederationSpec) -> Agreement | None:
         """The agreement ``fed`` is exactly, if any."""
@@ -580,7 +585,15 @@ def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
     )
     raw_exposure = top._get("exposure", None)
     exposure = None if raw_exposure is None else _variable(raw_exposure, source, "exposure")
+    privacy = _Table(top.table("privacy"), source, "privacy")
+    spec_kwargs["secure_aggregation"] = privacy.boolean("secure_aggregation", False)
+    privacy.finish()
     top.finish()
+    if spec_kwargs["secure_aggregation"] and spec_kwargs["algorithm"] == "fedavg":
+        raise SpecError(
+            f"{source}: [privacy] secure_aggregation: needs algorithm = 'exact' (FedAvg's "
+            "weighted average of models is not a sum of statistics)"
+        )
     if exposure is not None and model != "poisson":
         raise SpecError(f"{source}: [exposure]: an exposure is for model 'poisson', not {model!r}")
     if exposure is not None and exposure.name in {target.name, *(f.name for f in features)}:
@@ -669,6 +682,9 @@ def federation_to_json(spec: FederationSpec) -> str:
     target = _plain(data.pop("target"))
     features = [_plain(f) for f in data.pop("features")]
     exposure = data.pop("exposure")
+    privacy: dict[str, Any] = {}
+    if data.pop("secure_aggregation"):
+        privacy["secure_aggregation"] = True
     if data.pop("alpha_cv"):
         data["alpha"] = "cv"
         data["alphas"] = list(data["alphas"])
@@ -678,6 +694,8 @@ def federation_to_json(spec: FederationSpec) -> str:
     document: dict[str, Any] = {"federation": data, "target": target, "features": features}
     if exposure is not None:
         document["exposure"] = _plain(exposure)
+    if privacy:
+        document["privacy"] = privacy
     return json.dumps(document)
 
 
@@ -766,6 +784,7 @@ def _policy(top: _Table, source: str, base_dir: Path) -> PolicySpec:
             "max_points_per_round", defaults.max_points_per_round, minimum=1
         ),
         accepted_versions=table.string_list("accepted_versions", []),
+        secure_aggregation=table.boolean("secure_aggregation", False),
     )  # fmt: skip
     table.finish()
     return policy

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 from cityfed.federation.protocol import CityReply, Instruction
@@ -18,11 +18,15 @@ class Exchange(Protocol):
         ...
 
     def exchange(
-        self, instruction: Instruction, nodes: Sequence[int]
+        self,
+        instruction: Instruction,
+        nodes: Sequence[int],
+        personal: Mapping[int, Instruction] | None = None,
     ) -> Iterator[tuple[int, CityReply]]:
         """Send ``instruction`` to ``nodes``; yield ``(node, reply)`` as replies arrive.
 
         Every node gets exactly one reply: a node that errs or does not answer in
-        time gets a reply with status ``failed``.
+        time gets a reply with status ``failed``. A node in ``personal`` is sent
+        its own instruction instead (a secure sum's shares sealed to it).
         """
         ...

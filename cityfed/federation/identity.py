@@ -37,14 +37,17 @@ class EnrolledExchange:
         return [node for node in self.inner.nodes() if node in self.enrolled]
 
     def exchange(
-        self, instruction: Instruction, nodes: Sequence[int]
+        self,
+        instruction: Instruction,
+        nodes: Sequence[int],
+        personal: Mapping[int, Instruction] | None = None,
     ) -> Iterator[tuple[int, CityReply]]:
         """Send through the inner exchange; refuse replies not from their enrolled city."""
         asked = [node for node in nodes if node in self.enrolled]
         for node in nodes:
             if node not in self.enrolled:
                 yield node, CityReply.failed(f"node {node}", "this node is not enrolled")
-        for node, reply in self.inner.exchange(instruction, asked):
+        for node, reply in self.inner.exchange(instruction, asked, personal):
             name = self.enrolled[node]
             if reply.status == "failed" and reply.city != name:
                 # No reply from the city at all (undelivered, timed out, an error from

@@ -8,7 +8,7 @@ holdout scores), never rows. The wire form of these types is in
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -18,6 +18,7 @@ from cityfed.core.newton import NewtonTerms
 from cityfed.core.scaling import Scaler
 from cityfed.core.stats import Moments
 from cityfed.federation.outcome import CityOutcome, Status
+from cityfed.federation.secagg import SecAgg, SecAggKeys, roster_digest
 from cityfed.typing import FloatArray
 
 __all__ = [
@@ -28,11 +29,12 @@ __all__ = [
     "Phase",
     "instruction_digest",
     "message_type_of",
+    "question_digest",
 ]
 
-#: What an instruction asks for.
-Phase = Literal["moments", "newton", "fedavg", "evaluate"]
-PHASES: tuple[Phase, ...] = ("moments", "newton", "fedavg", "evaluate")
+#: What an instruction asks for (``secagg``: a step of a secure sum that carries no statistics).
+Phase = Literal["moments", "newton", "fedavg", "evaluate", "secagg"]
+PHASES: tuple[Phase, ...] = ("moments", "newton", "fedavg", "evaluate", "secagg")
 #: Flower's message types: fitting is ``train``, scoring ``evaluate``.
 MessageType = Literal["train", "evaluate"]
 
@@ -53,6 +55,8 @@ class Instruction:
     #: Intercept first, on scaled features; for ``newton`` one row per point to
     #: evaluate (several points per round: a line search inside one exchange).
     weights: FloatArray | None = None
+    #: Secure aggregation: the step of a secure sum this instruction is.
+    secagg: SecAgg | None = None
 
 
 def instruction_digest(ins: Instruction) -> str:
@@ -72,7 +76,25 @@ def instruction_digest(ins: Instruction) -> str:
     ):
         data = b"-" if part is None else np.ascontiguousarray(part, dtype="<f8").tobytes()
         digest.update(len(data).to_bytes(8, "little") + data)
+    if ins.secagg is not None:
+        sa = ins.secagg
+        digest.update(
+            f"secagg|{sa.aggregation}|{sa.step}|{sa.threshold}|{roster_digest(sa.roster)}|"
+            f"{sa.included}|{sa.survivors}|".encode()
+        )
+        for sender, sealed in sa.inbox:
+            digest.update(sender.to_bytes(4, "little") + hashlib.sha256(sealed).digest())
     return "sha256:" + digest.hexdigest()
+
+
+def question_digest(ins: Instruction) -> str:
+    """The digest of the statistics asked, whichever secure sum asks them.
+
+    A city masks the same statistics for one secure sum of a run only: two sums
+    of one question over cities that differ by one would give that city's
+    statistics away.
+    """
+    return instruction_digest(replace(ins, secagg=None))
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,14 @@ class CityReply:
     weights: FloatArray | None = None
     #: ``alpha = "cv"``: the moments of each of the city's folds of its training rows.
     folds: tuple[Moments, ...] = ()
+    #: Secure aggregation, ``keys``: the city's public keys for this sum.
+    keys: SecAggKeys | None = None
+    #: ``shares``: the city's sealed shares, by recipient index.
+    sealed: tuple[tuple[int, bytes], ...] = ()
+    #: ``masked``: the city's statistics, masked (ring elements as bytes).
+    masked: bytes | None = None
+    #: ``unmask``: the city's shares of the others' seeds, by owner index.
+    revealed: tuple[tuple[int, bytes], ...] = ()
 
     @classmethod
     def failed(cls, city: str, reason: str) -> CityReply:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from flwr.app import Message
 from flwr.common.constant import ErrorCode
@@ -109,7 +109,10 @@ class GridExchange:
         return str(ids[0]) if ids else None
 
     def _ask_again(
-        self, instruction: Instruction, asked: dict[int, tuple[float, int]]
+        self,
+        instruction: Instruction,
+        asked: dict[int, tuple[float, int]],
+        personal: Mapping[int, Instruction],
     ) -> dict[str, int]:
         """Ask again the connected cities whose reply is overdue; their new message ids."""
         assert self.resend_after is not None
@@ -128,7 +131,7 @@ class GridExchange:
             asked[node] = (now, asks + 1 if node in connected else asks)
             if node not in connected:
                 continue
-            message_id = self._push(node, instruction)
+            message_id = self._push(node, personal.get(node, instruction))
             if message_id is not None:
                 name = self.names.get(node, f"node {node}")
                 logger.warning(
@@ -141,13 +144,17 @@ class GridExchange:
         return again
 
     def exchange(
-        self, instruction: Instruction, nodes: Sequence[int]
+        self,
+        instruction: Instruction,
+        nodes: Sequence[int],
+        personal: Mapping[int, Instruction] | None = None,
     ) -> Iterator[tuple[int, CityReply]]:
         """Push one message per node and yield replies while pulling."""
         pending: dict[str, int] = {}
         asked: dict[int, tuple[float, int]] = {}
+        own = personal or {}
         for node in nodes:
-            message_id = self._push(node, instruction)
+            message_id = self._push(node, own.get(node, instruction))
             if message_id is not None:
                 pending[message_id] = node
                 asked[node] = (time.monotonic(), 1)
@@ -166,7 +173,7 @@ class GridExchange:
                 yield node_id, self._decode(node_id, reply)
             if not replies:
                 if self.resend_after is not None:
-                    pending.update(self._ask_again(instruction, asked))
+                    pending.update(self._ask_again(instruction, asked, own))
                 time.sleep(self.poll_interval)
         for node in asked:
             yield node, self._failed(node, f"no reply within {self.reply_timeout:g} s")
@@ -206,12 +213,17 @@ class LocalExchange:
         return list(range(1, len(self.responders) + 1))
 
     def exchange(
-        self, instruction: Instruction, nodes: Sequence[int]
+        self,
+        instruction: Instruction,
+        nodes: Sequence[int],
+        personal: Mapping[int, Instruction] | None = None,
     ) -> Iterator[tuple[int, CityReply]]:
         """Answer each node in turn (lazily, so aggregation streams)."""
         sent = decode_instruction(encode_instruction(instruction))
+        own = personal or {}
         for node in nodes:
             if not 1 <= node <= len(self.responders):
                 raise FederationError(f"unknown node {node}")
-            reply = self.responders[node - 1](sent)
+            ins = sent if node not in own else decode_instruction(encode_instruction(own[node]))
+            reply = self.responders[node - 1](ins)
             yield node, decode_reply(encode_reply(reply))

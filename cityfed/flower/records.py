@@ -8,7 +8,9 @@ failed reply.
 
 from __future__ import annotations
 
+import base64
 import json
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
@@ -20,6 +22,7 @@ from cityfed.core.stats import Moments
 from cityfed.federation.evaluation import evaluation_from_json, evaluation_to_json
 from cityfed.federation.outcome import CityOutcome, Status
 from cityfed.federation.protocol import PHASES, CityReply, Instruction, Phase
+from cityfed.federation.secagg import STEPS, Member, SecAgg, SecAggKeys, Step
 from cityfed.typing import FloatArray
 
 __all__ = ["decode_instruction", "decode_reply", "encode_instruction", "encode_reply"]
@@ -51,6 +54,10 @@ _KEY_FOLD_N = "fold_n"
 _KEY_FOLD_MEAN = "fold_mean"
 _KEY_FOLD_MEAN_LOW = "fold_mean_low"
 _KEY_FOLD_SCATTER = "fold_scatter"
+_SECURE = "secure"
+_KEY_SECAGG = "secagg"
+_KEY_MASKED = "masked"
+_STEPS: dict[str, Step] = {step: step for step in STEPS}
 
 _STATUSES: dict[str, Status] = {"ok": "ok", "refused": "refused", "failed": "failed"}
 _PHASES: dict[str, Phase] = {phase: phase for phase in PHASES}
@@ -79,19 +86,99 @@ def _text(record: ConfigRecord, key: str) -> str:
     return value
 
 
-def encode_instruction(ins: Instruction) -> RecordDict:
-    """The Flower content of an instruction."""
-    content = RecordDict(
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _bytes(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError(f"expected base64 text, got {type(text).__name__}")
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def _keys_json(keys: SecAggKeys) -> list[str]:
+    return [_b64(keys.cipher_key), _b64(keys.mask_key), _b64(keys.self_commitment)]
+
+
+def _keys_from(data: object) -> SecAggKeys:
+    if not isinstance(data, list) or len(data) != 3:
+        raise ValueError("secure-aggregation keys are not three values")
+    return SecAggKeys(*(_bytes(part) for part in data))
+
+
+def _pairs_json(pairs: tuple[tuple[int, bytes], ...]) -> list[list[Any]]:
+    return [[index, _b64(data)] for index, data in pairs]
+
+
+def _pairs_from(data: object) -> tuple[tuple[int, bytes], ...]:
+    if not isinstance(data, list):
+        raise ValueError("expected a list of (index, bytes) pairs")
+    out = []
+    for item in data:
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], int):
+            raise ValueError("a secure-aggregation pair is not (index, bytes)")
+        out.append((int(item[0]), _bytes(item[1])))
+    return tuple(out)
+
+
+def _indices(data: object) -> tuple[int, ...]:
+    if not isinstance(data, list) or not all(isinstance(i, int) for i in data):
+        raise ValueError("expected a list of indices")
+    return tuple(int(i) for i in data)
+
+
+def _secagg_json(sa: SecAgg) -> str:
+    return json.dumps(
         {
-            _CONFIG: ConfigRecord(
-                {
-                    _KEY_PHASE: ins.phase,
-                    _KEY_FEDERATION: federation_to_json(ins.federation),
-                    _KEY_ROUND: ins.round,
-                }
-            )
+            "aggregation": sa.aggregation,
+            "step": sa.step,
+            "threshold": sa.threshold,
+            "roster": [[m.index, m.city, _keys_json(m.keys)] for m in sa.roster],
+            "included": list(sa.included),
+            "survivors": list(sa.survivors),
+            "inbox": _pairs_json(sa.inbox),
         }
     )
+
+
+def _secagg_from(text: str) -> SecAgg:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("the secure-aggregation step is not an object")
+    step = _STEPS.get(str(data.get("step")))
+    if step is None:
+        raise ValueError(f"unknown secure-aggregation step {data.get('step')!r}")
+    roster = []
+    for entry in data.get("roster", []):
+        if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], int):
+            raise ValueError("a roster entry is not (index, city, keys)")
+        roster.append(Member(int(entry[0]), str(entry[1]), _keys_from(entry[2])))
+    aggregation, threshold = data.get("aggregation"), data.get("threshold")
+    if not isinstance(aggregation, int) or not isinstance(threshold, int):
+        raise ValueError("the secure-aggregation step has no aggregation or threshold")
+    return SecAgg(
+        aggregation=aggregation,
+        step=step,
+        threshold=threshold,
+        roster=tuple(roster),
+        included=_indices(data.get("included", [])),
+        survivors=_indices(data.get("survivors", [])),
+        inbox=_pairs_from(data.get("inbox", [])),
+    )
+
+
+def encode_instruction(ins: Instruction) -> RecordDict:
+    """The Flower content of an instruction."""
+    config = ConfigRecord(
+        {
+            _KEY_PHASE: ins.phase,
+            _KEY_FEDERATION: federation_to_json(ins.federation),
+            _KEY_ROUND: ins.round,
+        }
+    )
+    if ins.secagg is not None:
+        config[_KEY_SECAGG] = _secagg_json(ins.secagg)
+    content = RecordDict({_CONFIG: config})
     if ins.scaler is not None and ins.weights is not None:
         content[_MODEL] = ArrayRecord(
             {
@@ -115,7 +202,8 @@ def decode_instruction(content: RecordDict) -> Instruction:
         model = content.array_records[_MODEL]
         scaler = Scaler(_numpy(model, _KEY_MEAN), _numpy(model, _KEY_SCALE))
         weights = _numpy(model, _KEY_WEIGHTS)
-    return Instruction(phase, fed, int(_number(config, _KEY_ROUND)), scaler, weights)
+    secagg = _secagg_from(_text(config, _KEY_SECAGG)) if _KEY_SECAGG in config else None
+    return Instruction(phase, fed, int(_number(config, _KEY_ROUND)), scaler, weights, secagg)
 
 
 def encode_reply(reply: CityReply) -> RecordDict:
@@ -131,6 +219,14 @@ def encode_reply(reply: CityReply) -> RecordDict:
     )
     if outcome.evaluation is not None:
         status[_KEY_EVALUATION] = json.dumps(evaluation_to_json(outcome.evaluation))
+    if reply.keys is not None or reply.sealed or reply.revealed:
+        status[_KEY_SECAGG] = json.dumps(
+            {
+                "keys": None if reply.keys is None else _keys_json(reply.keys),
+                "sealed": _pairs_json(reply.sealed),
+                "revealed": _pairs_json(reply.revealed),
+            }
+        )
     content = RecordDict(
         {
             _STATUS: status,
@@ -155,6 +251,9 @@ def encode_reply(reply: CityReply) -> RecordDict:
         arrays[_KEY_FOLD_SCATTER] = _array(np.stack([fold.scatter for fold in reply.folds]))
     if arrays:
         content[_STATS] = ArrayRecord(arrays)
+    if reply.masked is not None:
+        masked = np.frombuffer(reply.masked, dtype="<u8").astype(np.uint64)
+        content[_SECURE] = ArrayRecord({_KEY_MASKED: Array(masked)})
     return content
 
 
@@ -188,6 +287,22 @@ def decode_reply(content: RecordDict) -> CityReply:
     drops = json.loads(_text(status, _KEY_DROPS))
     if not isinstance(drops, dict):
         raise ValueError("drop_reasons is not an object")
+    keys: SecAggKeys | None = None
+    sealed: tuple[tuple[int, bytes], ...] = ()
+    revealed: tuple[tuple[int, bytes], ...] = ()
+    if _KEY_SECAGG in status:
+        secure = json.loads(_text(status, _KEY_SECAGG))
+        if not isinstance(secure, dict):
+            raise ValueError("the secure-aggregation reply is not an object")
+        keys = None if secure.get("keys") is None else _keys_from(secure["keys"])
+        sealed = _pairs_from(secure.get("sealed", []))
+        revealed = _pairs_from(secure.get("revealed", []))
+    masked = None
+    if _SECURE in content.array_records:
+        array = content.array_records[_SECURE][_KEY_MASKED].numpy()
+        if array.dtype != np.uint64 or array.ndim != 1:
+            raise ValueError("the masked statistics are not 64-bit words")
+        masked = np.ascontiguousarray(array, dtype="<u8").tobytes()
     outcome = CityOutcome(
         city=_text(status, _KEY_CITY),
         status=state,
@@ -197,7 +312,17 @@ def decode_reply(content: RecordDict) -> CityReply:
         drop_reasons={str(k): int(v) for k, v in drops.items()},
         evaluation=evaluation,
     )
-    return CityReply(outcome, moments=moments, terms=terms, weights=weights, folds=folds)
+    return CityReply(
+        outcome,
+        moments=moments,
+        terms=terms,
+        weights=weights,
+        folds=folds,
+        keys=keys,
+        sealed=sealed,
+        revealed=revealed,
+        masked=masked,
+    )
 
 
 def _terms(stats: ArrayRecord) -> tuple[NewtonTerms, ...]:

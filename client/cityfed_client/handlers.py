@@ -25,18 +25,31 @@ from cityfed.config.spec import CitySpec, federation_digest, load_city
 from cityfed.core.logistic import logistic_terms
 from cityfed.core.newton import NewtonTerms
 from cityfed.core.poisson import poisson_terms
+from cityfed.core.secure_stats import moments_vector, terms_vector
 from cityfed.core.stats import Moments
 from cityfed.data.cache import DataCache
 from cityfed.data.city_data import CityData, row_set
 from cityfed.data.holdout import fold_ids
 from cityfed.errors import CityFedError
 from cityfed.federation.outcome import CityOutcome
-from cityfed.federation.protocol import CityReply, Instruction, instruction_digest
+from cityfed.federation.protocol import (
+    CityReply,
+    Instruction,
+    instruction_digest,
+    question_digest,
+)
 from cityfed.ops.audit import AuditLog
 from cityfed_client.evaluation import evaluate_city
 from cityfed_client.fedavg import local_update
 from cityfed_client.node_config import NodeSettings, default_state
-from cityfed_client.policy import RunHistory, check_data, check_instruction, check_levels
+from cityfed_client.policy import (
+    RunHistory,
+    check_data,
+    check_instruction,
+    check_levels,
+    counts_as_round,
+)
+from cityfed_client.secagg import SecAggRefusedError, SecureCity, audit_fields, load_secret
 
 __all__ = ["INSTALLED_APP", "NodeRuntime", "answer", "answer_for_city", "responder"]
 
@@ -122,6 +135,14 @@ def _sent(reply: CityReply) -> dict[str, Any]:
         sent["newton_terms"] = {"points": len(reply.terms), "hess": list(reply.terms[0].hess.shape)}
     if reply.weights is not None:
         sent["weights"] = list(reply.weights.shape)
+    if reply.keys is not None:
+        sent["secagg_keys"] = 3
+    if reply.sealed:
+        sent["sealed_shares"] = len(reply.sealed)
+    if reply.masked is not None:
+        sent["masked_bytes"] = len(reply.masked)
+    if reply.revealed:
+        sent["revealed_shares"] = len(reply.revealed)
     evaluation = reply.outcome.evaluation
     if evaluation is not None:
         sent["evaluation"] = {
@@ -146,6 +167,8 @@ def _audited(node: NodeRuntime, ins: Instruction, reply: CityReply) -> CityReply
             phase=ins.phase,
             round=ins.round,
             instruction=instruction_digest(ins),
+            counts_round=counts_as_round(ins),
+            secagg=None if ins.secagg is None else audit_fields(ins.secagg, question_digest(ins)),
             rows_train=outcome.rows_train,
             reason=outcome.reason or None,
             sent=_sent(reply) if outcome.status == "ok" else {},
@@ -182,6 +205,24 @@ def _newton_terms(ins: Instruction, data: CityData, Z: np.ndarray, w: np.ndarray
     return logistic_terms(Z, data.y_train, w)
 
 
+def _bare(city: str) -> CityOutcome:
+    """The outcome of a secure-aggregation step that reads no rows."""
+    return CityOutcome(city=city, status="ok")
+
+
+def _masked(
+    outcome: CityOutcome, secure: SecureCity, ins: Instruction, values: list[int]
+) -> CityReply:
+    """The statistics ``values`` masked for the secure sum (or a refusal saying why)."""
+    assert ins.secagg is not None
+    try:
+        return CityReply(outcome, masked=secure.masked(ins.secagg, values))
+    except SecAggRefusedError as exc:
+        return CityReply(replace(outcome, status="refused", reason=str(exc)))
+    except ValueError as exc:  # a statistic outside the secure sum's range
+        return CityReply(replace(outcome, status="failed", reason=f"secure aggregation: {exc}"))
+
+
 def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> CityReply:
     """Answer one instruction for an already parsed city spec, under its policy."""
     fed = ins.federation
@@ -195,6 +236,22 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
     if refusal is not None:
         logger.warning("city %s refuses %s: %s", city.name, ins.phase, refusal)
         return CityReply(CityOutcome(city=city.name, status="refused", reason=refusal))
+    secure = None
+    if ins.secagg is not None:
+        try:
+            secret = load_secret(node.settings.secagg_secret)
+        except (OSError, SecAggRefusedError) as exc:
+            return CityReply.failed(city.name, f"secure aggregation: the node's secret: {exc}")
+        secure = SecureCity(secret, node.run, city.name, fed, history.secagg)
+        try:
+            secure.check(ins.secagg, instruction_digest(ins), question_digest(ins))
+            if ins.secagg.step == "shares":
+                return CityReply(_bare(city.name), sealed=secure.shares(ins.secagg))
+            if ins.secagg.step == "unmask":
+                return CityReply(_bare(city.name), revealed=secure.unmask(ins.secagg))
+        except SecAggRefusedError as exc:
+            logger.warning("city %s refuses: %s", city.name, exc)
+            return CityReply(CityOutcome(city=city.name, status="refused", reason=str(exc)))
     cache = node.cache
     try:
         data = cache.load(city, fed)
@@ -211,14 +268,22 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
     too_few = check_data(fed, city, int(data.y_train.size)) or check_levels(fed, city, data.X_train)
     if too_few is not None:
         return CityReply(replace(outcome, status="refused", reason=too_few))
+    if secure is not None and ins.secagg is not None and ins.secagg.step == "keys":
+        return CityReply(outcome, keys=secure.keys(ins.secagg.aggregation))
     if ins.phase == "moments":
         rows = np.column_stack([data.X_train, data.y_train])
-        return CityReply(outcome, moments=Moments.of(rows), folds=_folds(rows, city, ins))
+        moments, folds = Moments.of(rows), _folds(rows, city, ins)
+        if secure is not None and ins.secagg is not None:
+            return _masked(outcome, secure, ins, moments_vector((moments, *folds)))
+        return CityReply(outcome, moments=moments, folds=folds)
     assert ins.scaler is not None and ins.weights is not None  # checked by the policy
     if ins.phase == "newton":
         Z = ins.scaler.design(data.X_train)
         points = np.atleast_2d(ins.weights)
-        return CityReply(outcome, terms=tuple(_newton_terms(ins, data, Z, w) for w in points))
+        terms = tuple(_newton_terms(ins, data, Z, w) for w in points)
+        if secure is not None and ins.secagg is not None:
+            return _masked(outcome, secure, ins, terms_vector(terms))
+        return CityReply(outcome, terms=terms)
     if ins.phase == "fedavg":
         Z = ins.scaler.transform(data.X_train)
         weights = local_update(Z, data.y_train, ins.weights, fed, ins.round)

@@ -50,6 +50,11 @@ class NodeSettings:
         return self.state / "audit.jsonl"
 
     @property
+    def secagg_secret(self) -> Path:
+        """The node's secure-aggregation secret (never leaves the city)."""
+        return self.state / "secagg.key"
+
+    @property
     def cache(self) -> Path:
         """The node's private folder for a run's harmonised data."""
         return self.state / "cache"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ __all__ = [
     "check_data",
     "check_instruction",
     "check_levels",
+    "counts_as_round",
     "training_round_limit",
 ]
 
@@ -42,6 +43,9 @@ class RunHistory:
     runs_today: int = 0  # other runs of the same agreed federation
     #: Digests of the questions answered in this run (:func:`instruction_digest`).
     answered: frozenset[str] = frozenset()
+    #: Secure aggregation: what each (aggregation, step) of this run was answered
+    #: for (the question's digest, the roster's, the indices).
+    secagg: Mapping[tuple[int, str], Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -60,11 +64,18 @@ class RunHistory:
         training = evaluations = 0
         answered: set[str] = set()
         other_runs: set[str] = set()
+        secure: dict[tuple[int, str], Mapping[str, Any]] = {}
         for entry in entries:
             if entry.get("kind") != "answer" or entry.get("federation_digest") != digest:
                 continue
             if entry.get("run") == run:
                 question = entry.get("instruction")
+                step = entry.get("secagg")
+                if isinstance(step, Mapping):
+                    key = (int(step.get("aggregation", -1)), str(step.get("step")))
+                    secure.setdefault(key, {**step, "instruction": question})
+                if not entry.get("counts_round", True):
+                    continue
                 if question is not None and question in answered:
                     continue
                 if question is not None:
@@ -75,7 +86,15 @@ class RunHistory:
                     training += 1
             elif float(entry.get("time", 0.0)) >= since:
                 other_runs.add(str(entry.get("run")))
-        return cls(training, evaluations, len(other_runs), frozenset(answered))
+        return cls(training, evaluations, len(other_runs), frozenset(answered), secure)
+
+
+def counts_as_round(ins: Instruction) -> bool:
+    """Whether answering ``ins`` counts against the city's round limits.
+
+    The steps of a secure sum that carry no statistics (keys, shares, reveals) do not.
+    """
+    return ins.phase != "secagg"
 
 
 def training_round_limit(city: CitySpec, fed: FederationSpec) -> tuple[int, str]:
@@ -148,17 +167,22 @@ def check_instruction(ins: Instruction, city: CitySpec, history: RunHistory) -> 
             f"[columns]: federation column {unmapped[0]!r} is not mapped in "
             f"{city.source}; this city summarises only the columns it maps"
         )
-    if instruction_digest(ins) not in history.answered:  # a repeat is the same answer
+    if counts_as_round(ins) and instruction_digest(ins) not in history.answered:
+        # a repeat is the same answer; a secure sum's keys, shares and reveals carry
+        # no statistics (its masked step counts)
         over = _over_limits(ins, city, history)
         if over is not None:
             return over
+    secure = _secure_problem(ins, city)
+    if secure is not None:
+        return secure
     if fed.alpha_cv and fed.cv_folds > policy.max_folds:
         return (
             f'[policy] max_folds = {policy.max_folds}: alpha = "cv" asks the statistics of '
             f"{fed.cv_folds} folds"
         )
     d = len(fed.design)
-    if ins.phase != "moments":
+    if ins.phase not in ("moments", "secagg"):
         if ins.scaler is None or ins.weights is None:
             return f"phase {ins.phase!r} sent without a model"
         points = np.asarray(ins.weights)
@@ -182,6 +206,33 @@ def check_instruction(ins: Instruction, city: CitySpec, history: RunHistory) -> 
                 f"[policy] max_abs_weight = {policy.max_abs_weight:g}: a weight sent is "
                 f"{largest:.3g}"
             )
+    return None
+
+
+def _secure_problem(ins: Instruction, city: CitySpec) -> str | None:
+    """Why a secure-aggregation step (or its absence) is refused, or None."""
+    sa = ins.secagg
+    if sa is None:
+        if ins.phase == "secagg":
+            return "a secure-aggregation phase without its step"
+        if city.policy.secure_aggregation and ins.phase != "evaluate":
+            return (
+                "[policy] secure_aggregation = true: this city sends its statistics only "
+                "masked for a secure sum"
+            )
+        if ins.federation.secure_aggregation and ins.phase != "evaluate":
+            return (
+                "[privacy] secure_aggregation = true in the agreed federation: statistics "
+                "are sent only masked for a secure sum"
+            )
+        return None
+    if not ins.federation.secure_aggregation:
+        return "secure aggregation asked, but the agreed federation does not declare it"
+    statistics = sa.step == "masked"
+    if statistics != (ins.phase in ("moments", "newton")) or (
+        not statistics and ins.phase != "secagg"
+    ):
+        return f"secure aggregation: step {sa.step!r} does not go with phase {ins.phase!r}"
     return None
 
 

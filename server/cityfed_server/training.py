@@ -17,6 +17,7 @@ import numpy as np
 
 from cityfed.config.spec import FederationSpec
 from cityfed.core.fedavg import WeightedAverage
+from cityfed.core.fixedpoint import decode, decode_fractions
 from cityfed.core.inference import Inference, ols_inference, wald_inference
 from cityfed.core.linear import fit_linear
 from cityfed.core.logistic import (
@@ -31,6 +32,12 @@ from cityfed.core.poisson import (
 )
 from cityfed.core.ridge_cv import RidgeCVResult, ridge_cv
 from cityfed.core.scaling import Scaler
+from cityfed.core.secure_stats import (
+    moments_from_sums,
+    moments_length,
+    terms_from_vector,
+    terms_length,
+)
 from cityfed.core.stats import Moments
 from cityfed.errors import FederationError
 from cityfed.federation.classes import one_class_problem
@@ -41,6 +48,7 @@ from cityfed.model.record import FederatedModel
 from cityfed.ops.progress import EventKind, Progress
 from cityfed.typing import FloatArray
 from cityfed.version import __version__
+from cityfed_server.secure_sum import SecureSum, secure_sum
 
 __all__ = ["train"]
 
@@ -71,6 +79,12 @@ class _Run:
         self.targets: dict[str, tuple[int, float]] = {}
         #: ``alpha = "cv"``: each fold's moments summed over the cities.
         self.folds: list[Moments] = []
+        #: Secure sums so far (each city derives a sum's keys from its number).
+        self.aggregations = 0
+        #: Secure aggregation: the cities whose statistics the moments sum holds.
+        self.in_sum: list[str] = []
+        #: Bytes the secure sums received (keys, shares, masked vectors, reveals).
+        self.secure_bytes = 0
 
     def left_since_last_round(self) -> bool:
         """True if a city whose moments are in the sums has left the run since."""
@@ -79,7 +93,8 @@ class _Run:
     def _record(self, node: int, reply: CityReply, ins: Instruction) -> None:
         earlier = self.outcomes.get(node)
         self.outcomes[node] = reply.outcome if earlier is None else earlier.then(reply.outcome)
-        self.fates.setdefault(node, {})[(ins.round, ins.phase)] = reply.status
+        phase = ins.phase if ins.secagg is None else f"{ins.phase} ({ins.secagg.step})"
+        self.fates.setdefault(node, {})[(ins.round, phase)] = reply.status
         if reply.status != "ok":
             self.progress(
                 "city",
@@ -99,6 +114,31 @@ class _Run:
             f"federation needs min_cities = {self.fed.min_cities}"
             + (f" ({failures})" if failures else "")
         )
+
+    def secure(self, statistics: Instruction, length: int) -> SecureSum:
+        """One secure sum of ``length`` numbers with the active cities.
+
+        The cities that took every step stay active; a city whose masked
+        statistics arrived is in the sum even if it left afterwards (its self
+        mask is rebuilt from the others' shares). The sum is final: it is never
+        asked again of fewer cities, since the difference of the two sums would
+        be the departed city's statistics.
+        """
+        self.aggregations += 1
+        tick = time.perf_counter()
+        result = secure_sum(
+            self.exchange,
+            statistics,
+            list(self.active),
+            aggregation=self.aggregations,
+            length=length,
+            record=self._record,
+        )
+        self.aggregation_seconds += time.perf_counter() - tick
+        self.secure_bytes += result.bytes_received
+        self.active = sorted(result.answered)
+        self._require_quorum()
+        return result
 
     def round_trip(
         self,
@@ -127,8 +167,43 @@ class _Run:
         return replies
 
 
+def _secure_moments(run: _Run) -> Moments:
+    """The cities' moments (total and folds) in one secure sum; never asked again.
+
+    Raises
+    ------
+    FederationError
+        If the sum does not decode to statistics (counts not whole, values not finite).
+    """
+    fed = run.fed
+    dim = len(fed.design) + 1
+    parts = 1 + (fed.cv_folds if fed.alpha_cv else 0)
+    run.rounds += 1
+    instruction = run.moments_question = Instruction("moments", fed, run.rounds)
+    result = run.secure(instruction, moments_length(parts, dim))
+    try:
+        pooled = moments_from_sums(decode_fractions(result.total), parts, dim)
+    except ValueError as exc:
+        raise FederationError(f"{fed.name}: secure aggregation: {exc}") from None
+    if not all(_finite(m) for m in pooled):
+        raise FederationError(
+            f"{fed.name}: the cities' statistics overflow when summed; declare the columns "
+            "in units that scale them down"
+        )
+    run.folds = pooled[1:]
+    run.summed = set(run.active)
+    run.in_sum = [run.outcomes[node].city for node in result.summed]
+    run.progress(
+        "info",
+        f"secure sum of {len(result.summed)} cities' statistics: {pooled[0].n} rows in all",
+    )
+    return pooled[0]
+
+
 def _moments_round(run: _Run) -> Moments:
     """The cities' moments, summed; asked again (the same question) after a city left."""
+    if run.fed.secure_aggregation:
+        return _secure_moments(run)
     dim = len(run.fed.design) + 1
     k = run.fed.cv_folds if run.fed.alpha_cv else 0
     total = Moments.empty(dim)
@@ -220,14 +295,23 @@ def _scaler(fed: FederationSpec, total: Moments) -> Scaler:
     return Scaler.from_moments(total, len(fed.design), fed.standardize, fed.indicator_mask)
 
 
-def _require_two_classes(run: _Run) -> None:
+def _require_two_classes(run: _Run, total: Moments) -> None:
     """Refuse, before any Newton round, a classification whose pooled labels are one class.
 
     Raises
     ------
     FederationError
-        Naming every city's count of each class.
+        Naming every city's count of each class (under secure aggregation, where
+        no city's counts are known, the pooled counts).
     """
+    if run.fed.secure_aggregation:
+        ones = round(total.n * float(total.mean[-1] + total.low[-1]))
+        if ones in (0, total.n):
+            raise FederationError(
+                f"{run.fed.name}: all {total.n} training rows of the cities are class "
+                f"{int(ones > 0)}; a classifier needs both classes"
+            )
+        return
     counts = {
         city: (n - round(n * share), round(n * share)) for city, (n, share) in run.targets.items()
     }
@@ -300,6 +384,19 @@ def _summed_terms(replies: list[tuple[int, CityReply]], run: _Run) -> list[Newto
     return summed
 
 
+def _newton_sums(run: _Run, scaler: Scaler, points: FloatArray) -> list[NewtonTerms]:
+    """The cities' Newton terms at every point, summed (in a secure sum if the federation says)."""
+    if not run.fed.secure_aggregation:
+        return _summed_terms(_newton_round(run, scaler, points), run)
+    k, dim = points.shape
+    run.rounds += 1
+    instruction = Instruction("newton", run.fed, run.rounds, scaler, points)
+    values = decode(run.secure(instruction, terms_length(k, dim)).total)
+    if not np.isfinite(values).all():
+        raise FederationError(f"{run.fed.name}: the summed Newton terms are not finite")
+    return terms_from_vector(values, k, dim)
+
+
 def _newton_round(run: _Run, scaler: Scaler, points: FloatArray) -> list[tuple[int, CityReply]]:
     """One Newton exchange: the terms at every point, well formed, from every active city."""
     k, dim = points.shape
@@ -342,10 +439,9 @@ def _started_solver(run: _Run, total: Moments, scaler: Scaler) -> NewtonSolver |
             terms, exposure = poisson_terms_at_intercept(total, scaler, start[0]), float(total.n)
         else:
             before = set(run.active)
-            replies = _newton_round(run, scaler, start[None, :])
-            if set(run.active) != before:
+            [terms] = _newton_sums(run, scaler, start[None, :])
+            if set(run.active) != before and not fed.secure_aggregation:
                 return None
-            [terms] = _summed_terms(replies, run)
             exposure = exposure_from_start(terms, start[0])
         C = 1.0
         penalty = np.full(dim, fed.alpha * exposure)
@@ -374,9 +470,13 @@ def _fit_newton(
             solver = _started_solver(run, total, scaler)
             continue
         before = set(run.active)
-        trials = solver.trials()
-        replies = _newton_round(run, scaler, trials)
-        if set(run.active) != before:
+        summed = _newton_sums(run, scaler, solver.trials())
+        if set(run.active) != before and run.fed.secure_aggregation:
+            # The sums are valid (the departed city's terms are in them) and final:
+            # Newton goes on with the others from new points, never asking a
+            # point again (two sums of one point would give the city's terms away).
+            run.progress("info", "a city left; Newton goes on with the others")
+        elif set(run.active) != before:
             # A city left: its terms are gone from the sums, its rows from the scaler.
             # Newton goes on from its current point, carried to the new scaler.
             total, scaler, point = _without_the_departed(run, scaler, solver.w)
@@ -387,7 +487,7 @@ def _fit_newton(
             else:
                 solver.restart(point)
             continue
-        solver.observe_all(_summed_terms(replies, run))
+        solver.observe_all(summed)
         run.progress("round", f"Newton round {run.rounds}: objective evaluated", round=run.rounds)
     hessian = None if solver.terms is None else solver.terms.hess
     return solver.w, solver.converged, total, scaler, hessian
@@ -473,7 +573,7 @@ def train(
     alpha = fed.alpha if fed.model in ("ridge", "poisson") else 0.0
     selection: RidgeCVResult | None = None
     if fed.task == "classification":
-        _require_two_classes(run)
+        _require_two_classes(run, total)
     if fed.algorithm == "fedavg":
         w, total, scaler = _fit_fedavg(run, total, scaler)
     elif fed.newton:
@@ -518,7 +618,13 @@ def train(
         federation=fed.name,
         run_id=run_id,
         rounds=training_rounds,
-        cities=tuple(sorted(run.outcomes[n].city for n in run.active)),
+        cities=tuple(
+            sorted(
+                run.in_sum
+                if fed.secure_aggregation and not fed.newton
+                else (run.outcomes[n].city for n in run.active)
+            )
+        ),
         created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         cityfed_version=__version__,
         algorithm=fed.algorithm,

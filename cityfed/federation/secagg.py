@@ -1,0 +1,232 @@
+"""Secure aggregation (Bonawitz et al., CCS 2017): the messages and their cryptography.
+
+One secure sum takes four exchanges. Every city ``u`` of the roster
+
+1. **keys**: advertises two X25519 public keys, ``c_u`` (to receive shares) and
+   ``s_u`` (for pairwise masks), and a SHA-256 commitment to its self-mask seed
+   ``b_u``;
+2. **shares**: splits the seeds of ``s_u`` and ``b_u`` into Shamir shares
+   (threshold ``t``), one per city, each sealed with AES-GCM under the key agreed
+   from ``c_u`` and the recipient's ``c_v``; the coordinator only relays them;
+3. **masked**: sends its statistics as exact fixed-point integers
+   (:mod:`cityfed.core.fixedpoint`) plus ``PRG(b_u)`` plus, for every other city
+   ``v`` that sent shares, ``+PRG(s_uv)`` if ``u < v`` else ``-PRG(s_uv)``,
+   where ``s_uv`` is agreed from ``s_u`` and ``s_v``: the pairwise masks cancel
+   in the sum;
+4. **unmask**: reveals, for every city whose masked input arrived, its share of
+   that city's ``b`` and, for every city that sent shares but no masked input,
+   its share of that city's ``s`` seed, never both for one city. With ``t``
+   answers the coordinator removes the self masks and the dropped cities'
+   pairwise masks, and holds the exact sum and nothing else.
+
+The keys are fresh for every aggregation (derived by each city from a secret
+that never leaves it), so a seed revealed in one aggregation unmasks nothing in
+another. Cryptography comes from maintained libraries: X25519, HKDF-SHA256,
+ChaCha20 and AES-GCM from ``cryptography``, Shamir's scheme over GF(2^128) from
+PyCryptodome (as Flower's own SecAgg+ helpers use it). Nothing here imports Flower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from Crypto.Protocol.SecretSharing import Shamir
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from cityfed.core.fixedpoint import LIMBS, Limbs, from_bytes
+
+__all__ = [
+    "STEPS",
+    "Member",
+    "SecAgg",
+    "SecAggKeys",
+    "Step",
+    "combine",
+    "commitment",
+    "derive",
+    "mask",
+    "open_share",
+    "pair_key",
+    "public_key",
+    "roster_digest",
+    "seal_share",
+    "split",
+]
+
+#: The exchanges of one secure sum (the statistics travel in ``masked``).
+Step = Literal["keys", "shares", "masked", "unmask"]
+STEPS: tuple[Step, ...] = ("keys", "shares", "masked", "unmask")
+
+#: Bytes of a seed: a private key's or the self mask's.
+SEED_BYTES = 32
+_SHARE_BYTES = 32  # two 16-byte Shamir chunks
+
+
+@dataclass(frozen=True)
+class SecAggKeys:
+    """What a city advertises in the ``keys`` step."""
+
+    cipher_key: bytes  # X25519 public key c_u (raw, 32 bytes)
+    mask_key: bytes  # X25519 public key s_u
+    self_commitment: bytes  # SHA-256 of b_u
+
+
+@dataclass(frozen=True)
+class Member:
+    """One city of a secure sum's roster, as the coordinator relays it."""
+
+    index: int  # 1..N: the Shamir x-coordinate and the order of the pairwise signs
+    city: str
+    keys: SecAggKeys
+
+
+@dataclass(frozen=True)
+class SecAgg:
+    """The secure-aggregation part of an instruction.
+
+    Attributes
+    ----------
+    aggregation : int
+        Which secure sum of the run (keys are derived per aggregation).
+    step : Step
+        The step asked.
+    threshold : int
+        Shares needed to reconstruct a seed (more than half the roster).
+    roster : tuple of Member
+        Every city that advertised keys (steps ``shares``, ``masked``, ``unmask``).
+    included : tuple of int
+        ``masked``, ``unmask``: the indices of the cities that sent shares.
+    survivors : tuple of int
+        ``unmask``: the indices of the cities whose masked input arrived.
+    inbox : tuple of (int, bytes)
+        ``unmask``: the sealed shares addressed to this city, by sender index.
+    """
+
+    aggregation: int
+    step: Step
+    threshold: int = 0
+    roster: tuple[Member, ...] = ()
+    included: tuple[int, ...] = ()
+    survivors: tuple[int, ...] = ()
+    inbox: tuple[tuple[int, bytes], ...] = ()
+
+    def member(self, index: int) -> Member:
+        """The roster entry with ``index``.
+
+        Raises
+        ------
+        KeyError
+            If there is none.
+        """
+        for entry in self.roster:
+            if entry.index == index:
+                return entry
+        raise KeyError(index)
+
+
+def roster_digest(roster: Sequence[Member]) -> str:
+    """``sha256:`` of a roster: what a city binds its shares to."""
+    digest = hashlib.sha256()
+    for m in roster:
+        for part in (str(m.index).encode(), m.city.encode(), *_key_parts(m.keys)):
+            digest.update(len(part).to_bytes(4, "little") + part)
+    return "sha256:" + digest.hexdigest()
+
+
+def _key_parts(keys: SecAggKeys) -> tuple[bytes, bytes, bytes]:
+    return keys.cipher_key, keys.mask_key, keys.self_commitment
+
+
+def derive(secret: bytes, *context: str) -> bytes:
+    """A 32-byte seed from a city's secret and a context (run, aggregation, purpose)."""
+    info = "|".join(("cityfed-secagg-v1", *context)).encode()
+    return HKDF(hashes.SHA256(), SEED_BYTES, salt=None, info=info).derive(secret)
+
+
+def public_key(seed: bytes) -> bytes:
+    """The raw X25519 public key of a private-key seed."""
+    key = X25519PrivateKey.from_private_bytes(seed).public_key()
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def commitment(seed: bytes) -> bytes:
+    """SHA-256 of a self-mask seed: checks its reconstruction."""
+    return hashlib.sha256(b"cityfed-secagg-self|" + seed).digest()
+
+
+def pair_key(seed: bytes, peer: bytes, purpose: str, context: str) -> bytes:
+    """A 32-byte key agreed by X25519 between ``seed``'s owner and the owner of ``peer``.
+
+    Raises
+    ------
+    ValueError
+        If ``peer`` is not a valid public key (or gives the all-zero secret).
+    """
+    shared = X25519PrivateKey.from_private_bytes(seed).exchange(
+        X25519PublicKey.from_public_bytes(peer)
+    )
+    info = f"cityfed-secagg-v1|{purpose}|{context}".encode()
+    return HKDF(hashes.SHA256(), SEED_BYTES, salt=None, info=info).derive(shared)
+
+
+def mask(key: bytes, count: int) -> Limbs:
+    """``count`` pseudo-random ring elements: the ChaCha20 keystream of ``key``."""
+    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+    return from_bytes(stream.update(bytes(8 * LIMBS * count)), count)
+
+
+def split(seed: bytes, threshold: int, count: int) -> list[bytes]:
+    """Shamir shares of a 32-byte seed for indices ``1..count`` (any ``threshold`` rebuild it)."""
+    chunks = [Shamir.split(threshold, count, seed[i : i + 16], False) for i in (0, 16)]
+    return [low + high for (_, low), (_, high) in zip(*chunks, strict=True)]
+
+
+def combine(shares: Sequence[tuple[int, bytes]]) -> bytes:
+    """The seed from ``(index, share)`` pairs (exactly ``threshold`` of them).
+
+    Raises
+    ------
+    ValueError
+        If a share is not 32 bytes.
+    """
+    if any(len(share) != _SHARE_BYTES for _, share in shares):
+        raise ValueError("a share is not 32 bytes")
+    low = Shamir.combine([(i, share[:16]) for i, share in shares], False)
+    high = Shamir.combine([(i, share[16:]) for i, share in shares], False)
+    return bytes(low + high)
+
+
+def seal_share(key: bytes, sender: int, recipient: int, share: bytes, context: str) -> bytes:
+    """AES-GCM of ``sender | recipient | share`` (a random nonce in front)."""
+    nonce = os.urandom(12)
+    plain = sender.to_bytes(4, "little") + recipient.to_bytes(4, "little") + share
+    return nonce + AESGCM(key).encrypt(nonce, plain, context.encode())
+
+
+def open_share(key: bytes, sealed: bytes, sender: int, recipient: int, context: str) -> bytes:
+    """The share sealed by :func:`seal_share`, checked to be from ``sender`` to ``recipient``.
+
+    Raises
+    ------
+    ValueError
+        If it was tampered with, sealed for another pair or another aggregation.
+    """
+    try:
+        plain = AESGCM(key).decrypt(sealed[:12], sealed[12:], context.encode())
+    except (InvalidTag, ValueError):
+        raise ValueError(f"the share from city {sender} does not open (tampered?)") from None
+    if (
+        int.from_bytes(plain[:4], "little") != sender
+        or int.from_bytes(plain[4:8], "little") != recipient
+    ):
+        raise ValueError(f"the share from city {sender} was sealed for another city")
+    return plain[8:]
