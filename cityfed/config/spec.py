@@ -16,8 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from cityfed.core.ridge_cv import DEFAULT_ALPHAS
 from cityfed.errors import SpecError
+from cityfed.typing import FloatArray
 
 __all__ = [
     "MODELS_FOR_TASK",
@@ -156,6 +159,14 @@ class FederationSpec:
     #: ``[privacy] secure_aggregation``: the coordinator receives only masked
     #: statistics and learns their sum over the cities, nothing per city.
     secure_aggregation: bool = False
+    #: ``[privacy] epsilon``, ``delta``: the differential privacy of one run (0: none).
+    epsilon: float = 0.0
+    delta: float = 0.0
+    #: ``[privacy.bounds]``: each numeric feature's and the target's clipping range,
+    #: in federation units (rows are clipped into it before any statistic).
+    bounds: tuple[tuple[str, float, float], ...] = ()
+    #: Logistic under differential privacy: the fixed number of noisy Newton steps.
+    newton_rounds: int = 5
     source: str = field(default="federation spec", compare=False)
 
     @property
@@ -183,6 +194,27 @@ class FederationSpec:
     def indicator_mask(self) -> tuple[bool, ...]:
         """For each design column, whether it is a level indicator (0/1, never scaled)."""
         return tuple(feature.categorical for feature in self.features for _ in feature.indicators())
+
+    @property
+    def private(self) -> bool:
+        """True when the run is differentially private (``[privacy] epsilon``)."""
+        return self.epsilon > 0.0
+
+    @property
+    def releases(self) -> int:
+        """Noisy releases of a private run: the statistics, and each Newton step for logistic."""
+        return 1 + (self.newton_rounds if self.model == "logistic" else 0)
+
+    def clip_range(self) -> tuple[FloatArray, FloatArray]:
+        """Per design column then the target: the declared bounds (indicators: 0 and 1)."""
+        declared = {name: (low, high) for name, low, high in self.bounds}
+        low, high = [], []
+        for column in (*self.design, self.target):
+            # Undeclared: a level indicator, or a classification's 0/1 label.
+            a, b = declared.get(column.name, (0.0, 1.0))
+            low.append(a)
+            high.append(b)
+        return np.array(low), np.array(high)
 
     @property
     def newton(self) -> bool:
@@ -252,6 +284,10 @@ class PolicySpec:
     accepted_versions: tuple[str, ...] = ()
     #: Answer only under secure aggregation: statistics leave the city masked.
     secure_aggregation: bool = False
+    #: The differential-privacy budget the city spends over all runs (None: no limit,
+    #: still recorded in its ledger).
+    budget_epsilon: float | None = None
+    budget_delta: float | None = None
 
     def agreement(self, fed: FederationSpec) -> Agreement | None:
         """The agreement ``fed`` is exactly, if any."""
@@ -587,6 +623,13 @@ def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
     exposure = None if raw_exposure is None else _variable(raw_exposure, source, "exposure")
     privacy = _Table(top.table("privacy"), source, "privacy")
     spec_kwargs["secure_aggregation"] = privacy.boolean("secure_aggregation", False)
+    spec_kwargs["epsilon"] = privacy.number("epsilon", 0.0, minimum=0.0)
+    private = spec_kwargs["epsilon"] > 0.0
+    spec_kwargs["delta"] = (
+        privacy.number("delta", 1e-6, minimum=0.0, strict=True, maximum=0.1) if private else 0.0
+    )
+    spec_kwargs["newton_rounds"] = privacy.integer("newton_rounds", 5, minimum=1)
+    raw_bounds = privacy.table("bounds")
     privacy.finish()
     top.finish()
     if spec_kwargs["secure_aggregation"] and spec_kwargs["algorithm"] == "fedavg":
@@ -622,6 +665,9 @@ def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
         check_convertible(target.unit, None, where=f"{source}: [target] unit (a count)")
     if exposure is not None:
         validate_unit(exposure.unit, where=f"{source}: [exposure] unit")
+    spec_kwargs["bounds"] = _bounds(
+        raw_bounds, source, private, model, alpha_cv, spec_kwargs["algorithm"], features, target
+    )
     if spec_kwargs["algorithm"] == "fedavg" and (model == "poisson" or alpha_cv):
         what = 'alpha = "cv"' if alpha_cv else "model 'poisson'"
         raise SpecError(f"{source}: [federation] algorithm: {what} needs algorithm = 'exact'")
@@ -635,6 +681,58 @@ def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
         source=source,
         **spec_kwargs,
     )
+
+
+def _bounds(
+    raw: Mapping[str, Any],
+    source: str,
+    private: bool,
+    model: str,
+    alpha_cv: bool,
+    algorithm: str,
+    features: tuple[VariableSpec, ...],
+    target: VariableSpec,
+) -> tuple[tuple[str, float, float], ...]:
+    """``[privacy.bounds]``: ``name = [low, high]`` for each numeric feature and the target."""
+    where = f"{source}: [privacy]"
+    if not private:
+        if raw:
+            raise SpecError(f"{where} bounds: clipping bounds need an epsilon")
+        return ()
+    if model not in ("linear", "ridge", "logistic") or alpha_cv or algorithm != "exact":
+        what = 'alpha = "cv"' if alpha_cv else f"model {model!r}"
+        if algorithm != "exact":
+            what = f"algorithm {algorithm!r}"
+        raise SpecError(
+            f"{where} epsilon: differential privacy is for linear, ridge and logistic "
+            f"regression by the exact algorithm, not {what}"
+        )
+    needed = [f.name for f in features if not f.categorical]
+    if model != "logistic":
+        needed.append(target.name)
+    known = {f.name for f in features} | {target.name}
+    out = []
+    for name, value in raw.items():
+        if name not in known:
+            raise SpecError(f"{where} bounds {name}: not a feature or the target")
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            or not all(math.isfinite(v) for v in value)
+            or not value[0] < value[1]
+        ):
+            raise SpecError(
+                f"{where} bounds {name}: expected [low, high] with low < high, got {value!r}"
+            )
+        out.append((name, float(value[0]), float(value[1])))
+    missing = [name for name in needed if name not in raw]
+    if missing:
+        raise SpecError(
+            f"{where} bounds: {missing[0]!r} has no clipping range; a private run needs "
+            "[low, high] in federation units for every numeric feature and the target"
+        )
+    return tuple(sorted(out))
 
 
 def _alpha(fed: _Table, alpha_cv: bool) -> float:
@@ -685,6 +783,11 @@ def federation_to_json(spec: FederationSpec) -> str:
     privacy: dict[str, Any] = {}
     if data.pop("secure_aggregation"):
         privacy["secure_aggregation"] = True
+    epsilon, delta = data.pop("epsilon"), data.pop("delta")
+    bounds, newton_rounds = data.pop("bounds"), data.pop("newton_rounds")
+    if epsilon > 0:
+        privacy.update(epsilon=epsilon, delta=delta, newton_rounds=newton_rounds)
+        privacy["bounds"] = {name: [low, high] for name, low, high in bounds}
     if data.pop("alpha_cv"):
         data["alpha"] = "cv"
         data["alphas"] = list(data["alphas"])
@@ -785,6 +888,10 @@ def _policy(top: _Table, source: str, base_dir: Path) -> PolicySpec:
         ),
         accepted_versions=table.string_list("accepted_versions", []),
         secure_aggregation=table.boolean("secure_aggregation", False),
+        budget_epsilon=None if table._get("budget_epsilon", None) is None
+        else table.number("budget_epsilon", None, minimum=0.0),
+        budget_delta=None if table._get("budget_delta", None) is None
+        else table.number("budget_delta", None, minimum=0.0, maximum=1.0),
     )  # fmt: skip
     table.finish()
     return policy

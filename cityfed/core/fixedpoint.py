@@ -8,7 +8,7 @@ rounding to ``2**-160`` (about 7e-49, absolute).
 
 The ring is wide enough for the federations CityFed promises: 10,000 cities of
 10**8 rows with features from 1e-6 to 1e9 give sums of squares up to about
-1e30 (2**100); one city may encode magnitudes up to ``2**145`` (4e43) and
+1e30 (2**100); one city may encode magnitudes up to ``2**144`` (2.2e43) and
 16,384 of them still sum inside the signed half of the ring, with 2**-160 of
 resolution below. A value outside that range is refused with ``ValueError``
 rather than wrapped around.
@@ -53,7 +53,7 @@ RING_BITS = 64 * LIMBS
 FRACTION_BITS = 160
 #: How many encodings may be summed (cities) without leaving the signed half of the ring.
 MAX_TERMS = 2**14
-#: The largest magnitude one encoding may have (in value units): ``2**145``.
+#: The largest magnitude one encoding may have (in value units): ``2**144``.
 MAX_MAGNITUDE = 2 ** (RING_BITS - 1 - 14 - FRACTION_BITS - 1)
 
 _MODULUS = 1 << RING_BITS

@@ -39,6 +39,9 @@ class CityOutcome:
     rows_train: int = 0
     drop_reasons: Mapping[str, int] = field(default_factory=dict)
     evaluation: CityEvaluation | None = None
+    #: A private run: the ε this run spent of the city's budget, and all its runs so far.
+    epsilon_run: float = 0.0
+    epsilon_total: float = 0.0
     #: The city's fate in each exchange it was asked to take part in, in order.
     rounds: tuple[RoundFate, ...] = ()
 
@@ -78,6 +81,8 @@ class CityOutcome:
             rows_train=counts.rows_train,
             drop_reasons=dict(counts.drop_reasons),
             evaluation=later.evaluation or self.evaluation,
+            epsilon_run=max(self.epsilon_run, later.epsilon_run),
+            epsilon_total=max(self.epsilon_total, later.epsilon_total),
         )
 
 

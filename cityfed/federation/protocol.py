@@ -29,6 +29,7 @@ __all__ = [
     "Phase",
     "instruction_digest",
     "message_type_of",
+    "point_digests",
     "question_digest",
 ]
 
@@ -92,9 +93,23 @@ def question_digest(ins: Instruction) -> str:
 
     A city masks the same statistics for one secure sum of a run only: two sums
     of one question over cities that differ by one would give that city's
-    statistics away.
+    statistics away. The round number is left out (asking again under another
+    number is the same question).
     """
-    return instruction_digest(replace(ins, secagg=None))
+    return instruction_digest(replace(ins, secagg=None, round=0))
+
+
+def point_digests(ins: Instruction) -> list[str]:
+    """``newton``: one digest per point asked (with the scaler), so a point is masked once."""
+    if ins.phase != "newton" or ins.weights is None or ins.scaler is None:
+        return []
+    out = []
+    for point in np.atleast_2d(ins.weights):
+        digest = hashlib.sha256()
+        for part in (ins.scaler.mean, ins.scaler.scale, point):
+            digest.update(np.ascontiguousarray(part, dtype="<f8").tobytes())
+        out.append(digest.hexdigest()[:32])
+    return out
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,9 @@ class CityReply:
     masked: bytes | None = None
     #: ``unmask``: the city's shares of the others' seeds, by owner index.
     revealed: tuple[tuple[int, bytes], ...] = ()
+    #: A private run's ``moments``: the noisy triangle of ``sum [1, u][1, u]^T``
+    #: (:func:`cityfed.core.privacy.noisy_gram`), when not masked.
+    gram: FloatArray | None = None
 
     @classmethod
     def failed(cls, city: str, reason: str) -> CityReply:

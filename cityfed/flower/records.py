@@ -55,6 +55,9 @@ _KEY_FOLD_MEAN = "fold_mean"
 _KEY_FOLD_MEAN_LOW = "fold_mean_low"
 _KEY_FOLD_SCATTER = "fold_scatter"
 _SECURE = "secure"
+_KEY_GRAM = "gram"
+_KEY_EPS_RUN = "epsilon_run"
+_KEY_EPS_TOTAL = "epsilon_total"
 _KEY_SECAGG = "secagg"
 _KEY_MASKED = "masked"
 _STEPS: dict[str, Step] = {step: step for step in STEPS}
@@ -230,7 +233,14 @@ def encode_reply(reply: CityReply) -> RecordDict:
     content = RecordDict(
         {
             _STATUS: status,
-            _COUNTS: MetricRecord({_KEY_N: outcome.rows_train, _KEY_ROWS_READ: outcome.rows_read}),
+            _COUNTS: MetricRecord(
+                {
+                    _KEY_N: outcome.rows_train,
+                    _KEY_ROWS_READ: outcome.rows_read,
+                    _KEY_EPS_RUN: outcome.epsilon_run,
+                    _KEY_EPS_TOTAL: outcome.epsilon_total,
+                }
+            ),
         }
     )
     arrays: dict[str, Array] = {}
@@ -244,6 +254,8 @@ def encode_reply(reply: CityReply) -> RecordDict:
         arrays[_KEY_HESS] = _array(np.stack([t.hess for t in reply.terms]))
     if reply.weights is not None:
         arrays[_KEY_WEIGHTS] = _array(reply.weights)
+    if reply.gram is not None:
+        arrays[_KEY_GRAM] = _array(reply.gram)
     if reply.folds:
         arrays[_KEY_FOLD_N] = _array(np.array([fold.n for fold in reply.folds], dtype=np.float64))
         arrays[_KEY_FOLD_MEAN] = _array(np.stack([fold.mean for fold in reply.folds]))
@@ -275,6 +287,7 @@ def decode_reply(content: RecordDict) -> CityReply:
         terms = _terms(stats)
     if stats is not None and _KEY_WEIGHTS in stats:
         weights = _numpy(stats, _KEY_WEIGHTS)
+    gram = _numpy(stats, _KEY_GRAM) if stats is not None and _KEY_GRAM in stats else None
     folds = _folds(stats) if stats is not None and _KEY_FOLD_N in stats else ()
     evaluation = (
         evaluation_from_json(json.loads(_text(status, _KEY_EVALUATION)))
@@ -311,6 +324,8 @@ def decode_reply(content: RecordDict) -> CityReply:
         rows_train=n,
         drop_reasons={str(k): int(v) for k, v in drops.items()},
         evaluation=evaluation,
+        epsilon_run=_number(counts, _KEY_EPS_RUN) if _KEY_EPS_RUN in counts else 0.0,
+        epsilon_total=_number(counts, _KEY_EPS_TOTAL) if _KEY_EPS_TOTAL in counts else 0.0,
     )
     return CityReply(
         outcome,
@@ -322,6 +337,7 @@ def decode_reply(content: RecordDict) -> CityReply:
         sealed=sealed,
         revealed=revealed,
         masked=masked,
+        gram=gram,
     )
 
 

@@ -70,7 +70,16 @@ def model_to_proto(model: FederatedModel) -> model_pb2.Model:
             algorithm=model.algorithm,
             converged=model.converged,
             training_rows=model.training_rows,
-            privacy=model_pb2.Privacy(min_rows_per_city=model.min_rows_per_city),
+            privacy=model_pb2.Privacy(
+                min_rows_per_city=model.min_rows_per_city,
+                secure_aggregation=model.secure_aggregation,
+                epsilon=model.epsilon,
+                delta=model.delta,
+                cities=[
+                    model_pb2.CityPrivacy(city=c, epsilon_run=run, epsilon_total=total)
+                    for c, run, total in model.privacy_spent
+                ],
+            ),
         ),
     )
     return message
@@ -122,6 +131,10 @@ def model_from_proto(message: model_pb2.Model, source: str = "model") -> Federat
         converged=prov.converged,
         training_rows=prov.training_rows,
         min_rows_per_city=prov.privacy.min_rows_per_city,
+        secure_aggregation=prov.privacy.secure_aggregation,
+        epsilon=prov.privacy.epsilon,
+        delta=prov.privacy.delta,
+        privacy_spent=tuple((c.city, c.epsilon_run, c.epsilon_total) for c in prov.privacy.cities),
         metrics=dict(message.metrics),
         inference=_inference_from_proto(message, d, source),
         inference_note=message.inference_note,

@@ -58,6 +58,13 @@ class FederatedModel:
     exposure: VariableSpec | None = None
     #: ``alpha = "cv"``: ``(alpha, mean cross-validation score)`` over the grid.
     alpha_path: tuple[tuple[float, float], ...] = ()
+    #: Only masked statistics reached the coordinator (``[privacy] secure_aggregation``).
+    secure_aggregation: bool = False
+    #: The run's differential privacy (0: none), and per city ``(name, ε this run,
+    #: ε over all its runs)`` as each city's ledger counted it.
+    epsilon: float = 0.0
+    delta: float = 0.0
+    privacy_spent: tuple[tuple[str, float, float], ...] = ()
 
     @property
     def feature_names(self) -> tuple[str, ...]:

@@ -86,11 +86,17 @@ class Privacy(_message.Message):
     SECURE_AGGREGATION_FIELD_NUMBER: _builtins.int
     EPSILON_FIELD_NUMBER: _builtins.int
     DELTA_FIELD_NUMBER: _builtins.int
+    CITIES_FIELD_NUMBER: _builtins.int
     min_rows_per_city: _builtins.int
     secure_aggregation: _builtins.bool
+    """The coordinator received only masked statistics and learned their sum."""
     epsilon: _builtins.float
-    """Differential privacy; epsilon = 0 means none was applied."""
+    """Differential privacy of the run; epsilon = 0 means none was applied."""
     delta: _builtins.float
+    @_builtins.property
+    def cities(self) -> _containers.RepeatedCompositeFieldContainer[Global___CityPrivacy]:
+        """What each private city spent: in this run, and over all its runs so far."""
+
     def __init__(
         self,
         *,
@@ -98,14 +104,40 @@ class Privacy(_message.Message):
         secure_aggregation: _builtins.bool = ...,
         epsilon: _builtins.float = ...,
         delta: _builtins.float = ...,
+        cities: _abc.Iterable[Global___CityPrivacy] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "epsilon", b"epsilon", "min_rows_per_city", b"min_rows_per_city", "secure_aggregation", b"secure_aggregation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cities", b"cities", "delta", b"delta", "epsilon", b"epsilon", "min_rows_per_city", b"min_rows_per_city", "secure_aggregation", b"secure_aggregation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Privacy: _TypeAlias = Privacy  # noqa: Y015
+
+@_typing.final
+class CityPrivacy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CITY_FIELD_NUMBER: _builtins.int
+    EPSILON_RUN_FIELD_NUMBER: _builtins.int
+    EPSILON_TOTAL_FIELD_NUMBER: _builtins.int
+    city: _builtins.str
+    epsilon_run: _builtins.float
+    epsilon_total: _builtins.float
+    def __init__(
+        self,
+        *,
+        city: _builtins.str = ...,
+        epsilon_run: _builtins.float = ...,
+        epsilon_total: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "epsilon_run", b"epsilon_run", "epsilon_total", b"epsilon_total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CityPrivacy: _TypeAlias = CityPrivacy  # noqa: Y015
 
 @_typing.final
 class Provenance(_message.Message):

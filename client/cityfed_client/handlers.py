@@ -22,9 +22,17 @@ from typing import Any
 import numpy as np
 
 from cityfed.config.spec import CitySpec, federation_digest, load_city
+from cityfed.core.fixedpoint import fixed
 from cityfed.core.logistic import logistic_terms
 from cityfed.core.newton import NewtonTerms
 from cityfed.core.poisson import poisson_terms
+from cityfed.core.privacy import (
+    clip_rows,
+    gram_sensitivity,
+    newton_sensitivity,
+    noisy_gram,
+    noisy_terms,
+)
 from cityfed.core.secure_stats import moments_vector, terms_vector
 from cityfed.core.stats import Moments
 from cityfed.data.cache import DataCache
@@ -36,8 +44,10 @@ from cityfed.federation.protocol import (
     CityReply,
     Instruction,
     instruction_digest,
+    point_digests,
     question_digest,
 )
+from cityfed.federation.secagg import derive
 from cityfed.ops.audit import AuditLog
 from cityfed_client.evaluation import evaluate_city
 from cityfed_client.fedavg import local_update
@@ -49,6 +59,7 @@ from cityfed_client.policy import (
     check_levels,
     counts_as_round,
 )
+from cityfed_client.privacy import Ledger
 from cityfed_client.secagg import SecAggRefusedError, SecureCity, audit_fields, load_secret
 
 __all__ = ["INSTALLED_APP", "NodeRuntime", "answer", "answer_for_city", "responder"]
@@ -143,6 +154,10 @@ def _sent(reply: CityReply) -> dict[str, Any]:
         sent["masked_bytes"] = len(reply.masked)
     if reply.revealed:
         sent["revealed_shares"] = len(reply.revealed)
+    if reply.gram is not None:
+        sent["noisy_gram"] = int(reply.gram.size)
+    if reply.outcome.epsilon_run:
+        sent["epsilon_run"] = reply.outcome.epsilon_run
     evaluation = reply.outcome.evaluation
     if evaluation is not None:
         sent["evaluation"] = {
@@ -168,7 +183,9 @@ def _audited(node: NodeRuntime, ins: Instruction, reply: CityReply) -> CityReply
             round=ins.round,
             instruction=instruction_digest(ins),
             counts_round=counts_as_round(ins),
-            secagg=None if ins.secagg is None else audit_fields(ins.secagg, question_digest(ins)),
+            secagg=None
+            if ins.secagg is None
+            else audit_fields(ins.secagg, question_digest(ins), point_digests(ins)),
             rows_train=outcome.rows_train,
             reason=outcome.reason or None,
             sent=_sent(reply) if outcome.status == "ok" else {},
@@ -223,6 +240,63 @@ def _masked(
         return CityReply(replace(outcome, status="failed", reason=f"secure aggregation: {exc}"))
 
 
+def _private(
+    ins: Instruction,
+    city: CitySpec,
+    node: NodeRuntime,
+    data: CityData,
+    outcome: CityOutcome,
+    secure: SecureCity | None,
+) -> CityReply:
+    """A private run's release: clipped rows, the city's own noise, charged to its ledger.
+
+    The noise is the city's: its multiplier from the agreed ``epsilon``,
+    ``delta`` and plan (:mod:`cityfed_client.privacy`), its sensitivity from the
+    declared bounds, its random numbers seeded from the node's secret and the
+    question (asked again, the same question gets the same answer: repeats
+    cannot be averaged). Under secure aggregation each city adds the share
+    ``1 / min_cities`` of the variance, so the sum of at least ``min_cities``
+    cities carries the whole noise once.
+    """
+    fed = ins.federation
+    if ins.phase == "newton" and np.atleast_2d(np.asarray(ins.weights)).shape[0] != 1:
+        return CityReply(
+            replace(
+                outcome, status="refused", reason="privacy: a private run asks one point per round"
+            )
+        )
+    question = question_digest(ins)
+    try:
+        charge = Ledger(node.settings.privacy_ledger).charge(city, fed, node.run, question)
+        secret = load_secret(node.settings.secagg_secret)
+    except (OSError, ValueError, CityFedError, SecAggRefusedError) as exc:
+        return CityReply.failed(city.name, f"privacy: the city's ledger or secret: {exc}")
+    if isinstance(charge, str):
+        logger.warning("city %s refuses: %s", city.name, charge)
+        return CityReply(replace(outcome, status="refused", reason=charge))
+    seed = derive(secret, node.run, "noise", question)
+    rng = np.random.default_rng(int.from_bytes(seed, "little"))
+    share = 1.0 / np.sqrt(fed.min_cities) if fed.secure_aggregation else 1.0
+    low, high = fed.clip_range()
+    spent = replace(outcome, epsilon_run=charge.epsilon_run, epsilon_total=charge.epsilon_total)
+    if ins.phase == "moments":
+        table = np.column_stack([data.X_train, data.y_train])
+        sigma = charge.multiplier * gram_sensitivity(table.shape[1]) * share
+        gram = noisy_gram(table, low, high, sigma, rng)
+        if secure is not None:
+            return _masked(spent, secure, ins, [fixed(v) for v in gram.tolist()])
+        return CityReply(spent, gram=gram)
+    assert ins.scaler is not None and ins.weights is not None
+    X = clip_rows(data.X_train, low[:-1], high[:-1])
+    Z = ins.scaler.design(X)
+    sigma = charge.multiplier * newton_sensitivity(ins.scaler, low[:-1], high[:-1]) * share
+    point = np.atleast_2d(ins.weights)[0]
+    terms = noisy_terms(_newton_terms(ins, data, Z, point), sigma, rng)
+    if secure is not None:
+        return _masked(spent, secure, ins, terms_vector([terms]))
+    return CityReply(spent, terms=(terms,))
+
+
 def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> CityReply:
     """Answer one instruction for an already parsed city spec, under its policy."""
     fed = ins.federation
@@ -244,7 +318,9 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
             return CityReply.failed(city.name, f"secure aggregation: the node's secret: {exc}")
         secure = SecureCity(secret, node.run, city.name, fed, history.secagg)
         try:
-            secure.check(ins.secagg, instruction_digest(ins), question_digest(ins))
+            secure.check(
+                ins.secagg, instruction_digest(ins), question_digest(ins), point_digests(ins)
+            )
             if ins.secagg.step == "shares":
                 return CityReply(_bare(city.name), sealed=secure.shares(ins.secagg))
             if ins.secagg.step == "unmask":
@@ -270,6 +346,8 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
         return CityReply(replace(outcome, status="refused", reason=too_few))
     if secure is not None and ins.secagg is not None and ins.secagg.step == "keys":
         return CityReply(outcome, keys=secure.keys(ins.secagg.aggregation))
+    if fed.private and ins.phase in ("moments", "newton"):
+        return _private(ins, city, node, data, outcome, secure)
     if ins.phase == "moments":
         rows = np.column_stack([data.X_train, data.y_train])
         moments, folds = Moments.of(rows), _folds(rows, city, ins)

@@ -51,8 +51,13 @@ class NodeSettings:
 
     @property
     def secagg_secret(self) -> Path:
-        """The node's secure-aggregation secret (never leaves the city)."""
+        """The node's secret for secure aggregation and noise (never leaves the city)."""
         return self.state / "secagg.key"
+
+    @property
+    def privacy_ledger(self) -> Path:
+        """The city's differential-privacy ledger (next to its audit trail)."""
+        return self.state / "privacy-ledger.jsonl"
 
     @property
     def cache(self) -> Path:

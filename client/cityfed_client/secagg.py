@@ -74,14 +74,16 @@ def context_of(fed: FederationSpec, sa: SecAgg) -> str:
     return f"{federation_digest(fed)}|{sa.aggregation}|{roster_digest(sa.roster)}"
 
 
-def audit_fields(sa: SecAgg, question: str) -> dict[str, Any]:
+def audit_fields(sa: SecAgg, question: str, points: Sequence[str] = ()) -> dict[str, Any]:
     """What the audit trail keeps of a step (indices and digests, never seeds).
 
     ``question`` is the digest of the statistics asked
-    (:func:`~cityfed.federation.protocol.question_digest`).
+    (:func:`~cityfed.federation.protocol.question_digest`), ``points`` those of
+    the Newton points (:func:`~cityfed.federation.protocol.point_digests`).
     """
     return {
         "question": question if sa.step == "masked" else None,
+        "points": list(points) if sa.step == "masked" else [],
         "aggregation": sa.aggregation,
         "step": sa.step,
         "threshold": sa.threshold,
@@ -145,10 +147,11 @@ class SecureCity:
             public_key(seeds.cipher), public_key(seeds.mask), commitment(seeds.self_mask)
         )
 
-    def check(self, sa: SecAgg, digest: str, question: str) -> None:
+    def check(self, sa: SecAgg, digest: str, question: str, points: Sequence[str] = ()) -> None:
         """Refuse a step already answered for a different question, or out of order.
 
-        ``digest`` is the instruction's, ``question`` that of the statistics it asks.
+        ``digest`` is the instruction's, ``question`` that of the statistics it
+        asks, ``points`` those of its Newton points.
 
         Raises
         ------
@@ -172,6 +175,16 @@ class SecureCity:
                         f"secure aggregation {sa.aggregation}: these statistics were already "
                         f"masked for secure sum {aggregation} of this run; two sums of one "
                         "question over different cities would give a city's statistics away"
+                    )
+                if (
+                    step == "masked"
+                    and aggregation != sa.aggregation
+                    and (set(points) & set(entry.get("points") or ()))
+                ):
+                    raise SecAggRefusedError(
+                        f"secure aggregation {sa.aggregation}: a Newton point asked was already "
+                        f"evaluated for secure sum {aggregation} of this run; a point is "
+                        "evaluated in one secure sum only"
                     )
         if sa.step in ("masked", "unmask"):
             shared = self.answered.get((sa.aggregation, "shares"))

@@ -54,6 +54,8 @@ class SecureSum:
         The sum of the summed cities' vectors (ring elements).
     summed : list of int
         Nodes whose masked input is in the sum.
+    cities : list of str
+        Their names, as they advertised their keys.
     answered : list of int
         Nodes that took every step to the end (those still in the run).
     bytes_received : int
@@ -62,6 +64,7 @@ class SecureSum:
 
     total: Limbs
     summed: list[int]
+    cities: list[str]
     answered: list[int]
     bytes_received: int
 
@@ -225,6 +228,7 @@ def secure_sum(
     return SecureSum(
         total=sum_,
         summed=sorted(node_of[i] for i in survivors),
+        cities=sorted(roster[i - 1].city for i in survivors),
         answered=sorted(revealed),
         bytes_received=received,
     )

@@ -30,6 +30,7 @@ from cityfed.core.poisson import (
     poisson_starting_intercept,
     poisson_terms_at_intercept,
 )
+from cityfed.core.privacy import gram_length, moments_from_gram, positive_definite
 from cityfed.core.ridge_cv import RidgeCVResult, ridge_cv
 from cityfed.core.scaling import Scaler
 from cityfed.core.secure_stats import (
@@ -192,7 +193,7 @@ def _secure_moments(run: _Run) -> Moments:
         )
     run.folds = pooled[1:]
     run.summed = set(run.active)
-    run.in_sum = [run.outcomes[node].city for node in result.summed]
+    run.in_sum = result.cities
     run.progress(
         "info",
         f"secure sum of {len(result.summed)} cities' statistics: {pooled[0].n} rows in all",
@@ -200,8 +201,57 @@ def _secure_moments(run: _Run) -> Moments:
     return pooled[0]
 
 
+def _private_moments(run: _Run) -> Moments:
+    """A private run's moments: the cities' noisy triangles summed (masked or not), decoded.
+
+    Raises
+    ------
+    FederationError
+        If the sum is not finite, or too few cities answer.
+    """
+    fed = run.fed
+    length = gram_length(len(fed.design) + 1)
+    run.rounds += 1
+    instruction = run.moments_question = Instruction("moments", fed, run.rounds)
+    if fed.secure_aggregation:
+        result = run.secure(instruction, length)
+        released = decode(result.total)
+        run.in_sum = result.cities
+    else:
+        kept: list[tuple[str, int, FloatArray]] = []
+        seen: set[str] = set()
+        for node, reply in run.exchange.exchange(instruction, list(run.active)):
+            if reply.status == "ok" and reply.city in seen:
+                reply = CityReply.failed(reply.city, "another node already answers as this city")
+            elif reply.status == "ok" and (
+                reply.gram is None
+                or reply.gram.shape != (length,)
+                or not np.isfinite(reply.gram).all()
+            ):
+                reply = CityReply.failed(reply.city, "sent malformed statistics")
+            run._record(node, reply, instruction)
+            if reply.status == "ok" and reply.gram is not None:
+                seen.add(reply.city)
+                kept.append((reply.city, node, reply.gram))
+        released = np.zeros(length)
+        for _, _, gram in sorted(kept, key=lambda item: (item[0], item[1])):
+            released = released + gram
+        run.active = sorted(node for _, node, _ in kept)
+        run.in_sum = sorted(city for city, _, _ in kept)
+        run._require_quorum()
+    if not np.isfinite(released).all():
+        raise FederationError(f"{fed.name}: the cities' noisy statistics are not finite")
+    low, high = fed.clip_range()
+    run.summed = set(run.active)
+    total = moments_from_gram(released, low, high, floor=float(fed.min_cities))
+    run.progress("info", f"noisy statistics of {len(run.in_sum)} cities: about {total.n} rows")
+    return total
+
+
 def _moments_round(run: _Run) -> Moments:
     """The cities' moments, summed; asked again (the same question) after a city left."""
+    if run.fed.private:
+        return _private_moments(run)
     if run.fed.secure_aggregation:
         return _secure_moments(run)
     dim = len(run.fed.design) + 1
@@ -304,7 +354,7 @@ def _require_two_classes(run: _Run, total: Moments) -> None:
         Naming every city's count of each class (under secure aggregation, where
         no city's counts are known, the pooled counts).
     """
-    if run.fed.secure_aggregation:
+    if run.fed.secure_aggregation or run.fed.private:
         ones = round(total.n * float(total.mean[-1] + total.low[-1]))
         if ones in (0, total.n):
             raise FederationError(
@@ -331,6 +381,11 @@ def _inference(
     """Standard errors of the fit, or why there are none (said in the model and report)."""
     if fed.algorithm == "fedavg":
         return None, "FedAvg is an iterative approximation: no standard errors"
+    if fed.private:
+        return None, (
+            "differential privacy: the statistics are noisy, so standard errors computed "
+            "from them would not have their nominal coverage; not reported"
+        )
     if fed.model == "ridge":
         return None, (
             "ridge: the penalty biases the estimates, so standard errors and intervals "
@@ -459,6 +514,31 @@ def _started_solver(run: _Run, total: Moments, scaler: Scaler) -> NewtonSolver |
     return solver
 
 
+def _fit_private_newton(run: _Run, total: Moments, scaler: Scaler) -> FloatArray:
+    """Logistic under differential privacy: ``newton_rounds`` steps on the noisy sums.
+
+    Each step uses the cities' noisy gradient and Hessian at one point (the
+    loss is not released, so there is no line search); the noisy Hessian is
+    made positive definite before the step. The same objective as sklearn's:
+    ``C * sum of log-losses + |slopes|^2 / 2``.
+    """
+    fed = run.fed
+    dim = len(fed.design) + 1
+    w = np.zeros(dim)
+    w[0] = starting_intercept(total)
+    penalty = np.ones(dim)
+    penalty[0] = 0.0
+    for step in range(fed.newton_rounds):
+        [terms] = _newton_sums(run, scaler, w[None, :])
+        floor = 1e-9 * max(float(np.trace(np.abs(terms.hess))), 1.0)
+        hess = fed.C * positive_definite(terms.hess, floor) + np.diag(penalty)
+        w = w - np.linalg.solve(hess, fed.C * terms.grad + penalty * w)
+        run.progress(
+            "round", f"private Newton step {step + 1} of {fed.newton_rounds}", round=run.rounds
+        )
+    return w
+
+
 def _fit_newton(
     run: _Run, total: Moments, scaler: Scaler
 ) -> tuple[FloatArray, bool, Moments, Scaler, FloatArray | None]:
@@ -576,6 +656,8 @@ def train(
         _require_two_classes(run, total)
     if fed.algorithm == "fedavg":
         w, total, scaler = _fit_fedavg(run, total, scaler)
+    elif fed.newton and fed.private:
+        w = _fit_private_newton(run, total, scaler)
     elif fed.newton:
         w, converged, total, scaler, hessian = _fit_newton(run, total, scaler)
     else:
@@ -621,7 +703,7 @@ def train(
         cities=tuple(
             sorted(
                 run.in_sum
-                if fed.secure_aggregation and not fed.newton
+                if (fed.secure_aggregation or fed.private) and not fed.newton
                 else (run.outcomes[n].city for n in run.active)
             )
         ),
@@ -634,6 +716,16 @@ def train(
         metrics=metrics,
         inference=inference,
         inference_note=inference_note,
+        secure_aggregation=fed.secure_aggregation,
+        epsilon=fed.epsilon,
+        delta=fed.delta,
+        privacy_spent=tuple(
+            sorted(
+                (o.city, o.epsilon_run, o.epsilon_total)
+                for o in run.outcomes.values()
+                if o.epsilon_run > 0
+            )
+        ),
         alpha_path=()
         if selection is None
         else tuple(zip(selection.alphas.tolist(), selection.mean_test_score.tolist(), strict=True)),
