@@ -7,12 +7,14 @@ triangle of ``sum [1, u][1, u]^T`` (its count, sums and cross-products) plus
 Gaussian noise. One row changes that triangle by at most ``|[1, u]|^2 <=
 p + 1`` in L2 norm (``p`` columns), the sensitivity the noise is scaled to.
 
-For logistic regression each Newton round releases the gradient and Hessian at
-one point, noised: with ``z`` the row's scaled features (bounded through the
-bounds and the public scaler) and ``v = [1, z]``, one row moves the gradient
-``(p - y) v`` by at most ``|v|`` and the Hessian ``p (1 - p) v v^T`` by at most
-``|v|^2 / 4``. The noisy Hessian is repaired to be positive definite before
-the Newton step.
+For logistic regression each round releases only the **gradient** at one
+point, noised: with ``z`` the row's scaled features (bounded through the bounds
+and the public scaler) and ``v = [1, z]``, one row moves the gradient
+``(p - y) v`` by at most ``|v|``. The curvature is not released at all: the
+coordinator steps with Böhning's bound ``sum v v^T / 4`` (from the private
+moments, so free), which majorises the logistic Hessian everywhere, so every
+step decreases the objective however noisy the start: no line search, no loss
+released, and a Hessian's ``|v|^2 / 4`` sensitivity (far larger) never paid.
 
 Nothing here accounts for the privacy loss (``dp-accounting`` does, on the city)
 or draws random numbers itself: the caller passes the generator.
@@ -32,10 +34,9 @@ __all__ = [
     "gram_length",
     "gram_sensitivity",
     "moments_from_gram",
-    "newton_sensitivity",
+    "gradient_sensitivity",
+    "noisy_gradient",
     "noisy_gram",
-    "noisy_terms",
-    "positive_definite",
 ]
 
 
@@ -99,30 +100,16 @@ def moments_from_gram(
     return Moments(int(n), mid + half * mean_u, (scatter + scatter.T) / 2.0)
 
 
-def newton_sensitivity(scaler: Scaler, low: FloatArray, high: FloatArray) -> float:
-    """L2 sensitivity of the released gradient and Hessian triangle to one row.
+def gradient_sensitivity(scaler: Scaler, low: FloatArray, high: FloatArray) -> float:
+    """L2 sensitivity of the released gradient to one row: ``B = max |[1, z]|`` over the box.
 
-    ``low`` and ``high`` bound the design columns (features only) in federation
-    units; with ``B = max |[1, z]|`` over the box, the bound is
-    ``sqrt(B^2 + B^4 / 16)``.
+    ``low`` and ``high`` bound the design columns in federation units.
     """
     far = np.maximum(np.abs(low - scaler.mean), np.abs(high - scaler.mean)) / scaler.scale
-    b2 = 1.0 + float(np.sum(far**2))
-    return float(np.sqrt(b2 + b2 * b2 / 16.0))
+    return float(np.sqrt(1.0 + np.sum(far**2)))
 
 
-def noisy_terms(terms: NewtonTerms, sigma: float, rng: np.random.Generator) -> NewtonTerms:
-    """Gradient and Hessian triangle plus ``N(0, sigma^2)``; the loss is not released (0)."""
+def noisy_gradient(terms: NewtonTerms, sigma: float, rng: np.random.Generator) -> NewtonTerms:
+    """The gradient plus ``N(0, sigma^2)``; neither the loss nor the Hessian is released (0)."""
     dim = terms.grad.shape[0]
-    rows, cols = np.triu_indices(dim)
-    hess = np.zeros((dim, dim))
-    hess[rows, cols] = terms.hess[rows, cols] + rng.normal(0.0, sigma, rows.shape)
-    hess = hess + np.triu(hess, 1).T
-    return NewtonTerms(0.0, terms.grad + rng.normal(0.0, sigma, dim), hess)
-
-
-def positive_definite(matrix: FloatArray, floor: float) -> FloatArray:
-    """``matrix`` symmetrised with its eigenvalues raised to at least ``floor``."""
-    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
-    repaired: FloatArray = (vectors * np.maximum(values, floor)) @ vectors.T
-    return repaired
+    return NewtonTerms(0.0, terms.grad + rng.normal(0.0, sigma, dim), np.zeros((dim, dim)))

@@ -28,10 +28,10 @@ from cityfed.core.newton import NewtonTerms
 from cityfed.core.poisson import poisson_terms
 from cityfed.core.privacy import (
     clip_rows,
+    gradient_sensitivity,
     gram_sensitivity,
-    newton_sensitivity,
+    noisy_gradient,
     noisy_gram,
-    noisy_terms,
 )
 from cityfed.core.secure_stats import moments_vector, terms_vector
 from cityfed.core.stats import Moments
@@ -289,9 +289,9 @@ def _private(
     assert ins.scaler is not None and ins.weights is not None
     X = clip_rows(data.X_train, low[:-1], high[:-1])
     Z = ins.scaler.design(X)
-    sigma = charge.multiplier * newton_sensitivity(ins.scaler, low[:-1], high[:-1]) * share
+    sigma = charge.multiplier * gradient_sensitivity(ins.scaler, low[:-1], high[:-1]) * share
     point = np.atleast_2d(ins.weights)[0]
-    terms = noisy_terms(_newton_terms(ins, data, Z, point), sigma, rng)
+    terms = noisy_gradient(_newton_terms(ins, data, Z, point), sigma, rng)
     if secure is not None:
         return _masked(spent, secure, ins, terms_vector([terms]))
     return CityReply(spent, terms=(terms,))

@@ -28,9 +28,14 @@ from dp_accounting import dp_event
 from dp_accounting.rdp import rdp_privacy_accountant
 
 from cityfed.config.spec import CitySpec, FederationSpec
+from cityfed.errors import CityFedError
 from cityfed.ops.audit import AuditLog
 
-__all__ = ["Charge", "Ledger", "epsilon_of", "noise_multiplier"]
+__all__ = ["Charge", "Ledger", "LedgerError", "epsilon_of", "noise_multiplier"]
+
+
+class LedgerError(CityFedError):
+    """The city's privacy ledger cannot be trusted (it was changed, or cannot be read)."""
 
 
 def _accountant() -> rdp_privacy_accountant.RdpAccountant:
@@ -116,7 +121,18 @@ class Ledger:
         -------
         Charge or str
             The release's noise and ε, or the one-line refusal.
+
+        Raises
+        ------
+        LedgerError
+            If the ledger's hash chain is broken (lines changed or removed).
         """
+        problems = self.log.verify()
+        if problems:
+            raise LedgerError(
+                f"{self.log.path.name} is not intact ({problems[0]}): the budget spent "
+                "cannot be known, so nothing private is released"
+            )
         policy = city.policy
         runs = self._runs(self.log.entries())
         this = runs.pop(run, {"epsilon": 0.0, "delta": 0.0, "questions": set()})

@@ -24,13 +24,13 @@ from cityfed.core.logistic import (
     starting_intercept,
     terms_at_intercept,
 )
-from cityfed.core.newton import ROUND_LENGTHS, NewtonSolver, NewtonTerms
+from cityfed.core.newton import ROUND_LENGTHS, NewtonSolver, NewtonTerms, intercept_gram
 from cityfed.core.poisson import (
     exposure_from_start,
     poisson_starting_intercept,
     poisson_terms_at_intercept,
 )
-from cityfed.core.privacy import gram_length, moments_from_gram, positive_definite
+from cityfed.core.privacy import gram_length, moments_from_gram
 from cityfed.core.ridge_cv import RidgeCVResult, ridge_cv
 from cityfed.core.scaling import Scaler
 from cityfed.core.secure_stats import (
@@ -515,12 +515,13 @@ def _started_solver(run: _Run, total: Moments, scaler: Scaler) -> NewtonSolver |
 
 
 def _fit_private_newton(run: _Run, total: Moments, scaler: Scaler) -> FloatArray:
-    """Logistic under differential privacy: ``newton_rounds`` steps on the noisy sums.
+    """Logistic under differential privacy: ``newton_rounds`` steps on noisy gradients.
 
-    Each step uses the cities' noisy gradient and Hessian at one point (the
-    loss is not released, so there is no line search); the noisy Hessian is
-    made positive definite before the step. The same objective as sklearn's:
-    ``C * sum of log-losses + |slopes|^2 / 2``.
+    The objective is sklearn's, ``C * sum of log-losses + |slopes|^2 / 2``. Each
+    step uses the cities' noisy gradient at one point and Böhning's bound on
+    the Hessian, ``C * sum u u^T / 4 + penalty`` (from the private moments):
+    a majorant everywhere, so each step decreases the objective and none
+    overshoots (:mod:`cityfed.core.privacy`).
     """
     fed = run.fed
     dim = len(fed.design) + 1
@@ -528,11 +529,11 @@ def _fit_private_newton(run: _Run, total: Moments, scaler: Scaler) -> FloatArray
     w[0] = starting_intercept(total)
     penalty = np.ones(dim)
     penalty[0] = 0.0
+    gram, _, _ = intercept_gram(total, scaler)
+    bound = fed.C * gram / 4.0 + np.diag(penalty)
     for step in range(fed.newton_rounds):
         [terms] = _newton_sums(run, scaler, w[None, :])
-        floor = 1e-9 * max(float(np.trace(np.abs(terms.hess))), 1.0)
-        hess = fed.C * positive_definite(terms.hess, floor) + np.diag(penalty)
-        w = w - np.linalg.solve(hess, fed.C * terms.grad + penalty * w)
+        w = w - np.linalg.solve(bound, fed.C * terms.grad + penalty * w)
         run.progress(
             "round", f"private Newton step {step + 1} of {fed.newton_rounds}", round=run.rounds
         )
