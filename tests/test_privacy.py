@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cityfed_client.handlers import responder
+from cityfed_client.privacy import epsilon_of, noise_multiplier
+from cityfed_server.training import train
 from dp_accounting import dp_event
 from dp_accounting.rdp import rdp_privacy_accountant
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -13,17 +16,13 @@ from sklearn.preprocessing import StandardScaler
 
 from cityfed.config.spec import load_federation, parse_federation
 from cityfed.core.privacy import gram_sensitivity, noisy_gram
-from cityfed.errors import SpecError
+from cityfed.errors import FederationError, SpecError
 from cityfed.federation.protocol import Instruction
 from cityfed.flower.exchange import LocalExchange
-from cityfed_client.handlers import responder
-from cityfed_client.privacy import epsilon_of, noise_multiplier
-from cityfed_server.training import train
+
 from .synthetic import write_federation
 
-_BOUNDS = (
-    "dewpoint = [-20, 40]\npressure = [980, 1040]\nwind = [0, 20]\nhumidity = [0, 100]\n"
-)
+_BOUNDS = "dewpoint = [-20, 40]\npressure = [980, 1040]\nwind = [0, 20]\nhumidity = [0, 100]\n"
 
 
 def _private(
@@ -76,7 +75,9 @@ def test_a_private_spec_needs_a_range_for_every_numeric_column() -> None:
     with pytest.raises(SpecError, match=r"bounds: clipping bounds need an epsilon"):
         _parse(_spec("[privacy.bounds]\na = [0, 1]\n"))
     with pytest.raises(SpecError, match="not model 'poisson'"):
-        text = _spec("epsilon = 1.0\n", "poisson").replace('name = "p"', 'name = "p"\ntask = "count"')
+        text = _spec("epsilon = 1.0\n", "poisson").replace(
+            'name = "p"', 'name = "p"\ntask = "count"'
+        )
         _parse(text)
     spec = _parse(_spec("epsilon = 1.0\n[privacy.bounds]\na = [0, 5]\ny = [-1, 1]\n"))
     low, high = spec.clip_range()  # type: ignore[attr-defined]
@@ -91,9 +92,7 @@ def test_the_epsilon_reported_is_dp_accountings(tmp_path: Path) -> None:
     assert releases == 6
     multiplier = noise_multiplier(0.8, 1e-6, releases)
     accountant = rdp_privacy_accountant.RdpAccountant()
-    accountant.compose(
-        dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(multiplier), releases)
-    )
+    accountant.compose(dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(multiplier), releases))
     expected = accountant.get_epsilon(1e-6)
     assert expected == pytest.approx(0.8, rel=1e-6)
     spent = result.model.privacy_spent
@@ -139,14 +138,15 @@ def test_the_ledger_refuses_a_run_past_the_budget(tmp_path: Path) -> None:
     spec = load_federation(fed)
     train(spec, LocalExchange([responder(c) for c in cities]), run_id="first")
     second = LocalExchange([responder(c) for c in cities])
-    with pytest.raises(Exception, match="budget_epsilon = 1.5"):
+    with pytest.raises(FederationError, match=r"budget_epsilon = 1\.5"):
         train(spec, second, run_id="second")
     reply = responder(cities[0])(Instruction("moments", spec, 1))
     assert reply.status == "refused" and reply.gram is None
     assert "ε left: 0.5" in reply.reason
     # The ledger is the city's own, hash-chained, beside its audit trail.
-    from cityfed.ops.audit import AuditLog
     from cityfed_client.node_config import NodeSettings, default_state
+
+    from cityfed.ops.audit import AuditLog
 
     ledger = AuditLog(NodeSettings(cities[0], default_state(cities[0])).privacy_ledger)
     assert ledger.verify() == []
@@ -197,7 +197,7 @@ def test_private_ridge_is_near_the_pooled_fit_and_says_what_it_cost(
 
 def test_distributed_noise_is_carried_once_by_the_secure_sum(tmp_path: Path) -> None:
     """With secure aggregation each of min_cities cities adds 1/min_cities of the variance."""
-    fed_path, cities, _, _ = _private(tmp_path, epsilon=2.0, secure=True, min_cities=2)
+    fed_path, _, _, _ = _private(tmp_path, epsilon=2.0, secure=True, min_cities=2)
     fed = load_federation(fed_path)
     sigma = noise_multiplier(2.0, 1e-6, 1) * gram_sensitivity(len(fed.design) + 1)
     table = np.ones((10, 5))

@@ -31,10 +31,10 @@ from cityfed.typing import FloatArray
 
 __all__ = [
     "clip_rows",
+    "gradient_sensitivity",
     "gram_length",
     "gram_sensitivity",
     "moments_from_gram",
-    "gradient_sensitivity",
     "noisy_gradient",
     "noisy_gram",
 ]

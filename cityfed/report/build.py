@@ -115,6 +115,9 @@ def build_report(fed: FederationSpec, result: RunResult) -> Report:
             inference_note=model.inference_note,
             alpha=model.alpha if model.kind in ("ridge", "poisson") else None,
             alpha_path=model.alpha_path,
+            secure_aggregation=model.secure_aggregation,
+            epsilon=model.epsilon,
+            delta=model.delta,
         ),
         cities={name: _outcome(o) for name, o in sorted(result.cities.items())},
         pooled_check=None,
@@ -186,7 +189,10 @@ def _federation_to_json(fed: FederationSpec) -> dict[str, Any]:
     flat = {**nested["federation"], "target": nested["target"], "features": nested["features"]}
     if "exposure" in nested:
         flat["exposure"] = nested["exposure"]
-    return {f.name: flat[f.name] for f in fields(fed) if f.name in flat}
+    out = {f.name: flat[f.name] for f in fields(fed) if f.name in flat}
+    if "privacy" in nested:
+        out["privacy"] = nested["privacy"]
+    return out
 
 
 def _city_to_json(outcome: CityOutcome) -> dict[str, Any]:
@@ -204,6 +210,11 @@ def _city_to_json(outcome: CityOutcome) -> dict[str, Any]:
             for fate in outcome.rounds
         ],
         **evaluation_to_json(outcome.evaluation or CityEvaluation()),
+        **(
+            {"epsilon_run": outcome.epsilon_run, "epsilon_total": outcome.epsilon_total}
+            if outcome.epsilon_run > 0
+            else {}
+        ),
     }
 
 
@@ -363,7 +374,7 @@ def _shown(value: object, limit: int = 60) -> str:
 def _federation_from_json(table: _Object) -> FederationSpec:
     """Parse the flat ``federation`` object with the spec's own validation."""
     fed = table.obj("federation")
-    variables = ("target", "features", "exposure")
+    variables = ("target", "features", "exposure", "privacy")
     settings = {k: v for k, v in fed.data.items() if k not in variables}
     document = {
         "federation": settings,
@@ -372,6 +383,8 @@ def _federation_from_json(table: _Object) -> FederationSpec:
     }
     if fed.data.get("exposure") is not None:
         document["exposure"] = fed.data["exposure"]
+    if fed.data.get("privacy") is not None:
+        document["privacy"] = fed.data["privacy"]
     text = json.dumps(document)
     return federation_from_json(text, source=f"{table.source}: federation")
 
@@ -396,6 +409,11 @@ def _model_from_json(table: _Object) -> ModelSection:
         inference_note=table.text("inference_note") if "inference_note" in table.data else "",
         alpha=table.number("alpha") if table.data.get("alpha") is not None else None,
         alpha_path=_alpha_path(table),
+        secure_aggregation=table.boolean("secure_aggregation")
+        if "secure_aggregation" in table.data
+        else False,
+        epsilon=table.number("epsilon") if "epsilon" in table.data else 0.0,
+        delta=table.number("delta") if "delta" in table.data else 0.0,
     )
 
 
@@ -430,6 +448,8 @@ def _city_from_json(name: str, table: _Object) -> CityOutcome:
         drop_reasons={reason: drops.integer(reason) for reason in drops.data},
         evaluation=None if evaluation == CityEvaluation() else evaluation,
         rounds=tuple(_fate_from_json(fate) for fate in table.objects("rounds", optional=True)),
+        epsilon_run=table.number("epsilon_run") if "epsilon_run" in table.data else 0.0,
+        epsilon_total=table.number("epsilon_total") if "epsilon_total" in table.data else 0.0,
     )
 
 
@@ -452,7 +472,23 @@ def _pooled_from_json(top: _Object) -> PooledCheck | None:
         reference=table.text("reference"),
         compared=table.choice("compared", _COMPARED),
         within_tolerance=table.boolean("within_tolerance"),
+        private=table.boolean("private") if "private" in table.data else False,
+        cost_metric=table.text("cost_metric") if table.data.get("cost_metric") else "",
+        cost=_cost(table),
     )
+
+
+def _cost(table: _Object) -> dict[str, tuple[float, float]]:
+    """``pooled_check.cost``: ``{city: [private, non-private]}`` (empty when absent)."""
+    raw = table.data.get("cost") or {}
+    if not isinstance(raw, dict) or not all(
+        isinstance(v, list)
+        and len(v) == 2
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        for v in raw.values()
+    ):
+        raise table.fail("cost", "an object of [private, non-private] score pairs", raw)
+    return {str(k): (float(v[0]), float(v[1])) for k, v in raw.items()}
 
 
 def _timing_from_json(table: _Object) -> Timing:

@@ -890,7 +890,13 @@ def _pooled_section(check: PooledCheck | None) -> str:
     """Return the "Pooled check" section, or "" when the report has none."""
     if check is None:
         return ""
-    if check.within_tolerance:
+    if check.private:
+        verdict = (
+            '<p class="verdict pass">Differentially private: the model differs from the '
+            "pooled reference fit by its noise, by design (its accuracy cost is in the "
+            "Privacy section).</p>"
+        )
+    elif check.within_tolerance:
         verdict = (
             '<p class="verdict pass">Within tolerance: the federated model '
             "reproduces the pooled reference fit.</p>"
@@ -911,6 +917,61 @@ def _pooled_section(check: PooledCheck | None) -> str:
         "cities' rows pooled in one place (done only in simulation)."
     )
     return _section("Pooled check", caption, verdict, _table(["Quantity", "Value"], rows))
+
+
+def _privacy_section(report: Report) -> str:
+    """Return the "Privacy" section (secure aggregation, ε per city, the accuracy cost)."""
+    model = report.model
+    if not model.secure_aggregation and model.epsilon <= 0:
+        return ""
+    lines = []
+    if model.secure_aggregation:
+        lines.append(
+            "Secure aggregation: the coordinator received only masked statistics and "
+            "learned their sum over the cities, nothing of any one city."
+        )
+    if model.epsilon > 0:
+        lines.append(
+            f"Differential privacy: ε = {model.epsilon:g}, δ = {model.delta:g} per run, "
+            "noise added by each city before its statistics left it, each city's budget "
+            "kept in its own ledger."
+        )
+    parts = [_caption(" ".join(lines))]
+    check = report.pooled_check
+    cost = check.cost if check is not None else {}
+    rows = []
+    for name, city in report.cities.items():
+        if city.epsilon_run <= 0 and name not in cost:
+            continue
+        private, plain = cost.get(name, (None, None))
+        rows.append(
+            [
+                _text(name),
+                _fmt(city.epsilon_run if city.epsilon_run > 0 else None),
+                _fmt(city.epsilon_total if city.epsilon_total > 0 else None),
+                _fmt(private),
+                _fmt(plain),
+            ]
+        )
+    if rows:
+        metric = check.cost_metric if check is not None and check.cost_metric else "score"
+        header = [
+            "City",
+            "ε this run",
+            "ε all runs",
+            f"Private model {metric}",
+            f"Non-private {metric}",
+        ]
+        parts.append(_table(header, rows, numeric=frozenset({1, 2, 3, 4})))
+        if cost:
+            parts.append(
+                _caption(
+                    "The accuracy cost of privacy: each city's holdout rows scored by the "
+                    "private model and by the same model fitted without noise on the pooled "
+                    "rows (simulation only; lower is better)."
+                )
+            )
+    return _section("Privacy", *parts)
 
 
 def _footer(report: Report) -> str:
@@ -951,6 +1012,7 @@ def render_html(report: Report) -> str:
             _model_section(report, classification),
             _cities_section(report.cities),
             _pooled_section(report.pooled_check),
+            _privacy_section(report),
             _footer(report),
         ]
     )

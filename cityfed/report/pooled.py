@@ -15,6 +15,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, PoissonRe
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cityfed.core.metrics import classification_scores, regression_scores
 from cityfed.data.city_data import CityData
 from cityfed.model.record import FederatedModel
 from cityfed.report.types import Compared, PooledCheck
@@ -117,11 +118,42 @@ def pooled_check(model: FederatedModel, cities: Sequence[CityData]) -> PooledChe
         diff = float(np.max(np.abs(decision - reference.predict(X))))
         std_y = float(np.std(y))
         within = diff <= TOLERANCE_REGRESSION * max(std_y, np.finfo(float).tiny)
+    private = model.epsilon > 0
     return PooledCheck(
         max_abs_prediction_diff=diff,
         relative_to_std_y=diff / std_y if std_y > 0 else None,
         rows=int(y.size),
         reference=name,
         compared=_COMPARED[model.task],
-        within_tolerance=bool(within),
+        # A private model differs from the pooled fit by its noise: that is its
+        # price (``cost``), not a failure of the check.
+        within_tolerance=bool(within) or private,
+        private=private,
+        cost_metric=_COST_METRIC[model.task] if private else "",
+        cost=_accuracy_cost(model, reference, used) if private else {},
     )
+
+
+#: The holdout score the cost of privacy is told in (lower is better for both).
+_COST_METRIC: dict[str, str] = {"regression": "rmse", "count": "rmse", "classification": "log_loss"}
+
+
+def _accuracy_cost(
+    model: FederatedModel, reference: Any, cities: Sequence[CityData]
+) -> dict[str, tuple[float, float]]:
+    """Per city: the private model's and the non-private pooled fit's score on its holdout rows."""
+    cost: dict[str, tuple[float, float]] = {}
+    for city in cities:
+        X, y = city.X_holdout, city.y_holdout
+        if y.size < 2:
+            continue
+        decision = model.decision(X)
+        if model.task == "classification":
+            ours = classification_scores(y, 1.0 / (1.0 + np.exp(-decision))).log_loss
+            theirs = classification_scores(y, reference.predict_proba(X)[:, 1]).log_loss
+        else:
+            ours = regression_scores(y, decision).rmse
+            theirs = regression_scores(y, reference.predict(X)).rmse
+        if ours is not None and theirs is not None:
+            cost[city.city] = (ours, theirs)
+    return cost

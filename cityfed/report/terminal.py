@@ -85,11 +85,30 @@ def print_summary(report: Report, console: Console) -> None:
         elif city.drop_reasons:
             reasons = ", ".join(f"{k}: {v}" for k, v in city.drop_reasons.items())
             console.print(escape(f"  {name} dropped {city.rows_dropped} rows ({reasons})"))
+    if model.secure_aggregation:
+        console.print("Secure aggregation: the coordinator learned only sums over the cities")
+    if model.epsilon > 0:
+        spent = ", ".join(
+            f"{escape(name)} {city.epsilon_run:.3g} (all runs {city.epsilon_total:.3g})"
+            for name, city in report.cities.items()
+            if city.epsilon_run > 0
+        )
+        console.print(
+            f"Differential privacy: ε = {model.epsilon:g}, δ = {model.delta:g}; ε spent: {spent}"
+        )
     check = report.pooled_check
+    if check is not None and check.cost:
+        costs = "; ".join(
+            f"{escape(name)} {ours:.4g} vs {theirs:.4g}"
+            for name, (ours, theirs) in check.cost.items()
+        )
+        console.print(f"Accuracy cost ({check.cost_metric}, private vs non-private): {costs}")
     if check is not None:
         outcome = (
             "[green]equal within tolerance[/]"
-            if check.within_tolerance
+            if check.within_tolerance and not check.private
+            else "[yellow]differs by its noise (private)[/]"
+            if check.private
             else "[red]OUTSIDE tolerance[/]"
         )
         relative = check.relative_to_std_y

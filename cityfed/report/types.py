@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cityfed.config.spec import Algorithm, FederationSpec, ModelKind, Task, VariableSpec
@@ -111,6 +111,11 @@ class ModelSection:
     alpha: float | None = None
     #: ``alpha = "cv"``: ``(alpha, mean cross-validation score)`` for the whole grid.
     alpha_path: tuple[tuple[float, float], ...] = ()
+    #: Only masked statistics reached the coordinator.
+    secure_aggregation: bool = False
+    #: The run's differential privacy (0: none).
+    epsilon: float = 0.0
+    delta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,15 @@ class PooledCheck:
     compared : Compared
         What was compared.
     within_tolerance : bool
-        Whether the difference is within the tool's tolerance.
+        Whether the difference is within the tool's tolerance (a private model's
+        difference is the price of its noise, told by ``cost``: always true).
+    private : bool
+        The model is differentially private.
+    cost_metric : str
+        The holdout score ``cost`` is told in (``rmse``, ``log_loss``).
+    cost : Mapping[str, tuple[float, float]]
+        Per city: the private model's score on its holdout rows, and the
+        non-private pooled fit's on the same rows (the accuracy cost of privacy).
     """
 
     max_abs_prediction_diff: float
@@ -139,6 +152,9 @@ class PooledCheck:
     reference: str
     compared: Compared
     within_tolerance: bool
+    private: bool = False
+    cost_metric: str = ""
+    cost: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
