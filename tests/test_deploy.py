@@ -78,6 +78,8 @@ class Deployment:
     service_port: int
     regression: SyntheticFederation
     classification: SyntheticFederation
+    #: The regression data again, under secure aggregation.
+    secure: SyntheticFederation
     timings: dict[str, float] = field(default_factory=dict)
     #: The federation whose data the three city nodes serve now.
     serving: SyntheticFederation | None = None
@@ -197,6 +199,13 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
             model="logistic",
             C=0.5,
             sizes=(300, 150, 400),
+        ),
+        secure=write_federation(
+            root / "secure",
+            sizes=(300, 150, 400),
+            alpha=2.0,
+            seed=5,
+            extra="\n[privacy]\nsecure_aggregation = true\n",
         ),
     )
     try:
@@ -936,3 +945,29 @@ def test_logistic_run_publishes_the_simulated_model(deployment: Deployment) -> N
     print(
         f"\ndeployed logistic run: {report['_elapsed']:.1f} s, {report['model']['rounds']} round(s)"
     )
+
+
+def test_secure_aggregation_through_real_supernodes(deployment: Deployment) -> None:
+    """Four exchanges per sum over the SuperLink; the coordinator learns only the sum."""
+    dep = deployment
+    dep.serve(dep.secure)
+    report, store = _run(dep, dep.secure.federation)
+    assert report["model"]["secure_aggregation"] is True and report["model"]["rounds"] == 1
+    deployed = load_model(store / "model.pb")
+    X, y = dep.secure.X_pooled, dep.secure.y_pooled
+    reference = make_pipeline(StandardScaler(), Ridge(alpha=2.0)).fit(X, y)
+    np.testing.assert_allclose(deployed.coef_, reference[-1].coef_ / reference[0].scale_, rtol=1e-9)
+    for k in range(3):
+        audit = AuditLog(dep.node_state(f"city{k}") / "audit.jsonl")
+        assert audit.verify() == []
+        steps = [
+            e["secagg"]["step"]
+            for e in audit.entries()
+            if e.get("run") and e.get("secagg") and e["federation"] == "synthetic"
+        ]
+        assert steps[-4:] == ["keys", "shares", "masked", "unmask"]
+        # What the city sent under secure aggregation: keys, sealed shares, one masked
+        # vector and its reveals; never moments.
+        sent = [e["sent"] for e in audit.entries() if e.get("secagg")][-4:]
+        assert all("moments" not in s for s in sent)
+        assert sent[2]["masked_bytes"] > 0

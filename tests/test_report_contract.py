@@ -92,6 +92,9 @@ MODEL_KEYS = {
     "inference_note",
     "alpha",
     "alpha_path",
+    "secure_aggregation",
+    "epsilon",
+    "delta",
 }
 CITY_KEYS = {
     "status",
@@ -115,6 +118,9 @@ POOLED_KEYS = {
     "reference",
     "compared",
     "within_tolerance",
+    "private",
+    "cost_metric",
+    "cost",
 }
 
 

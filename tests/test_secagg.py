@@ -510,3 +510,69 @@ def test_secure_steps_do_not_count_as_rounds_and_are_audited(tmp_path: Path) -> 
     assert "secagg.key" not in text
     secret = default_state(cities[0]) / "secagg.key"
     assert secret.stat().st_mode & 0o077 == 0
+
+
+# ------------------------------------------------------------------ signed keys
+
+
+def _signed_federation(tmp_path: Path, *, wrong: str | None = None) -> tuple[Path, list[Path]]:
+    """The wide federation with [privacy.city_keys]: every city's identity key listed."""
+    from cityfed.federation.secagg import identity_public
+    from cityfed_client.node_config import NodeSettings, default_state
+    from cityfed_client.secagg import load_secret
+
+    fed, cities, _, _ = _federation(tmp_path, model="ridge")
+    lines = []
+    for city in cities:
+        name = city.stem
+        seed = load_secret(NodeSettings(city, default_state(city)).secagg_identity)
+        key = identity_public(bytes(32) if name == wrong else seed)
+        lines.append(f'{name} = "{key}"')
+    text = fed.read_text().replace(
+        "[target]", "[privacy.city_keys]\n" + "\n".join(lines) + "\n\n[target]"
+    )
+    fed.write_text(text)
+    return fed, cities
+
+
+def test_signed_keys_check_every_member(tmp_path: Path) -> None:
+    fed, cities = _signed_federation(tmp_path)
+    spec = load_federation(fed)
+    assert len(spec.city_keys) == 4
+    result = train(spec, LocalExchange([responder(c) for c in cities]), run_id="signed")
+    assert result.model.cities == ("city0", "city1", "city2", "city3")
+
+
+def test_a_forged_member_is_refused_when_keys_are_signed(tmp_path: Path) -> None:
+    """The coordinator swaps in keys it holds for one member: its signature cannot follow."""
+    fed, cities = _signed_federation(tmp_path)
+
+    def forge(ins: Instruction) -> Instruction:
+        assert ins.secagg is not None
+        first = ins.secagg.roster[0]
+        forged = SecAggKeys(bytes([7] * 32), bytes([8] * 32), b"c" * 32, first.keys.signature)
+        return _secagg(ins, roster=(Member(1, first.city, forged), *ins.secagg.roster[1:]))
+
+    exchange = Tamper(LocalExchange([responder(c) for c in cities]), "shares", forge)
+    with pytest.raises(FederationError):
+        train(load_federation(fed), exchange, run_id="forged")
+    reasons = [r.reason for r in exchange.replies if r.status == "refused"]
+    others = [r for r in reasons if "not signed by the key" in r and "'city0'" in r]
+    assert len(others) == 3  # city1..city3 refuse; city0 does not see its own keys
+
+
+def test_a_city_whose_key_is_not_listed_is_left_out(tmp_path: Path) -> None:
+    fed, cities = _signed_federation(tmp_path, wrong="city2")
+    exchange = Spy(LocalExchange([responder(c) for c in cities]))
+    result = train(load_federation(fed), exchange, run_id="unlisted")
+    assert "city2" not in result.model.cities
+    assert result.cities["city2"].status != "ok"
+
+
+def test_a_city_may_require_signed_keys(tmp_path: Path) -> None:
+    fed, cities, _, _ = _federation(tmp_path, model="ridge", policy="require_signed_keys = true\n")
+    exchange = Spy(LocalExchange([responder(c) for c in cities]))
+    with pytest.raises(FederationError):
+        train(load_federation(fed), exchange, run_id="unsigned")
+    reasons = {r.reason for _, _, r in exchange.replies if r.status == "refused"}
+    assert any("require_signed_keys = true" in r for r in reasons)

@@ -55,12 +55,18 @@ def _engine_processes() -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "alpha"), [("ridge", 2.0), ("linear", 0.0)])
+@pytest.mark.parametrize(
+    ("model", "alpha", "secure"), [("ridge", 2.0, False), ("linear", 0.0, True)]
+)
 def test_simulate_equals_pooled_sklearn_in_one_round(
-    tmp_path: Path, model: str, alpha: float
+    tmp_path: Path, model: str, alpha: float, secure: bool
 ) -> None:
     # Prepare: four cities with different names, units, delimiters and derived columns
-    files = write_federation(tmp_path / "in", model=model, alpha=alpha, sizes=(300, 120, 500, 80))
+    # (the linear one under secure aggregation: one secure sum, still the pooled fit)
+    extra = "\n[privacy]\nsecure_aggregation = true\n" if secure else ""
+    files = write_federation(
+        tmp_path / "in", model=model, alpha=alpha, sizes=(300, 120, 500, 80), extra=extra
+    )
     out = tmp_path / "out"
     # Execute
     proc = cityfed("simulate", files.federation, *files.cities, "--out", out, "--json")
@@ -77,8 +83,10 @@ def test_simulate_equals_pooled_sklearn_in_one_round(
         StandardScaler(), Ridge(alpha=alpha) if alpha else LinearRegression()
     ).fit(X, y)
     assert np.max(np.abs(est.predict(frame) - reference.predict(X))) <= 1e-6 * np.std(y)
+    np.testing.assert_allclose(est.coef_, reference[-1].coef_ / reference[0].scale_, rtol=1e-9)
     assert report["pooled_check"]["within_tolerance"] is True
     assert report["pooled_check"]["max_abs_prediction_diff"] <= 1e-6 * np.std(y)
+    assert report["model"]["secure_aggregation"] is secure
     html = (out / "report.html").read_text()
     assert "Pooled check" in html
     assert all(f"city{k}" in html for k in range(4))
@@ -87,6 +95,7 @@ def test_simulate_equals_pooled_sklearn_in_one_round(
 
 @pytest.mark.slow
 def test_simulate_logistic_matches_pooled_probabilities(tmp_path: Path) -> None:
+    """Under secure aggregation: every Newton round is a secure sum."""
     files = write_federation(
         tmp_path / "in",
         task="classification",
@@ -94,6 +103,7 @@ def test_simulate_logistic_matches_pooled_probabilities(tmp_path: Path) -> None:
         C=0.5,
         sizes=(400, 250, 300),
         holdout_fraction=0.0,
+        extra="\n[privacy]\nsecure_aggregation = true\n",
     )
     out = tmp_path / "out"
     proc = cityfed("simulate", files.federation, *files.cities, "--out", out, "--json")
@@ -106,7 +116,8 @@ def test_simulate_logistic_matches_pooled_probabilities(tmp_path: Path) -> None:
     reference = make_pipeline(
         StandardScaler(), LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000)
     ).fit(X, y)
-    assert np.max(np.abs(est.predict_proba(frame) - reference.predict_proba(X))) <= 1e-5
+    assert np.max(np.abs(est.predict_proba(frame) - reference.predict_proba(X))) <= 1e-6
+    assert report["model"]["secure_aggregation"] is True
     assert not _engine_processes()
 
 
@@ -244,3 +255,26 @@ def test_the_count_demo_runs_and_reports_its_inference_table(tmp_path: Path) -> 
     assert report["cities"]["LGA"]["holdout"]["federated"]["d2"] > 0.4
     html = (tmp_path / "counts" / "report.html").read_text()
     assert "<h3>Inference</h3>" in html and "weekday=Sat" in html
+
+
+@pytest.mark.slow
+def test_the_private_demo_shows_what_privacy_costs(tmp_path: Path) -> None:
+    """Secure aggregation and ε = 1 on the bundled data: the report tells the accuracy cost."""
+    proc = cityfed("demo", "--private", "--out", tmp_path / "private", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "CityFed private demo" in proc.stdout and "Accuracy cost" in proc.stdout
+    report = json.loads((tmp_path / "private" / "report.json").read_text())
+    model = report["model"]
+    assert model["secure_aggregation"] is True and model["epsilon"] == 1.0
+    check = report["pooled_check"]
+    assert check["private"] is True and check["cost_metric"] == "rmse"
+    assert set(check["cost"]) == {"EWR", "JFK", "LGA", "NEW"}
+    for private, plain in check["cost"].values():
+        assert private > 0 and plain > 0
+    for city in report["cities"].values():
+        assert city["epsilon_run"] == pytest.approx(1.0, rel=1e-6)
+    est = load_model(tmp_path / "private" / "model.pb")
+    assert est.model_.epsilon == 1.0 and len(est.model_.privacy_spent) == 4
+    html = (tmp_path / "private" / "report.html").read_text()
+    assert "<h2>Privacy</h2>" in html and "Non-private rmse" in html
+    assert not _engine_processes()

@@ -366,6 +366,41 @@ def city_audit(
     _audit(_node_layout(config, state).state / "audit.jsonl", action, as_json)
 
 
+@city_app.command("ledger")
+def city_ledger(
+    action: AuditAction = "verify",
+    config: Annotated[Path | None, typer.Option("--config")] = None,
+    state: Annotated[Path | None, typer.Option("--state")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The city's privacy ledger: every differentially private release and its ε."""
+    _audit(_node_layout(config, state).state / "privacy-ledger.jsonl", action, as_json)
+
+
+@city_app.command("identity")
+def city_identity(
+    config: Annotated[Path | None, typer.Option("--config")] = None,
+    state: Annotated[Path | None, typer.Option("--state")] = None,
+) -> None:
+    """The node's identity key for secure aggregation, as [privacy.city_keys] lists it.
+
+    Made on first use (``secagg-identity.key`` in the node's state folder, 0600);
+    the coordinator puts the printed line in ``federation.toml``, each city agrees
+    to that spec, and from then on no key the coordinator relays can be its own.
+    """
+    from cityfed.config.spec import load_city
+    from cityfed.federation.secagg import identity_public
+    from cityfed_client.node_config import NodeSettings
+    from cityfed_client.secagg import load_secret
+
+    layout = _node_layout(config, state)
+    seed = load_secret(NodeSettings(config or layout.state, layout.state).secagg_identity)
+    line = f'"{identity_public(seed)}"'
+    if config is not None:
+        line = f"{load_city(config).name} = {line}"
+    _console().print(line, highlight=False, soft_wrap=True)
+
+
 @coordinator_app.command("approve")
 def coordinator_approve(
     name: Annotated[str, typer.Argument(help="the city that asked")],

@@ -7,6 +7,8 @@ got 'strong'``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import math
@@ -116,6 +118,29 @@ def indicator_name(feature: str, level: str) -> str:
     return f"{feature}={level}"
 
 
+#: How ``[privacy.city_keys]`` spells a city's identity key for secure aggregation.
+IDENTITY_PREFIX = "ed25519:"
+
+
+def parse_identity(text: str) -> bytes:
+    """The raw 32 bytes of an ``ed25519:<base64>`` key.
+
+    Raises
+    ------
+    ValueError
+        If it is not that.
+    """
+    if not text.startswith(IDENTITY_PREFIX):
+        raise ValueError(f"expected {IDENTITY_PREFIX}<base64>, got {text[:40]!r}")
+    try:
+        raw = base64.b64decode(text[len(IDENTITY_PREFIX) :], validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError(f"{text[:40]!r} is not base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"an Ed25519 public key has 32 bytes, {text[:40]!r} has {len(raw)}")
+    return raw
+
+
 def label_text(value: object) -> str:
     """A value as a categorical label: integral numbers without ``.0`` (``5``, not ``5.0``)."""
     if isinstance(value, float) and value.is_integer():
@@ -167,6 +192,9 @@ class FederationSpec:
     bounds: tuple[tuple[str, float, float], ...] = ()
     #: Logistic under differential privacy: the fixed number of noisy Newton steps.
     newton_rounds: int = 5
+    #: ``[privacy.city_keys]``: each city's Ed25519 identity key (``ed25519:<base64>``);
+    #: the cities sign their secure-aggregation keys and check each other's.
+    city_keys: tuple[tuple[str, str], ...] = ()
     source: str = field(default="federation spec", compare=False)
 
     @property
@@ -284,6 +312,9 @@ class PolicySpec:
     accepted_versions: tuple[str, ...] = ()
     #: Answer only under secure aggregation: statistics leave the city masked.
     secure_aggregation: bool = False
+    #: Take part in a secure sum only when the federation lists every city's identity
+    #: key (``[privacy.city_keys]``), so that no key relayed can be the coordinator's.
+    require_signed_keys: bool = False
     #: The differential-privacy budget the city spends over all runs (None: no limit,
     #: still recorded in its ledger).
     budget_epsilon: float | None = None
@@ -630,6 +661,9 @@ def parse_federation(data: Mapping[str, Any], source: str) -> FederationSpec:
     )
     spec_kwargs["newton_rounds"] = privacy.integer("newton_rounds", 5, minimum=1)
     raw_bounds = privacy.table("bounds")
+    spec_kwargs["city_keys"] = _city_keys(
+        privacy.table("city_keys"), source, spec_kwargs["secure_aggregation"]
+    )
     privacy.finish()
     top.finish()
     if spec_kwargs["secure_aggregation"] and spec_kwargs["algorithm"] == "fedavg":
@@ -735,6 +769,23 @@ def _bounds(
     return tuple(sorted(out))
 
 
+def _city_keys(raw: Mapping[str, Any], source: str, secure: bool) -> tuple[tuple[str, str], ...]:
+    """``[privacy.city_keys]``: ``name = "ed25519:<base64>"`` for each city."""
+    if raw and not secure:
+        raise SpecError(
+            f"{source}: [privacy] city_keys: the cities' keys sign secure-aggregation keys; "
+            "set secure_aggregation = true"
+        )
+    out = []
+    for name, value in raw.items():
+        try:
+            parse_identity(value if isinstance(value, str) else "")
+        except ValueError as exc:
+            raise SpecError(f"{source}: [privacy.city_keys] {name}: {exc}") from None
+        out.append((str(name), str(value)))
+    return tuple(sorted(out))
+
+
 def _alpha(fed: _Table, alpha_cv: bool) -> float:
     """Ridge's alpha; with ``alpha = "cv"`` a placeholder (the run chooses it)."""
     if alpha_cv:
@@ -783,6 +834,9 @@ def federation_to_json(spec: FederationSpec) -> str:
     privacy: dict[str, Any] = {}
     if data.pop("secure_aggregation"):
         privacy["secure_aggregation"] = True
+    city_keys = data.pop("city_keys")
+    if city_keys:
+        privacy["city_keys"] = dict(city_keys)
     epsilon, delta = data.pop("epsilon"), data.pop("delta")
     bounds, newton_rounds = data.pop("bounds"), data.pop("newton_rounds")
     if epsilon > 0:
@@ -888,6 +942,7 @@ def _policy(top: _Table, source: str, base_dir: Path) -> PolicySpec:
         ),
         accepted_versions=table.string_list("accepted_versions", []),
         secure_aggregation=table.boolean("secure_aggregation", False),
+        require_signed_keys=table.boolean("require_signed_keys", False),
         budget_epsilon=None if table._get("budget_epsilon", None) is None
         else table.number("budget_epsilon", None, minimum=0.0),
         budget_delta=None if table._get("budget_delta", None) is None

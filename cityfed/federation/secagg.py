@@ -28,6 +28,7 @@ PyCryptodome (as Flower's own SecAgg+ helpers use it). Nothing here imports Flow
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections.abc import Sequence
@@ -35,16 +36,22 @@ from dataclasses import dataclass
 from typing import Literal
 
 from Crypto.Protocol.SecretSharing import Shamir
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from cityfed.config.spec import IDENTITY_PREFIX, parse_identity
 from cityfed.core.fixedpoint import LIMBS, Limbs, from_bytes
 
 __all__ = [
+    "IDENTITY_PREFIX",
     "STEPS",
     "Member",
     "SecAgg",
@@ -53,12 +60,16 @@ __all__ = [
     "combine",
     "commitment",
     "derive",
+    "identity_public",
+    "keys_signed_by",
     "mask",
     "open_share",
     "pair_key",
+    "parse_identity",
     "public_key",
     "roster_digest",
     "seal_share",
+    "sign_keys",
     "split",
 ]
 
@@ -78,6 +89,9 @@ class SecAggKeys:
     cipher_key: bytes  # X25519 public key c_u (raw, 32 bytes)
     mask_key: bytes  # X25519 public key s_u
     self_commitment: bytes  # SHA-256 of b_u
+    #: Ed25519 signature of the three by the city's identity key (when the
+    #: federation lists the cities' keys: ``[privacy.city_keys]``), else empty.
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -144,6 +158,34 @@ def roster_digest(roster: Sequence[Member]) -> str:
 
 def _key_parts(keys: SecAggKeys) -> tuple[bytes, bytes, bytes]:
     return keys.cipher_key, keys.mask_key, keys.self_commitment
+
+
+def identity_public(seed: bytes) -> str:
+    """A city's identity public key as the federation lists it: ``ed25519:<base64>``."""
+    key = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return IDENTITY_PREFIX + base64.b64encode(raw).decode("ascii")
+
+
+def _signed_text(keys: SecAggKeys, city: str, context: str) -> bytes:
+    parts = (b"cityfed-secagg-keys-v1", context.encode(), city.encode(), *_key_parts(keys))
+    return b"".join(len(p).to_bytes(4, "little") + p for p in parts)
+
+
+def sign_keys(seed: bytes, keys: SecAggKeys, city: str, context: str) -> SecAggKeys:
+    """``keys`` signed by the city's identity key (``context``: federation and aggregation)."""
+    signature = Ed25519PrivateKey.from_private_bytes(seed).sign(_signed_text(keys, city, context))
+    return SecAggKeys(keys.cipher_key, keys.mask_key, keys.self_commitment, signature)
+
+
+def keys_signed_by(identity: str, keys: SecAggKeys, city: str, context: str) -> bool:
+    """Whether ``keys`` carry ``city``'s signature under the listed ``identity`` key."""
+    try:
+        public = Ed25519PublicKey.from_public_bytes(parse_identity(identity))
+        public.verify(keys.signature, _signed_text(keys, city, context))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def derive(secret: bytes, *context: str) -> bytes:

@@ -100,12 +100,17 @@ def _bytes(text: object) -> bytes:
 
 
 def _keys_json(keys: SecAggKeys) -> list[str]:
-    return [_b64(keys.cipher_key), _b64(keys.mask_key), _b64(keys.self_commitment)]
+    return [
+        _b64(keys.cipher_key),
+        _b64(keys.mask_key),
+        _b64(keys.self_commitment),
+        _b64(keys.signature),
+    ]
 
 
 def _keys_from(data: object) -> SecAggKeys:
-    if not isinstance(data, list) or len(data) != 3:
-        raise ValueError("secure-aggregation keys are not three values")
+    if not isinstance(data, list) or len(data) != 4:
+        raise ValueError("secure-aggregation keys are not four values")
     return SecAggKeys(*(_bytes(part) for part in data))
 
 

@@ -314,9 +314,10 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
     if ins.secagg is not None:
         try:
             secret = load_secret(node.settings.secagg_secret)
+            identity = load_secret(node.settings.secagg_identity) if fed.city_keys else None
         except (OSError, SecAggRefusedError) as exc:
             return CityReply.failed(city.name, f"secure aggregation: the node's secret: {exc}")
-        secure = SecureCity(secret, node.run, city.name, fed, history.secagg)
+        secure = SecureCity(secret, node.run, city.name, fed, history.secagg, identity)
         try:
             secure.check(
                 ins.secagg, instruction_digest(ins), question_digest(ins), point_digests(ins)

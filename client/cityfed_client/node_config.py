@@ -55,6 +55,11 @@ class NodeSettings:
         return self.state / "secagg.key"
 
     @property
+    def secagg_identity(self) -> Path:
+        """The node's Ed25519 identity seed (``[privacy.city_keys]`` lists its public key)."""
+        return self.state / "secagg-identity.key"
+
+    @property
     def privacy_ledger(self) -> Path:
         """The city's differential-privacy ledger (next to its audit trail)."""
         return self.state / "privacy-ledger.jsonl"

@@ -228,6 +228,11 @@ def _secure_problem(ins: Instruction, city: CitySpec) -> str | None:
         return None
     if not ins.federation.secure_aggregation:
         return "secure aggregation asked, but the agreed federation does not declare it"
+    if city.policy.require_signed_keys and not ins.federation.city_keys:
+        return (
+            "[policy] require_signed_keys = true: the agreed federation lists no "
+            "[privacy.city_keys], so the other cities' keys cannot be checked"
+        )
     statistics = sa.step == "masked"
     if statistics != (ins.phase in ("moments", "newton")) or (
         not statistics and ins.phase != "secagg"

@@ -36,12 +36,15 @@ from cityfed.federation.secagg import (
     SecAggKeys,
     commitment,
     derive,
+    identity_public,
+    keys_signed_by,
     mask,
     open_share,
     pair_key,
     public_key,
     roster_digest,
     seal_share,
+    sign_keys,
     split,
 )
 from cityfed.files import write_atomic
@@ -116,6 +119,10 @@ class SecureCity:
     answered : Mapping[tuple[int, str], Mapping[str, Any]]
         What the audit trail says this run already answered, by (aggregation,
         step): the question's digest and its :func:`audit_fields`.
+    identity : bytes, optional
+        The node's Ed25519 identity seed: when the federation lists the cities'
+        keys (``[privacy.city_keys]``) the city signs its keys with it, and
+        checks every other member's signature against the list.
     """
 
     def __init__(
@@ -125,7 +132,9 @@ class SecureCity:
         city: str,
         fed: FederationSpec,
         answered: Mapping[tuple[int, str], Mapping[str, Any]],
+        identity: bytes | None = None,
     ) -> None:
+        self.identity = identity
         self.secret = secret
         self.run = run
         self.city = city
@@ -143,9 +152,35 @@ class SecureCity:
     def keys(self, aggregation: int) -> SecAggKeys:
         """The ``keys`` step: the city's public keys and self-mask commitment."""
         seeds = self._seeds(aggregation)
-        return SecAggKeys(
+        keys = SecAggKeys(
             public_key(seeds.cipher), public_key(seeds.mask), commitment(seeds.self_mask)
         )
+        if self.fed.city_keys and self.identity is not None:
+            keys = sign_keys(self.identity, keys, self.city, self._key_context(aggregation))
+        return keys
+
+    def _key_context(self, aggregation: int) -> str:
+        """What a city's signature binds its keys to: the federation and the aggregation."""
+        return f"{federation_digest(self.fed)}|{aggregation}"
+
+    def _check_signatures(self, sa: SecAgg) -> None:
+        """With ``[privacy.city_keys]``: every member's keys signed by the key listed for it."""
+        listed = dict(self.fed.city_keys)
+        if not listed:
+            return
+        if self.identity is None or listed.get(self.city) != identity_public(self.identity):
+            raise SecAggRefusedError(
+                f"[privacy.city_keys] does not list this node's identity key for {self.city!r} "
+                "(see `cityfed city identity`)"
+            )
+        context = self._key_context(sa.aggregation)
+        for member in sa.roster:
+            key = listed.get(member.city)
+            if key is None or not keys_signed_by(key, member.keys, member.city, context):
+                raise SecAggRefusedError(
+                    f"secure aggregation: the keys relayed for {member.city!r} are not signed "
+                    "by the key [privacy.city_keys] lists for it"
+                )
 
     def check(self, sa: SecAgg, digest: str, question: str, points: Sequence[str] = ()) -> None:
         """Refuse a step already answered for a different question, or out of order.
@@ -221,6 +256,7 @@ class SecureCity:
             raise SecAggRefusedError(
                 "secure aggregation: this city is not in the roster under its own keys"
             )
+        self._check_signatures(sa)
         n = len(sa.roster)
         floor = max(self.fed.min_cities, n // 2 + 1, 2)
         if not floor <= sa.threshold <= n:

@@ -32,6 +32,7 @@ from cityfed.federation.secagg import (
     SecAggKeys,
     combine,
     commitment,
+    keys_signed_by,
     mask,
     pair_key,
     public_key,
@@ -144,8 +145,19 @@ def secure_sum(
         base = statistics if step == "masked" else Instruction(phase, fed, statistics.round)
         return replace(base, secagg=sa)
 
-    # 1. keys
-    keyed = ask(secagg("keys"), nodes, lambda r: r.keys is not None and _keys_ok(r))
+    # 1. keys (signed by the cities' identity keys when the federation lists them)
+    listed = dict(fed.city_keys)
+    key_context = f"{federation_digest(fed)}|{aggregation}"
+
+    def keys_valid(reply: CityReply) -> bool:
+        if reply.keys is None or not _keys_ok(reply):
+            return False
+        identity = listed.get(reply.city)
+        return not listed or (
+            identity is not None and keys_signed_by(identity, reply.keys, reply.city, key_context)
+        )
+
+    keyed = ask(secagg("keys"), nodes, keys_valid)
     order = sorted(keyed)
     roster = tuple(
         Member(index=i + 1, city=keyed[node].city, keys=_keys(keyed[node]))
