@@ -517,9 +517,10 @@ def test_secure_steps_do_not_count_as_rounds_and_are_audited(tmp_path: Path) -> 
 
 def _signed_federation(tmp_path: Path, *, wrong: str | None = None) -> tuple[Path, list[Path]]:
     """The wide federation with [privacy.city_keys]: every city's identity key listed."""
-    from cityfed.federation.secagg import identity_public
     from cityfed_client.node_config import NodeSettings, default_state
     from cityfed_client.secagg import load_secret
+
+    from cityfed.federation.secagg import identity_public
 
     fed, cities, _, _ = _federation(tmp_path, model="ridge")
     lines = []

@@ -388,10 +388,11 @@ def city_identity(
     the coordinator puts the printed line in ``federation.toml``, each city agrees
     to that spec, and from then on no key the coordinator relays can be its own.
     """
-    from cityfed.config.spec import load_city
-    from cityfed.federation.secagg import identity_public
     from cityfed_client.node_config import NodeSettings
     from cityfed_client.secagg import load_secret
+
+    from cityfed.config.spec import load_city
+    from cityfed.federation.secagg import identity_public
 
     layout = _node_layout(config, state)
     seed = load_secret(NodeSettings(config or layout.state, layout.state).secagg_identity)
