@@ -109,8 +109,9 @@ def test_the_noise_has_the_calibrated_variance(tmp_path: Path) -> None:
     )
     fed = load_federation(fed_path)
     draws = []
-    for _ in range(300):
-        reply = responder(cities[0])(Instruction("moments", fed, 1))  # a new run each time
+    for k in range(300):
+        # A new run each time, on a node of its own (its own secret, so its own noise).
+        reply = responder(cities[0], tmp_path / f"node{k}")(Instruction("moments", fed, 1))
         assert reply.gram is not None
         draws.append(reply.gram)
     released = np.array(draws)

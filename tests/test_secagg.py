@@ -577,3 +577,54 @@ def test_a_city_may_require_signed_keys(tmp_path: Path) -> None:
         train(load_federation(fed), exchange, run_id="unsigned")
     reasons = {r.reason for _, _, r in exchange.replies if r.status == "refused"}
     assert any("require_signed_keys = true" in r for r in reasons)
+
+
+def test_alpha_cv_folds_are_summed_securely_too(tmp_path: Path) -> None:
+    """The fold moments travel in the same secure sum: the same alpha, the same model."""
+    fed, cities, _, _ = _federation(tmp_path, model="ridge")
+    text = fed.read_text().replace("alpha = 2.5", 'alpha = "cv"\ncv_folds = 3')
+    fed.write_text(text)
+    secure = train(load_federation(fed), LocalExchange([responder(c) for c in cities]), run_id="s")
+    fed.write_text(text.replace("secure_aggregation = true", "secure_aggregation = false"))
+    plain = train(load_federation(fed), LocalExchange([responder(c) for c in cities]), run_id="p")
+    assert secure.model.alpha == plain.model.alpha
+    np.testing.assert_allclose(secure.model.coef_scaled, plain.model.coef_scaled, rtol=1e-10)
+    for (a1, s1), (a2, s2) in zip(secure.model.alpha_path, plain.model.alpha_path, strict=True):
+        assert a1 == a2 and s1 == pytest.approx(s2, rel=1e-9)
+
+
+def test_fedavg_cannot_be_summed_securely(tmp_path: Path) -> None:
+    from cityfed.errors import SpecError
+
+    fed, _, _, _ = _federation(tmp_path, model="ridge")
+    fed.write_text(fed.read_text().replace("alpha = 2.5", 'alpha = 2.5\nalgorithm = "fedavg"'))
+    with pytest.raises(SpecError, match=r"\[privacy\] secure_aggregation: needs algorithm"):
+        load_federation(fed)
+
+
+def test_a_city_may_keep_its_counts_and_scores(tmp_path: Path) -> None:
+    """Under secure aggregation the counts are the city's to give: city0 keeps them."""
+    fed, cities, Xs, _ = _federation(tmp_path, model="ridge")
+    fed.write_text(fed.read_text().replace("holdout_fraction = 0.0", "holdout_fraction = 0.2"))
+    keep = "release_counts = false\nrelease_scores = false\n"
+    cities[0].write_text(cities[0].read_text() + keep)
+    spy = Spy(LocalExchange([responder(c) for c in cities]))
+    result = train(load_federation(fed), spy, run_id="withheld")
+    mine = result.cities["city0"]
+    assert mine.counts_withheld and mine.rows_read == mine.rows_train == 0
+    assert not mine.drop_reasons and mine.evaluation is None
+    assert "release_scores = false" in mine.reason
+    sent = [r for _, node, r in spy.replies if node == 1]
+    assert all(r.outcome.rows_read == 0 and r.outcome.rows_train == 0 for r in sent)
+    other = result.cities["city1"]
+    assert not other.counts_withheld and other.rows_read == Xs[1].shape[0]
+    assert other.evaluation is not None
+    assert "city0" in result.model.cities  # its statistics are in the sum all the same
+    from cityfed.report.build import build_report, report_from_json, report_to_json
+    from cityfed.report.html import render_html
+
+    report = build_report(load_federation(fed), result)
+    data = report_to_json(report)
+    assert data["cities"]["city0"]["counts_withheld"] is True
+    assert report_from_json(data, "report.json").cities["city0"].counts_withheld
+    assert "withheld by the city" in render_html(report)

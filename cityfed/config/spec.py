@@ -315,6 +315,11 @@ class PolicySpec:
     #: Take part in a secure sum only when the federation lists every city's identity
     #: key (``[privacy.city_keys]``), so that no key relayed can be the coordinator's.
     require_signed_keys: bool = False
+    #: Under secure aggregation or differential privacy, whether the city tells the
+    #: coordinator its own row counts and drop reasons (its statistics no longer do).
+    release_counts: bool = True
+    #: Whether the city sends its holdout scores, calibration and learning curve.
+    release_scores: bool = True
     #: The differential-privacy budget the city spends over all runs (None: no limit,
     #: still recorded in its ledger).
     budget_epsilon: float | None = None
@@ -943,6 +948,8 @@ def _policy(top: _Table, source: str, base_dir: Path) -> PolicySpec:
         accepted_versions=table.string_list("accepted_versions", []),
         secure_aggregation=table.boolean("secure_aggregation", False),
         require_signed_keys=table.boolean("require_signed_keys", False),
+        release_counts=table.boolean("release_counts", True),
+        release_scores=table.boolean("release_scores", True),
         budget_epsilon=None if table._get("budget_epsilon", None) is None
         else table.number("budget_epsilon", None, minimum=0.0),
         budget_delta=None if table._get("budget_delta", None) is None

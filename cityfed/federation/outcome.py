@@ -42,6 +42,9 @@ class CityOutcome:
     #: A private run: the ε this run spent of the city's budget, and all its runs so far.
     epsilon_run: float = 0.0
     epsilon_total: float = 0.0
+    #: The city kept its row counts and drop reasons to itself (``[policy]
+    #: release_counts = false`` under secure aggregation or differential privacy).
+    counts_withheld: bool = False
     #: The city's fate in each exchange it was asked to take part in, in order.
     rounds: tuple[RoundFate, ...] = ()
 
@@ -80,6 +83,7 @@ class CityOutcome:
             rows_read=counts.rows_read,
             rows_train=counts.rows_train,
             drop_reasons=dict(counts.drop_reasons),
+            counts_withheld=self.counts_withheld or later.counts_withheld,
             evaluation=later.evaluation or self.evaluation,
             epsilon_run=max(self.epsilon_run, later.epsilon_run),
             epsilon_total=max(self.epsilon_total, later.epsilon_total),

@@ -56,6 +56,7 @@ _KEY_FOLD_MEAN_LOW = "fold_mean_low"
 _KEY_FOLD_SCATTER = "fold_scatter"
 _SECURE = "secure"
 _KEY_GRAM = "gram"
+_KEY_WITHHELD = "counts_withheld"
 _KEY_EPS_RUN = "epsilon_run"
 _KEY_EPS_TOTAL = "epsilon_total"
 _KEY_SECAGG = "secagg"
@@ -225,6 +226,8 @@ def encode_reply(reply: CityReply) -> RecordDict:
             _KEY_DROPS: json.dumps(dict(outcome.drop_reasons)),
         }
     )
+    if outcome.counts_withheld:
+        status[_KEY_WITHHELD] = True
     if outcome.evaluation is not None:
         status[_KEY_EVALUATION] = json.dumps(evaluation_to_json(outcome.evaluation))
     if reply.keys is not None or reply.sealed or reply.revealed:
@@ -331,6 +334,7 @@ def decode_reply(content: RecordDict) -> CityReply:
         evaluation=evaluation,
         epsilon_run=_number(counts, _KEY_EPS_RUN) if _KEY_EPS_RUN in counts else 0.0,
         epsilon_total=_number(counts, _KEY_EPS_TOTAL) if _KEY_EPS_TOTAL in counts else 0.0,
+        counts_withheld=status.get(_KEY_WITHHELD) is True,
     )
     return CityReply(
         outcome,

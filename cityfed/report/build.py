@@ -215,6 +215,7 @@ def _city_to_json(outcome: CityOutcome) -> dict[str, Any]:
             if outcome.epsilon_run > 0
             else {}
         ),
+        **({"counts_withheld": True} if outcome.counts_withheld else {}),
     }
 
 
@@ -450,6 +451,9 @@ def _city_from_json(name: str, table: _Object) -> CityOutcome:
         rounds=tuple(_fate_from_json(fate) for fate in table.objects("rounds", optional=True)),
         epsilon_run=table.number("epsilon_run") if "epsilon_run" in table.data else 0.0,
         epsilon_total=table.number("epsilon_total") if "epsilon_total" in table.data else 0.0,
+        counts_withheld=table.boolean("counts_withheld")
+        if "counts_withheld" in table.data
+        else False,
     )
 
 

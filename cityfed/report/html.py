@@ -856,15 +856,22 @@ def _fates(city: CityOutcome) -> str:
 
 def _cities_section(cities: Mapping[str, CityOutcome]) -> str:
     """Return the "Cities" section: one row per city with its row accounting."""
+    withheld = _text("withheld by the city")
     rows = [
         [
             _text(name),
             _status_badge(city.status),
-            _fmt(city.rows_used),
-            _fmt(city.rows_train),
-            _fmt(city.rows_holdout),
-            _fmt(city.rows_dropped),
-            _drop_reasons(city.drop_reasons),
+            *(
+                [withheld] * 5
+                if city.counts_withheld
+                else [
+                    _fmt(city.rows_used),
+                    _fmt(city.rows_train),
+                    _fmt(city.rows_holdout),
+                    _fmt(city.rows_dropped),
+                    _drop_reasons(city.drop_reasons),
+                ]
+            ),
             _fates(city),
             _text(city.reason),
         ]

@@ -345,6 +345,9 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
     too_few = check_data(fed, city, int(data.y_train.size)) or check_levels(fed, city, data.X_train)
     if too_few is not None:
         return CityReply(replace(outcome, status="refused", reason=too_few))
+    if (fed.secure_aggregation or fed.private) and not city.policy.release_counts:
+        # The masked or noisy statistics no longer tell the city's counts; it keeps them.
+        outcome = replace(outcome, rows_read=0, rows_train=0, drop_reasons={}, counts_withheld=True)
     if secure is not None and ins.secagg is not None and ins.secagg.step == "keys":
         return CityReply(outcome, keys=secure.keys(ins.secagg.aggregation))
     if fed.private and ins.phase in ("moments", "newton"):

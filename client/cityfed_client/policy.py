@@ -130,6 +130,11 @@ def _over_limits(ins: Instruction, city: CitySpec, history: RunHistory) -> str |
             f"answered {history.runs_today} runs of {fed.name!r} in the last 24 hours"
         )
     if ins.phase == "evaluate":
+        if not policy.release_scores:
+            return (
+                "[policy] release_scores = false: this city keeps its holdout scores, "
+                "calibration and learning curve to itself"
+            )
         if history.evaluation_answers >= policy.max_evaluations:
             return (
                 f"[policy] max_evaluations = {policy.max_evaluations}: this run already had "
