@@ -7,7 +7,9 @@ statsmodels on the pooled rows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 
 from cityfed.config.spec import load_federation
 from cityfed.core import fixedpoint as fp
+from cityfed.core import shamir
 from cityfed.core.secure_stats import moments_from_sums, moments_length, moments_vector
 from cityfed.core.stats import Moments, merge_all
 from cityfed.errors import FederationError
@@ -53,6 +56,27 @@ def test_ring_subtraction_undoes_addition(a: list[float], b: list[float]) -> Non
     y = fp.encode([fp.fixed(v) for v in b[:size]])
     assert np.array_equal(fp.subtract(fp.add(x, y), y), x)
     assert np.array_equal(fp.add(x, fp.negate(x)), np.zeros_like(x))
+
+
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.integers(min_value=2, max_value=12).flatmap(
+        lambda n: st.tuples(st.just(n), st.integers(min_value=1, max_value=n))
+    ),
+    st.randoms(use_true_random=False),
+)
+@settings(max_examples=60, deadline=None)
+def test_any_threshold_of_shamir_shares_rebuilds_the_seed(
+    seed: bytes, sizes: tuple[int, int], rng: random.Random
+) -> None:
+    count, threshold = sizes
+    shares = list(enumerate(shamir.split(seed, threshold, count), start=1))
+    chosen = rng.sample(shares, threshold)
+    assert shamir.combine(chosen) == seed
+    if threshold > 1:  # one share fewer: a different polynomial through them, almost surely
+        fewer = chosen[:-1]
+        with contextlib.suppress(ValueError):  # or not even a 32-byte secret
+            assert shamir.combine(fewer) != seed
 
 
 def test_a_value_outside_the_ring_is_refused_not_wrapped() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import math
@@ -886,6 +887,7 @@ def federation_from_json(
     return parse_federation(data, source)
 
 
+@functools.lru_cache(maxsize=128)
 def federation_digest(spec: FederationSpec) -> str:
     """``sha256:`` of the spec's canonical JSON: what a city's agreement pins."""
     canonical = json.dumps(

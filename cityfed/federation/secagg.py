@@ -22,8 +22,9 @@ One secure sum takes four exchanges. Every city ``u`` of the roster
 The keys are fresh for every aggregation (derived by each city from a secret
 that never leaves it), so a seed revealed in one aggregation unmasks nothing in
 another. Cryptography comes from maintained libraries: X25519, HKDF-SHA256,
-ChaCha20 and AES-GCM from ``cryptography``, Shamir's scheme over GF(2^128) from
-PyCryptodome (as Flower's own SecAgg+ helpers use it). Nothing here imports Flower.
+ChaCha20, AES-GCM and Ed25519 from ``cryptography``; Shamir's scheme over the
+prime field of 2**521 - 1 is :mod:`cityfed.core.shamir` (which says why it is not
+PyCryptodome's). Nothing here imports Flower.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from Crypto.Protocol.SecretSharing import Shamir
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -48,10 +48,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cityfed.config.spec import IDENTITY_PREFIX, parse_identity
+from cityfed.core import shamir
 from cityfed.core.fixedpoint import LIMBS, Limbs, from_bytes
 
 __all__ = [
     "IDENTITY_PREFIX",
+    "SHARE_BYTES",
     "STEPS",
     "Member",
     "SecAgg",
@@ -79,7 +81,8 @@ STEPS: tuple[Step, ...] = ("keys", "shares", "masked", "unmask")
 
 #: Bytes of a seed: a private key's or the self mask's.
 SEED_BYTES = 32
-_SHARE_BYTES = 32  # two 16-byte Shamir chunks
+#: Bytes of one Shamir share of a seed (:mod:`cityfed.core.shamir`).
+SHARE_BYTES = shamir.SHARE_BYTES
 
 
 @dataclass(frozen=True)
@@ -228,23 +231,18 @@ def mask(key: bytes, count: int) -> Limbs:
 
 def split(seed: bytes, threshold: int, count: int) -> list[bytes]:
     """Shamir shares of a 32-byte seed for indices ``1..count`` (any ``threshold`` rebuild it)."""
-    chunks = [Shamir.split(threshold, count, seed[i : i + 16], False) for i in (0, 16)]
-    return [low + high for (_, low), (_, high) in zip(*chunks, strict=True)]
+    return shamir.split(seed, threshold, count)
 
 
 def combine(shares: Sequence[tuple[int, bytes]]) -> bytes:
-    """The seed from ``(index, share)`` pairs (exactly ``threshold`` of them).
+    """The 32-byte seed from ``(index, share)`` pairs (exactly ``threshold`` of them).
 
     Raises
     ------
     ValueError
-        If a share is not 32 bytes.
+        If the shares are malformed or do not belong together.
     """
-    if any(len(share) != _SHARE_BYTES for _, share in shares):
-        raise ValueError("a share is not 32 bytes")
-    low = Shamir.combine([(i, share[:16]) for i, share in shares], False)
-    high = Shamir.combine([(i, share[16:]) for i, share in shares], False)
-    return bytes(low + high)
+    return shamir.combine(shares, SEED_BYTES)
 
 
 def seal_share(key: bytes, sender: int, recipient: int, share: bytes, context: str) -> bytes:

@@ -32,6 +32,7 @@ from typing import Any
 from cityfed.config.spec import FederationSpec, federation_digest
 from cityfed.core.fixedpoint import add, encode, negate, to_bytes
 from cityfed.federation.secagg import (
+    SHARE_BYTES,
     SecAgg,
     SecAggKeys,
     commitment,
@@ -333,9 +334,10 @@ class SecureCity:
                 plain = open_share(key, sealed, sender, me, context)
             except ValueError as exc:
                 raise SecAggRefusedError(f"secure aggregation: {exc}") from None
-            if len(plain) != 64:
+            if len(plain) != 2 * SHARE_BYTES:
                 raise SecAggRefusedError(
                     f"secure aggregation: the share from city {sender} is malformed"
                 )
-            revealed.append((sender, plain[:32] if sender in survivors else plain[32:]))
+            self_share, mask_share = plain[:SHARE_BYTES], plain[SHARE_BYTES:]
+            revealed.append((sender, self_share if sender in survivors else mask_share))
         return tuple(revealed)

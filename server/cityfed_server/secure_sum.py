@@ -217,8 +217,8 @@ def secure_sum(
         for owner, share in revealed[node].revealed:
             shares_of[owner].append((index_of[node], share))
     for i in survivors:
-        seed = _rebuild(shares_of[i], threshold)
         member = roster[i - 1]
+        seed = _rebuild(shares_of[i], threshold, fed.name, member.city)
         if commitment(seed) != member.keys.self_commitment:
             raise FederationError(
                 f"{fed.name}: secure aggregation: the shares of {member.city}'s self mask do "
@@ -226,8 +226,8 @@ def secure_sum(
             )
         sum_ = subtract(sum_, mask(seed, length))
     for v in sorted(set(included) - set(survivors)):
-        seed = _rebuild(shares_of[v], threshold)
         dropped = roster[v - 1]
+        seed = _rebuild(shares_of[v], threshold, fed.name, dropped.city)
         if public_key(seed) != dropped.keys.mask_key:
             raise FederationError(
                 f"{fed.name}: secure aggregation: the shares of {dropped.city}'s mask key do "
@@ -246,9 +246,21 @@ def secure_sum(
     )
 
 
-def _rebuild(shares: list[tuple[int, bytes]], threshold: int) -> bytes:
-    """A seed from the first ``threshold`` shares (x-coordinates are roster indices)."""
-    return combine(shares[:threshold])
+def _rebuild(shares: list[tuple[int, bytes]], threshold: int, fed: str, city: str) -> bytes:
+    """A seed from the first ``threshold`` shares (x-coordinates are roster indices).
+
+    Raises
+    ------
+    FederationError
+        If the shares are malformed (a city sent garbage).
+    """
+    try:
+        return combine(shares[:threshold])
+    except ValueError as exc:
+        raise FederationError(
+            f"{fed}: secure aggregation: the shares of {city}'s seed do not rebuild it "
+            f"({exc}); nothing is published"
+        ) from None
 
 
 def _keys_ok(reply: CityReply) -> bool:
