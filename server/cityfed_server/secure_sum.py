@@ -218,21 +218,13 @@ def secure_sum(
             shares_of[owner].append((index_of[node], share))
     for i in survivors:
         member = roster[i - 1]
-        seed = _rebuild(shares_of[i], threshold, fed.name, member.city)
-        if commitment(seed) != member.keys.self_commitment:
-            raise FederationError(
-                f"{fed.name}: secure aggregation: the shares of {member.city}'s self mask do "
-                "not rebuild it (a city sent a wrong share); nothing is published"
-            )
+        what = f"{fed.name}: {member.city}'s self mask"
+        seed = _rebuild(shares_of[i], threshold, what, commitment, member.keys.self_commitment)
         sum_ = subtract(sum_, mask(seed, length))
     for v in sorted(set(included) - set(survivors)):
         dropped = roster[v - 1]
-        seed = _rebuild(shares_of[v], threshold, fed.name, dropped.city)
-        if public_key(seed) != dropped.keys.mask_key:
-            raise FederationError(
-                f"{fed.name}: secure aggregation: the shares of {dropped.city}'s mask key do "
-                "not rebuild it (a city sent a wrong share); nothing is published"
-            )
+        what = f"{fed.name}: {dropped.city}'s mask key"
+        seed = _rebuild(shares_of[v], threshold, what, public_key, dropped.keys.mask_key)
         for u in survivors:
             pairwise = mask(pair_key(seed, roster[u - 1].keys.mask_key, "mask", context), length)
             # u added +mask if u < v, -mask otherwise: take it back out.
@@ -246,21 +238,34 @@ def secure_sum(
     )
 
 
-def _rebuild(shares: list[tuple[int, bytes]], threshold: int, fed: str, city: str) -> bytes:
-    """A seed from the first ``threshold`` shares (x-coordinates are roster indices).
+def _rebuild(
+    shares: list[tuple[int, bytes]],
+    threshold: int,
+    what: str,
+    advertised: Callable[[bytes], bytes],
+    expected: bytes,
+) -> bytes:
+    """A seed from the first ``threshold`` shares, checked against what its city advertised.
+
+    ``what`` names it (``"fed: city's self mask"``); ``advertised(seed)`` must be
+    ``expected`` (its commitment, or its public key). x-coordinates are roster indices.
 
     Raises
     ------
     FederationError
-        If the shares are malformed (a city sent garbage).
+        If the shares do not rebuild the advertised seed (a city sent a wrong share).
     """
+    fed, _, seed_name = what.partition(": ")
     try:
-        return combine(shares[:threshold])
-    except ValueError as exc:
+        seed = combine(shares[:threshold])
+    except ValueError:
+        seed = b""
+    if not seed or advertised(seed) != expected:
         raise FederationError(
-            f"{fed}: secure aggregation: the shares of {city}'s seed do not rebuild it "
-            f"({exc}); nothing is published"
-        ) from None
+            f"{fed}: secure aggregation: the shares of {seed_name} do not rebuild it (a city "
+            "sent a wrong share); nothing is published"
+        )
+    return seed
 
 
 def _keys_ok(reply: CityReply) -> bool:
