@@ -30,7 +30,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cityfed import load_model
-from cityfed.config.spec import load_federation
+from cityfed.config.spec import federation_digest, load_federation
 from cityfed.ops.audit import AuditLog
 from cityfed.ops.processes import flower_env
 
@@ -78,8 +78,6 @@ class Deployment:
     service_port: int
     regression: SyntheticFederation
     classification: SyntheticFederation
-    #: The regression data again, under secure aggregation.
-    secure: SyntheticFederation
     timings: dict[str, float] = field(default_factory=dict)
     #: The federation whose data the three city nodes serve now.
     serving: SyntheticFederation | None = None
@@ -200,14 +198,8 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
             C=0.5,
             sizes=(300, 150, 400),
         ),
-        secure=write_federation(
-            root / "secure",
-            sizes=(300, 150, 400),
-            alpha=2.0,
-            seed=5,
-            extra="\n[privacy]\nsecure_aggregation = true\n",
-        ),
     )
+    _agree_to_the_secure_twin(dep.regression)
     try:
         ok(cityfed("certs", "init", "--out", dep.certs, "--coordinator-host", "localhost"))
         started = time.monotonic()
@@ -236,6 +228,26 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         for line in leftovers:
             os.kill(int(line.split(":")[0]), signal.SIGKILL)
         assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def _secure_twin(fed: SyntheticFederation) -> Path:
+    """The regression federation under secure aggregation (the same cities, the same data)."""
+    return fed.federation.parent / "secure-federation.toml"
+
+
+def _agree_to_the_secure_twin(fed: SyntheticFederation) -> None:
+    """Write the secure twin and let the cities agree to it (no node restart needed)."""
+    text = fed.federation.read_text()
+    _secure_twin(fed).write_text(
+        text.replace("[target]", "[privacy]\nsecure_aggregation = true\n\n[target]", 1)
+    )
+    for city in fed.cities:
+        city.write_text(
+            city.read_text().replace(
+                'agreed = ["agreed-federation.toml"]',
+                'agreed = ["agreed-federation.toml", "secure-federation.toml"]',
+            )
+        )
 
 
 #: Keys that every city reply carries (cityfed.flower.records): found in a database
@@ -950,24 +962,29 @@ def test_logistic_run_publishes_the_simulated_model(deployment: Deployment) -> N
 def test_secure_aggregation_through_real_supernodes(deployment: Deployment) -> None:
     """Four exchanges per sum over the SuperLink; the coordinator learns only the sum."""
     dep = deployment
-    dep.serve(dep.secure)
-    report, store = _run(dep, dep.secure.federation)
+    dep.serve(dep.regression)  # the regression cities, which also agreed to the secure twin
+    report, store = _run(dep, _secure_twin(dep.regression))
     assert report["model"]["secure_aggregation"] is True and report["model"]["rounds"] == 1
     deployed = load_model(store / "model.pb")
-    X, y = dep.secure.X_pooled, dep.secure.y_pooled
+    X, y = dep.regression.X_pooled, dep.regression.y_pooled
     reference = make_pipeline(StandardScaler(), Ridge(alpha=2.0)).fit(X, y)
     np.testing.assert_allclose(deployed.coef_, reference[-1].coef_ / reference[0].scale_, rtol=1e-9)
+    digest = federation_digest(load_federation(_secure_twin(dep.regression)))
     for k in range(3):
         audit = AuditLog(dep.node_state(f"city{k}") / "audit.jsonl")
         assert audit.verify() == []
         steps = [
             e["secagg"]["step"]
             for e in audit.entries()
-            if e.get("run") and e.get("secagg") and e["federation"] == "synthetic"
+            if e.get("federation_digest") == digest and e.get("secagg")
         ]
         assert steps[-4:] == ["keys", "shares", "masked", "unmask"]
         # What the city sent under secure aggregation: keys, sealed shares, one masked
         # vector and its reveals; never moments.
-        sent = [e["sent"] for e in audit.entries() if e.get("secagg")][-4:]
+        sent = [
+            e["sent"]
+            for e in audit.entries()
+            if e.get("federation_digest") == digest and e.get("secagg")
+        ][-4:]
         assert all("moments" not in s for s in sent)
         assert sent[2]["masked_bytes"] > 0

@@ -226,3 +226,23 @@ def test_private_logistic_steps_never_overshoot(tmp_path: Path) -> None:
     p_ours = 1 / (1 + np.exp(-(m.scaler.transform(X) @ m.coef_scaled + m.intercept_scaled)))
     assert np.max(np.abs(p_ours - ref.predict_proba(Z)[:, 1])) < 0.05
     assert epsilon_of(noise_multiplier(50.0, 1e-6, 13), 13, 1e-6) == pytest.approx(50.0, rel=1e-6)
+
+
+def test_the_city_reads_its_ledger_and_identity_from_the_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    fed, cities, _, _ = _private(tmp_path)
+    train(load_federation(fed), LocalExchange([responder(c) for c in cities]), run_id="r")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cityfed.cli", *args], capture_output=True, text=True
+        )
+
+    verified = cli("city", "ledger", "verify", "--config", str(cities[0]))
+    assert verified.returncode == 0, verified.stderr
+    assert "intact (1 entries)" in verified.stdout  # one release: the moments
+    identity = cli("city", "identity", "--config", str(cities[0]))
+    assert identity.returncode == 0, identity.stderr
+    assert identity.stdout.startswith('city0 = "ed25519:')
