@@ -960,7 +960,7 @@ def test_logistic_run_publishes_the_simulated_model(deployment: Deployment) -> N
 
 
 def test_secure_aggregation_through_real_supernodes(deployment: Deployment) -> None:
-    """Four exchanges per sum over the SuperLink; the coordinator learns only the sum."""
+    """Five exchanges per sum over the SuperLink; the coordinator learns only the sum."""
     dep = deployment
     dep.serve(dep.regression)  # the regression cities, which also agreed to the secure twin
     report, store = _run(dep, _secure_twin(dep.regression))
@@ -978,13 +978,13 @@ def test_secure_aggregation_through_real_supernodes(deployment: Deployment) -> N
             for e in audit.entries()
             if e.get("federation_digest") == digest and e.get("secagg")
         ]
-        assert steps[-4:] == ["keys", "shares", "masked", "unmask"]
+        assert steps[-5:] == ["keys", "shares", "masked", "confirm", "unmask"]
         # What the city sent under secure aggregation: keys, sealed shares, one masked
         # vector and its reveals; never moments.
         sent = [
             e["sent"]
             for e in audit.entries()
             if e.get("federation_digest") == digest and e.get("secagg")
-        ][-4:]
+        ][-5:]
         assert all("moments" not in s for s in sent)
         assert sent[2]["masked_bytes"] > 0

@@ -282,7 +282,28 @@ def test_a_city_killed_before_its_masked_input_is_left_out(tmp_path: Path) -> No
     assert "city1" not in m.cities
 
 
-def test_a_city_killed_after_its_masked_input_is_in_the_sum(tmp_path: Path) -> None:
+def test_a_city_killed_after_its_masked_input_is_left_out(tmp_path: Path) -> None:
+    """Its masked input arrived, then it died: the round completes with the others.
+
+    It does not confirm, so the others reveal its pairwise seed (its input, still
+    under its self mask, is set aside): the model is the pooled fit of the cities
+    that completed.
+    """
+    fed, cities, Xs, ys = _federation(tmp_path, model="ridge", sizes=(120, 80, 200, 150, 90))
+    spy = Spy(LocalExchange([responder(c) for c in cities]), fail={(4, "confirm"): "killed"})
+    result = train(load_federation(fed), spy, run_id="killed")
+    masked_from = {node for ins, node, r in spy.replies if r.masked is not None}
+    assert 4 in masked_from  # it did send its masked statistics
+    keep = [0, 1, 2, 4]
+    X, y = np.vstack([Xs[k] for k in keep]), np.concatenate([ys[k] for k in keep])
+    ref = Ridge(alpha=2.5).fit(_scaled(X), y)
+    m = result.model
+    np.testing.assert_allclose(m.coef_scaled, ref.coef_, rtol=1e-9)
+    assert m.cities == ("city0", "city1", "city2", "city4") and m.training_rows == len(y)
+    assert result.cities["city3"].status == "failed"
+
+
+def test_a_city_killed_after_confirming_is_in_the_sum(tmp_path: Path) -> None:
     """Its self mask is rebuilt from the others' shares: the round completes."""
     fed, cities, Xs, ys = _federation(tmp_path, model="ridge", sizes=(120, 80, 200, 150, 90))
     result, _ = _run(fed, cities, fail={(4, "unmask"): "killed"})
@@ -528,7 +549,7 @@ def test_secure_steps_do_not_count_as_rounds_and_are_audited(tmp_path: Path) -> 
 
     log = AuditLog(NodeSettings(cities[0], default_state(cities[0])).audit_log)
     steps = [e["secagg"]["step"] for e in log.entries() if e.get("secagg")]
-    assert steps == ["keys", "shares", "masked", "unmask"]
+    assert steps == ["keys", "shares", "masked", "confirm", "unmask"]
     assert log.verify() == []
     text = log.path.read_text()
     assert "secagg.key" not in text

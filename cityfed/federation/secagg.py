@@ -1,6 +1,6 @@
 """Secure aggregation (Bonawitz et al., CCS 2017): the messages and their cryptography.
 
-One secure sum takes four exchanges. Every city ``u`` of the roster
+One secure sum takes five exchanges. Every city ``u`` of the roster
 
 1. **keys**: advertises two X25519 public keys, ``c_u`` (to receive shares) and
    ``s_u`` (for pairwise masks), and a SHA-256 commitment to its self-mask seed
@@ -13,11 +13,13 @@ One secure sum takes four exchanges. Every city ``u`` of the roster
    ``v`` that sent shares, ``+PRG(s_uv)`` if ``u < v`` else ``-PRG(s_uv)``,
    where ``s_uv`` is agreed from ``s_u`` and ``s_v``: the pairwise masks cancel
    in the sum;
-4. **unmask**: reveals, for every city whose masked input arrived, its share of
-   that city's ``b`` and, for every city that sent shares but no masked input,
-   its share of that city's ``s`` seed, never both for one city. With ``t``
-   answers the coordinator removes the self masks and the dropped cities'
-   pairwise masks, and holds the exact sum and nothing else.
+4. **confirm**: says it is still there (the consistency round), for the set of
+   cities whose masked input arrived;
+5. **unmask**: reveals, for every city that confirmed, its share of that city's
+   ``b`` and, for every city that sent shares but did not confirm, its share of
+   that city's ``s`` seed, never both for one city. With ``t`` answers the
+   coordinator removes the self masks and the dropped cities' pairwise masks,
+   and holds the exact sum of the confirmed cities' statistics and nothing else.
 
 The keys are fresh for every aggregation (derived by each city from a secret
 that never leaves it), so a seed revealed in one aggregation unmasks nothing in
@@ -76,8 +78,8 @@ __all__ = [
 ]
 
 #: The exchanges of one secure sum (the statistics travel in ``masked``).
-Step = Literal["keys", "shares", "masked", "unmask"]
-STEPS: tuple[Step, ...] = ("keys", "shares", "masked", "unmask")
+Step = Literal["keys", "shares", "masked", "confirm", "unmask"]
+STEPS: tuple[Step, ...] = ("keys", "shares", "masked", "confirm", "unmask")
 
 #: Bytes of a seed: a private key's or the self mask's.
 SEED_BYTES = 32
@@ -123,7 +125,8 @@ class SecAgg:
     included : tuple of int
         ``masked``, ``unmask``: the indices of the cities that sent shares.
     survivors : tuple of int
-        ``unmask``: the indices of the cities whose masked input arrived.
+        ``confirm``: the indices of the cities whose masked input arrived;
+        ``unmask``: of those that confirmed.
     inbox : tuple of (int, bytes)
         ``unmask``: the sealed shares addressed to this city, by sender index.
     """

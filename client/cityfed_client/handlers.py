@@ -324,6 +324,9 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
             )
             if ins.secagg.step == "shares":
                 return CityReply(_bare(city.name), sealed=secure.shares(ins.secagg))
+            if ins.secagg.step == "confirm":
+                secure.confirm(ins.secagg)
+                return CityReply(_bare(city.name))
             if ins.secagg.step == "unmask":
                 return CityReply(_bare(city.name), revealed=secure.unmask(ins.secagg))
         except SecAggRefusedError as exc:

@@ -222,7 +222,7 @@ class SecureCity:
                         f"evaluated for secure sum {aggregation} of this run; a point is "
                         "evaluated in one secure sum only"
                     )
-        if sa.step in ("masked", "unmask"):
+        if sa.step in ("masked", "confirm", "unmask"):
             shared = self.answered.get((sa.aggregation, "shares"))
             if shared is None or shared.get("roster") != roster_digest(sa.roster):
                 raise SecAggRefusedError(
@@ -234,12 +234,19 @@ class SecureCity:
                     f"secure aggregation {sa.aggregation}: the threshold changed from "
                     f"{shared.get('threshold')} to {sa.threshold}"
                 )
-        if sa.step == "unmask":
+        if sa.step in ("confirm", "unmask"):
             masked = self.answered.get((sa.aggregation, "masked"))
             if masked is None or list(masked.get("included", ())) != list(sa.included):
                 raise SecAggRefusedError(
                     f"secure aggregation {sa.aggregation}: reveals asked for cities other "
                     "than those this city masked its input against"
+                )
+        if sa.step == "unmask":
+            confirmed = self.answered.get((sa.aggregation, "confirm"))
+            if confirmed is None or not set(sa.survivors) <= set(confirmed.get("survivors", ())):
+                raise SecAggRefusedError(
+                    f"secure aggregation {sa.aggregation}: reveals asked for survivors this "
+                    "city did not confirm the sum with"
                 )
 
     def _me(self, sa: SecAgg) -> int:
@@ -310,6 +317,21 @@ class SecureCity:
             pairwise = mask(pair_key(seeds.mask, member.keys.mask_key, "mask", context), count)
             out = add(out, pairwise if me < index else negate(pairwise))
         return to_bytes(out)
+
+    def confirm(self, sa: SecAgg) -> None:
+        """The ``confirm`` step: the city is still there, for these survivors.
+
+        Raises
+        ------
+        SecAggRefusedError
+            If the survivors are not cities that sent shares, fewer than the
+            threshold, or leave this city out.
+        """
+        me = self._me(sa)
+        self._subset(sa, sa.included, "cities that sent shares", me)
+        self._subset(sa, sa.survivors, "survivors", me)
+        if not set(sa.survivors) <= set(sa.included):
+            raise SecAggRefusedError("secure aggregation: a survivor did not send shares")
 
     def unmask(self, sa: SecAgg) -> tuple[tuple[int, bytes], ...]:
         """The ``unmask`` step: shares of the survivors' self seeds, of the others' mask seeds."""

@@ -1,15 +1,17 @@
 """The coordinator's side of a secure sum: relay keys and shares, sum masked inputs, unmask.
 
-Four exchanges (see :mod:`cityfed.federation.secagg`): ``keys``, ``shares``, the
-statistics instruction itself (``masked``) and ``unmask``. The coordinator holds
+Five exchanges (see :mod:`cityfed.federation.secagg`): ``keys``, ``shares``, the
+statistics instruction itself (``masked``), ``confirm`` (Bonawitz et al.'s
+consistency round: who is still there) and ``unmask``. The coordinator holds
 masked vectors that look uniform, the sealed shares it cannot open, and at the
-end the sum of the statistics of the cities whose masked input arrived, exact
-(modular integers) and nothing else about any one city.
+end the sum of the statistics of the cities that confirmed, exact (modular
+integers) and nothing else about any one city.
 
-A city that fails after sending its shares but before its masked input is
-*dropped*: the others reveal their shares of its pairwise-mask seed and its
-masks are removed. A city that fails after its masked input is still *in the
-sum*: the others reveal their shares of its self-mask seed. Below the threshold
+A city that fails after sending its shares but before it confirms is *dropped*
+(its masked input, if it came, is set aside): the others reveal their shares of
+its pairwise-mask seed and its masks are removed; its self mask is never
+revealed, so its input stays hidden. A city that fails after confirming is
+still *in the sum*: the others reveal their shares of its self-mask seed. Below the threshold
 (more than half the roster, and ``min_cities``) at any step the sum cannot be
 unmasked and the run stops with a one-line error. Every reconstructed seed is
 checked against what its city advertised (public key, commitment), so a wrong
@@ -92,7 +94,7 @@ def secure_sum(
     length: int,
     record: Recorder,
 ) -> SecureSum:
-    """Run the four steps of a secure sum of ``length`` numbers with ``nodes``.
+    """Run the five steps of a secure sum of ``length`` numbers with ``nodes``.
 
     Parameters
     ----------
@@ -184,10 +186,19 @@ def secure_sum(
         [node_of[i] for i in included],
         lambda r: r.masked is not None and len(r.masked) == 8 * LIMBS * length,
     )
-    survivors = tuple(sorted(index_of[node] for node in masked))
-    _need(len(survivors), threshold, "sent their masked statistics", fed.name)
+    arrived = tuple(sorted(index_of[node] for node in masked))
+    _need(len(arrived), threshold, "sent their masked statistics", fed.name)
 
-    # 4. unmask: each survivor is sent the shares sealed to it
+    # 4. confirm: who is still there; the sum is of the cities that confirm
+    confirmed = ask(
+        secagg("confirm", threshold=threshold, roster=roster, included=included, survivors=arrived),
+        [node_of[i] for i in arrived],
+        lambda r: True,
+    )
+    survivors = tuple(sorted(index_of[node] for node in confirmed))
+    _need(len(survivors), threshold, "confirmed the sum", fed.name)
+
+    # 5. unmask: each survivor is sent the shares sealed to it
     inboxes = {
         node_of[i]: tuple(
             (index_of[sender], dict(reply.sealed)[i]) for sender, reply in sorted(shared.items())
