@@ -586,6 +586,37 @@ def test_ridge_run_publishes_the_simulated_model(deployment: Deployment) -> None
     print(f"\ndeployed ridge run: {report['_elapsed']:.1f} s, {report['model']['rounds']} round(s)")
 
 
+def test_secure_aggregation_through_real_supernodes(deployment: Deployment) -> None:
+    """Five exchanges per sum over the SuperLink; the coordinator learns only the sum."""
+    dep = deployment
+    dep.serve(dep.regression)  # the regression cities, which also agreed to the secure twin
+    report, store = _run(dep, _secure_twin(dep.regression))
+    assert report["model"]["secure_aggregation"] is True and report["model"]["rounds"] == 1
+    deployed = load_model(store / "model.pb")
+    X, y = dep.regression.X_pooled, dep.regression.y_pooled
+    reference = make_pipeline(StandardScaler(), Ridge(alpha=2.0)).fit(X, y)
+    np.testing.assert_allclose(deployed.coef_, reference[-1].coef_ / reference[0].scale_, rtol=1e-9)
+    digest = federation_digest(load_federation(_secure_twin(dep.regression)))
+    for k in range(3):
+        audit = AuditLog(dep.node_state(f"city{k}") / "audit.jsonl")
+        assert audit.verify() == []
+        steps = [
+            e["secagg"]["step"]
+            for e in audit.entries()
+            if e.get("federation_digest") == digest and e.get("secagg")
+        ]
+        assert steps[-5:] == ["keys", "shares", "masked", "confirm", "unmask"]
+        # What the city sent under secure aggregation: keys, sealed shares, one masked
+        # vector and its reveals; never moments.
+        sent = [
+            e["sent"]
+            for e in audit.entries()
+            if e.get("federation_digest") == digest and e.get("secagg")
+        ][-5:]
+        assert all("moments" not in s for s in sent)
+        assert sent[2]["masked_bytes"] > 0
+
+
 def test_a_city_requests_enrolment_the_operator_approves_and_it_trains(
     deployment: Deployment,
 ) -> None:
@@ -957,34 +988,3 @@ def test_logistic_run_publishes_the_simulated_model(deployment: Deployment) -> N
     print(
         f"\ndeployed logistic run: {report['_elapsed']:.1f} s, {report['model']['rounds']} round(s)"
     )
-
-
-def test_secure_aggregation_through_real_supernodes(deployment: Deployment) -> None:
-    """Five exchanges per sum over the SuperLink; the coordinator learns only the sum."""
-    dep = deployment
-    dep.serve(dep.regression)  # the regression cities, which also agreed to the secure twin
-    report, store = _run(dep, _secure_twin(dep.regression))
-    assert report["model"]["secure_aggregation"] is True and report["model"]["rounds"] == 1
-    deployed = load_model(store / "model.pb")
-    X, y = dep.regression.X_pooled, dep.regression.y_pooled
-    reference = make_pipeline(StandardScaler(), Ridge(alpha=2.0)).fit(X, y)
-    np.testing.assert_allclose(deployed.coef_, reference[-1].coef_ / reference[0].scale_, rtol=1e-9)
-    digest = federation_digest(load_federation(_secure_twin(dep.regression)))
-    for k in range(3):
-        audit = AuditLog(dep.node_state(f"city{k}") / "audit.jsonl")
-        assert audit.verify() == []
-        steps = [
-            e["secagg"]["step"]
-            for e in audit.entries()
-            if e.get("federation_digest") == digest and e.get("secagg")
-        ]
-        assert steps[-5:] == ["keys", "shares", "masked", "confirm", "unmask"]
-        # What the city sent under secure aggregation: keys, sealed shares, one masked
-        # vector and its reveals; never moments.
-        sent = [
-            e["sent"]
-            for e in audit.entries()
-            if e.get("federation_digest") == digest and e.get("secagg")
-        ][-5:]
-        assert all("moments" not in s for s in sent)
-        assert sent[2]["masked_bytes"] > 0

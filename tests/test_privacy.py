@@ -109,7 +109,7 @@ def test_the_noise_has_the_calibrated_variance(tmp_path: Path) -> None:
     )
     fed = load_federation(fed_path)
     draws = []
-    for k in range(300):
+    for k in range(200):
         # A new run each time, on a node of its own (its own secret, so its own noise).
         reply = responder(cities[0], tmp_path / f"node{k}")(Instruction("moments", fed, 1))
         assert reply.gram is not None
@@ -117,10 +117,10 @@ def test_the_noise_has_the_calibrated_variance(tmp_path: Path) -> None:
     released = np.array(draws)
     sigma = noise_multiplier(2.0, 1e-6, 1) * gram_sensitivity(len(fed.design) + 1)
     deviations = released - released.mean(axis=0)
-    variance = float(np.mean(deviations**2)) * 300 / 299
-    assert variance == pytest.approx(sigma**2, rel=0.08)  # 300 x 21 draws: 1.8 % s.e.
+    variance = float(np.mean(deviations**2)) * 200 / 199
+    assert variance == pytest.approx(sigma**2, rel=0.1)  # 200 x 21 draws: 2.2 % s.e.
     # Not the same noise twice: each run draws its own.
-    assert np.unique(released[:, 0]).size == 300
+    assert np.unique(released[:, 0]).size == 200
 
 
 def test_asking_again_gives_the_same_noisy_answer(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ _finite = st.floats(min_value=-1e30, max_value=1e30, allow_nan=False, allow_infi
 
 
 @given(st.lists(st.lists(_finite, min_size=3, max_size=3), min_size=1, max_size=12))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 def test_fixed_point_sums_are_exact(vectors: list[list[float]]) -> None:
     encoded = [fp.encode([fp.fixed(v) for v in vec]) for vec in vectors]
     summed = fp.decode_fractions(fp.total(encoded, 3))
@@ -49,7 +49,7 @@ def test_fixed_point_sums_are_exact(vectors: list[list[float]]) -> None:
 
 
 @given(st.lists(_finite, min_size=1, max_size=8), st.lists(_finite, min_size=1, max_size=8))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 def test_ring_subtraction_undoes_addition(a: list[float], b: list[float]) -> None:
     size = min(len(a), len(b))
     x = fp.encode([fp.fixed(v) for v in a[:size]])
@@ -65,7 +65,7 @@ def test_ring_subtraction_undoes_addition(a: list[float], b: list[float]) -> Non
     ),
     st.randoms(use_true_random=False),
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 def test_any_threshold_of_shamir_shares_rebuilds_the_seed(
     seed: bytes, sizes: tuple[int, int], rng: random.Random
 ) -> None:
