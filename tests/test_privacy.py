@@ -197,7 +197,7 @@ def test_private_ridge_is_near_the_pooled_fit_and_says_what_it_cost(
 
 
 def test_distributed_noise_is_carried_once_by_the_secure_sum(tmp_path: Path) -> None:
-    """With secure aggregation each of min_cities cities adds 1/min_cities of the variance."""
+    """With secure aggregation each of the threshold's cities adds 1/threshold of the variance."""
     fed_path, _, _, _ = _private(tmp_path, epsilon=2.0, secure=True, min_cities=2)
     fed = load_federation(fed_path)
     sigma = noise_multiplier(2.0, 1e-6, 1) * gram_sensitivity(len(fed.design) + 1)

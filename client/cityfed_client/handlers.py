@@ -255,8 +255,9 @@ def _private(
     declared bounds, its random numbers seeded from the node's secret and the
     question (asked again, the same question gets the same answer: repeats
     cannot be averaged). Under secure aggregation each city adds the share
-    ``1 / min_cities`` of the variance, so the sum of at least ``min_cities``
-    cities carries the whole noise once.
+    ``1 / threshold`` of the variance: a sum can only be unmasked with at least
+    ``threshold`` cities in it (the city checked the threshold is a majority of
+    the roster and at least ``min_cities``), so it carries the whole noise once.
     """
     fed = ins.federation
     if ins.phase == "newton" and np.atleast_2d(np.asarray(ins.weights)).shape[0] != 1:
@@ -276,7 +277,9 @@ def _private(
         return CityReply(replace(outcome, status="refused", reason=charge))
     seed = derive(secret, node.run, "noise", question)
     rng = np.random.default_rng(int.from_bytes(seed, "little"))
-    share = 1.0 / np.sqrt(fed.min_cities) if fed.secure_aggregation else 1.0
+    share = 1.0
+    if secure is not None and ins.secagg is not None:
+        share = 1.0 / np.sqrt(max(ins.secagg.threshold, 1))
     low, high = fed.clip_range()
     spent = replace(outcome, epsilon_run=charge.epsilon_run, epsilon_total=charge.epsilon_total)
     if ins.phase == "moments":
