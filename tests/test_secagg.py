@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from cityfed.errors import FederationError
 from cityfed.federation.protocol import CityReply, Instruction
 from cityfed.federation.secagg import Member, SecAggKeys
 from cityfed.flower.exchange import LocalExchange
+
+from .synthetic import AlteredExchange
 
 # ------------------------------------------------------------------ fixed point
 
@@ -518,25 +520,16 @@ def test_a_wrong_share_from_a_city_is_caught(tmp_path: Path) -> None:
     fed, cities, _, _ = _federation(tmp_path, model="ridge")
     inner = LocalExchange([responder(c) for c in cities])
 
-    class Liar:
-        def nodes(self) -> list[int]:
-            return inner.nodes()
-
-        def exchange(
-            self,
-            ins: Instruction,
-            nodes: Sequence[int],
-            personal: Mapping[int, Instruction] | None = None,
-        ) -> Iterable[tuple[int, CityReply]]:
-            for node, reply in inner.exchange(ins, nodes, personal):
-                if node == 1 and reply.revealed:
-                    reply = dataclasses.replace(
-                        reply, revealed=tuple((i, bytes(32)) for i, _ in reply.revealed)
-                    )
-                yield node, reply
+    def lie(replies: list[tuple[int, CityReply]]) -> list[tuple[int, CityReply]]:
+        return [
+            (node, dataclasses.replace(r, revealed=tuple((i, bytes(32)) for i, _ in r.revealed)))
+            if node == 1 and r.revealed
+            else (node, r)
+            for node, r in replies
+        ]
 
     with pytest.raises(FederationError, match="do not rebuild"):
-        train(load_federation(fed), Liar(), run_id="liar")  # type: ignore[arg-type]
+        train(load_federation(fed), AlteredExchange(inner, lie), run_id="liar")
 
 
 def test_secure_steps_do_not_count_as_rounds_and_are_audited(tmp_path: Path) -> None:

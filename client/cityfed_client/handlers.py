@@ -269,7 +269,7 @@ def _private(
     question = question_digest(ins)
     try:
         charge = Ledger(node.settings.privacy_ledger).charge(city, fed, node.run, question)
-        secret = load_secret(node.settings.secagg_secret)
+        secret = secure.secret if secure is not None else load_secret(node.settings.secagg_secret)
     except (OSError, ValueError, CityFedError, SecAggRefusedError) as exc:
         return CityReply.failed(city.name, f"privacy: the city's ledger or secret: {exc}")
     if isinstance(charge, str):

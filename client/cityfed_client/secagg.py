@@ -318,8 +318,8 @@ class SecureCity:
             out = add(out, pairwise if me < index else negate(pairwise))
         return to_bytes(out)
 
-    def confirm(self, sa: SecAgg) -> None:
-        """The ``confirm`` step: the city is still there, for these survivors.
+    def _with_survivors(self, sa: SecAgg) -> int:
+        """Check the survivors (``confirm`` and ``unmask``); return this city's index.
 
         Raises
         ------
@@ -332,14 +332,21 @@ class SecureCity:
         self._subset(sa, sa.survivors, "survivors", me)
         if not set(sa.survivors) <= set(sa.included):
             raise SecAggRefusedError("secure aggregation: a survivor did not send shares")
+        return me
+
+    def confirm(self, sa: SecAgg) -> None:
+        """The ``confirm`` step: the city is still there, for these survivors.
+
+        Raises
+        ------
+        SecAggRefusedError
+            As :meth:`_with_survivors`.
+        """
+        self._with_survivors(sa)
 
     def unmask(self, sa: SecAgg) -> tuple[tuple[int, bytes], ...]:
         """The ``unmask`` step: shares of the survivors' self seeds, of the others' mask seeds."""
-        me = self._me(sa)
-        self._subset(sa, sa.included, "cities that sent shares", me)
-        self._subset(sa, sa.survivors, "survivors", me)
-        if not set(sa.survivors) <= set(sa.included):
-            raise SecAggRefusedError("secure aggregation: a survivor did not send shares")
+        me = self._with_survivors(sa)
         seeds = self._seeds(sa.aggregation)
         context = context_of(self.fed, sa)
         senders = [sender for sender, _ in sa.inbox]

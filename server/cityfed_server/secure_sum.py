@@ -229,13 +229,15 @@ def secure_sum(
             shares_of[owner].append((index_of[node], share))
     for i in survivors:
         member = roster[i - 1]
-        what = f"{fed.name}: {member.city}'s self mask"
-        seed = _rebuild(shares_of[i], threshold, what, commitment, member.keys.self_commitment)
+        what = f"{member.city}'s self mask"
+        seed = _rebuild(
+            shares_of[i], threshold, fed.name, what, commitment, member.keys.self_commitment
+        )
         sum_ = subtract(sum_, mask(seed, length))
     for v in sorted(set(included) - set(survivors)):
         dropped = roster[v - 1]
-        what = f"{fed.name}: {dropped.city}'s mask key"
-        seed = _rebuild(shares_of[v], threshold, what, public_key, dropped.keys.mask_key)
+        what = f"{dropped.city}'s mask key"
+        seed = _rebuild(shares_of[v], threshold, fed.name, what, public_key, dropped.keys.mask_key)
         for u in survivors:
             pairwise = mask(pair_key(seed, roster[u - 1].keys.mask_key, "mask", context), length)
             # u added +mask if u < v, -mask otherwise: take it back out.
@@ -252,13 +254,14 @@ def secure_sum(
 def _rebuild(
     shares: list[tuple[int, bytes]],
     threshold: int,
+    fed: str,
     what: str,
     advertised: Callable[[bytes], bytes],
     expected: bytes,
 ) -> bytes:
     """A seed from the first ``threshold`` shares, checked against what its city advertised.
 
-    ``what`` names it (``"fed: city's self mask"``); ``advertised(seed)`` must be
+    ``what`` names it (``"city's self mask"``); ``advertised(seed)`` must be
     ``expected`` (its commitment, or its public key). x-coordinates are roster indices.
 
     Raises
@@ -266,14 +269,13 @@ def _rebuild(
     FederationError
         If the shares do not rebuild the advertised seed (a city sent a wrong share).
     """
-    fed, _, seed_name = what.partition(": ")
     try:
         seed = combine(shares[:threshold])
     except ValueError:
         seed = b""
     if not seed or advertised(seed) != expected:
         raise FederationError(
-            f"{fed}: secure aggregation: the shares of {seed_name} do not rebuild it (a city "
+            f"{fed}: secure aggregation: the shares of {what} do not rebuild it (a city "
             "sent a wrong share); nothing is published"
         )
     return seed

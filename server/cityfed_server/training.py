@@ -168,6 +168,47 @@ class _Run:
         return replies
 
 
+def _gathered(
+    run: _Run,
+    instruction: Instruction,
+    valid: Callable[[CityReply], bool],
+    *,
+    announce: bool = False,
+) -> list[tuple[str, int, CityReply]]:
+    """One statistics exchange with the active cities: their well-formed replies, in name order.
+
+    Every reply is recorded as it arrives; one from a second node answering as a city
+    already heard of, or one that ``valid`` rejects, is a failure. With ``announce``
+    each kept reply's row count is reported. The replies come back sorted by city name
+    (then node), not by arrival, so that the same data gives the same model bytes on
+    every run (floating-point sums depend on their order); they are held until then:
+    O(cities * d^2).
+    """
+    kept: list[tuple[str, int, CityReply]] = []
+    first_node: dict[str, int] = {}  # city name -> first node that answered as it
+    for node, reply in run.exchange.exchange(instruction, list(run.active)):
+        run._record(node, reply, instruction)
+        first_node.setdefault(reply.city, node)
+        if reply.status != "ok":
+            continue
+        if first_node[reply.city] != node:  # O(1): this loop stays linear in cities
+            run._record(
+                node,
+                CityReply.failed(reply.city, "another node already answers as this city"),
+                instruction,
+            )
+            continue
+        if not valid(reply):
+            run._record(
+                node, CityReply.failed(reply.city, "sent malformed statistics"), instruction
+            )
+            continue
+        kept.append((reply.city, node, reply))
+        if announce:
+            run.progress("city", f"{reply.city}: statistics of {reply.n} rows", city=reply.city)
+    return sorted(kept, key=lambda item: (item[0], item[1]))
+
+
 def _secure_moments(run: _Run) -> Moments:
     """The cities' moments (total and folds) in one secure sum; never asked again.
 
@@ -218,26 +259,21 @@ def _private_moments(run: _Run) -> Moments:
         released = decode(result.total)
         run.in_sum = result.cities
     else:
-        kept: list[tuple[str, int, FloatArray]] = []
-        seen: set[str] = set()
-        for node, reply in run.exchange.exchange(instruction, list(run.active)):
-            if reply.status == "ok" and reply.city in seen:
-                reply = CityReply.failed(reply.city, "another node already answers as this city")
-            elif reply.status == "ok" and (
-                reply.gram is None
-                or reply.gram.shape != (length,)
-                or not np.isfinite(reply.gram).all()
-            ):
-                reply = CityReply.failed(reply.city, "sent malformed statistics")
-            run._record(node, reply, instruction)
-            if reply.status == "ok" and reply.gram is not None:
-                seen.add(reply.city)
-                kept.append((reply.city, node, reply.gram))
+
+        def valid(reply: CityReply) -> bool:
+            return (
+                reply.gram is not None
+                and reply.gram.shape == (length,)
+                and bool(np.isfinite(reply.gram).all())
+            )
+
+        kept = _gathered(run, instruction, valid)
         released = np.zeros(length)
-        for _, _, gram in sorted(kept, key=lambda item: (item[0], item[1])):
-            released = released + gram
+        for _, _, reply in kept:
+            assert reply.gram is not None
+            released = released + reply.gram
         run.active = sorted(node for _, node, _ in kept)
-        run.in_sum = sorted(city for city, _, _ in kept)
+        run.in_sum = [city for city, _, _ in kept]
         run._require_quorum()
     if not np.isfinite(released).all():
         raise FederationError(f"{fed.name}: the cities' noisy statistics are not finite")
@@ -261,43 +297,23 @@ def _moments_round(run: _Run) -> Moments:
     if instruction is None:
         run.rounds += 1
         instruction = run.moments_question = Instruction("moments", run.fed, run.rounds)
-    kept: list[tuple[str, int, Moments]] = []
-    folds_of: dict[int, tuple[Moments, ...]] = {}
-    first_node: dict[str, int] = {}  # city name -> first node that answered as it
-    for node, reply in run.exchange.exchange(instruction, list(run.active)):
-        run._record(node, reply, instruction)
-        first_node.setdefault(reply.city, node)
-        if reply.status != "ok":
-            continue
-        if first_node[reply.city] != node:  # O(1): this loop stays linear in cities
-            run._record(
-                node,
-                CityReply.failed(reply.city, "another node already answers as this city"),
-                instruction,
-            )
-            continue
-        if (
-            reply.moments is None
-            or reply.moments.dim != dim
-            or not _finite(reply.moments)
-            or len(reply.folds) != k
-            or not all(f.dim == dim and _finite(f) for f in reply.folds)
-        ):
-            run._record(
-                node, CityReply.failed(reply.city, "sent malformed statistics"), instruction
-            )
-            continue
-        kept.append((reply.city, node, reply.moments))
-        folds_of[node] = reply.folds
-        run.progress("city", f"{reply.city}: statistics of {reply.n} rows", city=reply.city)
-    # Merged in the order of the cities' names, not of their arrival, so that the
-    # same data gives the same model bytes on every run (floating-point sums
-    # depend on their order). The replies are held until then: O(cities * d^2).
+
+    def valid(reply: CityReply) -> bool:
+        return (
+            reply.moments is not None
+            and reply.moments.dim == dim
+            and _finite(reply.moments)
+            and len(reply.folds) == k
+            and all(f.dim == dim and _finite(f) for f in reply.folds)
+        )
+
+    kept = _gathered(run, instruction, valid, announce=True)
     tick = time.perf_counter()
     run.folds = [Moments.empty(dim) for _ in range(k)]
-    for _, node, moments in sorted(kept, key=lambda item: (item[0], item[1])):
-        total = total.merge(moments)
-        for j, fold in enumerate(folds_of[node]):
+    for _, _, reply in kept:
+        assert reply.moments is not None
+        total = total.merge(reply.moments)
+        for j, fold in enumerate(reply.folds):
             run.folds[j] = run.folds[j].merge(fold)
     run.aggregation_seconds += time.perf_counter() - tick
     if not _finite(total):
@@ -306,7 +322,11 @@ def _moments_round(run: _Run) -> Moments:
             "for double precision); declare the columns in units that scale them down"
         )
     nodes = [node for _, node, _ in kept]
-    run.targets = {city: (int(m.n), float(m.mean[-1])) for city, _, m in kept}
+    run.targets = {
+        city: (int(r.moments.n), float(r.moments.mean[-1]))
+        for city, _, r in kept
+        if r.moments is not None
+    }
     run.active = sorted(nodes)
     run.summed = set(nodes)
     run._require_quorum()
