@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from cityfed_client.node_config import default_state
 from cityfed_server.training import train
 
 import cityfed.data.cache as cache_module
+import cityfed.data.harmonise as harmonise_module
 from cityfed.config.spec import CitySpec, FederationSpec, load_city, load_federation
 from cityfed.data.cache import DataCache
 from cityfed.data.city_data import CityData, load_city_data
@@ -21,14 +23,15 @@ from .synthetic import local_exchange, write_federation
 
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every harmonisation of a CSV the cache had to do, by city name."""
+    """Every read of a city's data source (all of them go through ``frames``), by city name."""
     calls: list[str] = []
+    reading = harmonise_module.frames
 
-    def counting(city: CitySpec, fed: FederationSpec) -> CityData:
+    def counting(city: CitySpec, *args: Any) -> Any:
         calls.append(city.name)
-        return load_city_data(city, fed)
+        return reading(city, *args)
 
-    monkeypatch.setattr(cache_module, "load_city_data", counting)
+    monkeypatch.setattr(harmonise_module, "frames", counting)
     return calls
 
 
@@ -74,8 +77,8 @@ def test_hit_equals_a_fresh_read_and_entries_are_private(tmp_path: Path, parses:
     first = cache.load(city, fed)
     second = cache.load(city, fed)
     _assert_same(first, second)
-    _assert_same(second, load_city_data(city, fed))
     assert parses == [city.name]
+    _assert_same(second, load_city_data(city, fed))
     folder = tmp_path / "cache"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     files_in = [p for p in folder.rglob("*") if p.is_file()]
@@ -140,7 +143,7 @@ def test_a_damaged_entry_is_read_again(tmp_path: Path, parses: list[str]) -> Non
     [entry] = list((tmp_path / "cache").iterdir())
     (entry / "X_train.npy").write_bytes(b"not an array")
     _assert_same(cache.load(city, fed), load_city_data(city, fed))
-    assert len(parses) == 2
+    assert len(parses) == 3  # the first load, the damaged entry read again, the reference
 
 
 def test_an_unwritable_folder_costs_speed_not_the_answer(tmp_path: Path, parses: list[str]) -> None:

@@ -89,7 +89,7 @@ def test_a_rewritten_part_of_a_folder_is_read_again(tmp_path: Path) -> None:
 
 
 def test_a_parquet_folder_passes_the_node_start_check(tmp_path: Path) -> None:
-    from cityfed.data.harmonise import require_data
+    from cityfed.data.sources import require_data
 
     work = copy_demo_data(tmp_path / "demo")
     (work / "parts").mkdir()

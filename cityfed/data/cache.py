@@ -20,6 +20,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,13 +29,19 @@ import numpy as np
 
 from cityfed.config.spec import CitySpec, FederationSpec, federation_to_json
 from cityfed.data.city_data import CityData, load_city_data
+from cityfed.data.rows import Tally, data_blocks, streamed_blocks
+from cityfed.typing import BoolArray, FloatArray
 
-__all__ = ["MAX_AGE_SECONDS", "DataCache"]
+__all__ = ["KEEP_BYTES", "MAX_AGE_SECONDS", "DataCache"]
 
 logger = logging.getLogger(__name__)
 
 #: Entries not used for this long are removed when a new one is written.
 MAX_AGE_SECONDS = 24 * 3600.0
+
+#: A city whose harmonised rows take more than this is not kept: each message of
+#: the run streams its rows from the source again, in bounded memory.
+KEEP_BYTES = 64 << 20
 
 _ARRAYS = ("X_train", "y_train", "X_holdout", "y_holdout")
 #: Present only for some federations (the exposure of a Poisson model).
@@ -103,6 +111,52 @@ class DataCache:
             logger.warning("city %s: harmonised data not cached (%s)", city.name, exc)
         return data
 
+    def training(self, city: CitySpec, fed: FederationSpec) -> tuple[Iterator[FloatArray], Tally]:
+        """The city's training rows in blocks, and its counts (complete after the blocks).
+
+        From the cache when this run already kept the rows; else streamed from
+        the source in bounded memory, and kept for the run's next messages when
+        they take at most :data:`KEEP_BYTES`.
+
+        Raises
+        ------
+        DataError, SpecError
+            As :func:`~cityfed.data.harmonise.harmonised_chunks`, on a miss.
+        """
+        key = self._key(city, fed) if self.folder is not None else None
+        entry = None if self.folder is None or key is None else self.folder / key
+        cached = None if entry is None else _read(entry)
+        if cached is not None:
+            tally = Tally(
+                rows_read=cached.rows_read,
+                rows_train=int(cached.y_train.size),
+                rows_holdout=int(cached.y_holdout.size),
+                drop_reasons=Counter(cached.drop_reasons),
+            )
+            return data_blocks(cached), tally
+        tally = Tally()
+        kept = _Kept() if entry is not None else None
+        blocks = streamed_blocks(city, fed, tally, None if kept is None else kept.keep)
+        return self._keeping(blocks, tally, kept, entry, city, fed), tally
+
+    def _keeping(
+        self,
+        blocks: Iterator[FloatArray],
+        tally: Tally,
+        kept: _Kept | None,
+        entry: Path | None,
+        city: CitySpec,
+        fed: FederationSpec,
+    ) -> Iterator[FloatArray]:
+        yield from blocks
+        if kept is None or entry is None or kept.parts is None:
+            return
+        data = kept.data(city.name, fed, tally)
+        try:
+            self._write(entry, data)
+        except OSError as exc:  # a full or read-only disk costs speed, not the run
+            logger.warning("city %s: harmonised data not cached (%s)", city.name, exc)
+
     def forget(self, city: CitySpec, fed: FederationSpec) -> None:
         """Remove the city's entry of this run (after the run's last message)."""
         key = self._key(city, fed) if self.folder is not None else None
@@ -136,6 +190,44 @@ class DataCache:
             shutil.rmtree(staging, ignore_errors=True)
             if not entry.is_dir():
                 raise
+
+
+class _Kept:
+    """The training and holdout rows of a streamed pass, while they fit :data:`KEEP_BYTES`."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[FloatArray, FloatArray]] | None = []
+        self.size = 0
+
+    def keep(self, block: FloatArray, holdout: BoolArray) -> None:
+        """Keep one block's rows, or give up keeping (for good) past the budget."""
+        if self.parts is None:
+            return
+        self.size += block.nbytes
+        if self.size > KEEP_BYTES:
+            self.parts = None
+            return
+        self.parts.append((block[~holdout], block[holdout]))
+
+    def data(self, city: str, fed: FederationSpec, tally: Tally) -> CityData:
+        """The kept rows as :class:`CityData` (what :func:`load_city_data` gives)."""
+        assert self.parts is not None
+        train = np.concatenate([t for t, _ in self.parts])
+        holdout = np.concatenate([h for _, h in self.parts])
+        d = len(fed.design)
+        exposure = fed.exposure is not None
+        return CityData(
+            city=city,
+            features=fed.design_names,
+            X_train=np.ascontiguousarray(train[:, :d]),
+            y_train=np.ascontiguousarray(train[:, d]),
+            X_holdout=np.ascontiguousarray(holdout[:, :d]),
+            y_holdout=np.ascontiguousarray(holdout[:, d]),
+            rows_read=tally.rows_read,
+            drop_reasons=tally.reasons,
+            exposure_train=np.ascontiguousarray(train[:, d + 1]) if exposure else None,
+            exposure_holdout=np.ascontiguousarray(holdout[:, d + 1]) if exposure else None,
+        )
 
 
 def _read(entry: Path) -> CityData | None:

@@ -1,18 +1,17 @@
-"""Harmonise a city's CSV into federation columns and units.
+"""Harmonise a city's rows into federation columns and units, one chunk at a time.
 
-Reading, mapping, derived columns, unit conversion and the missing-value policy
-happen here, once, before any statistic is computed. Every error names the file,
-the column and the 1-based data row.
+Mapping, derived columns, unit conversion and the missing-value policy happen
+here, chunk by chunk as :mod:`cityfed.data.sources` reads them, before any
+statistic is computed: a city of any size is harmonised in bounded memory. Every
+error names the file, the column and the 1-based data row (counted over the whole
+source, not the chunk).
 """
 
 from __future__ import annotations
 
-import csv
-import re
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -21,26 +20,39 @@ from cityfed.config.expr import Expression, parse_expression
 from cityfed.config.spec import CitySpec, FederationSpec, VariableSpec
 from cityfed.config.units import check_convertible, convert
 from cityfed.data.categories import LabelSource, indicators, label_source, labels_of
-from cityfed.data.sql import read_sql_columns, read_sql_header
+from cityfed.data.sources import (
+    DECIMAL_COMMA,
+    check_header,
+    frames,
+    is_parquet,
+    numeric_missing_token,
+    read_header,
+    require_data,
+    row_label,
+    short,
+)
 from cityfed.errors import DataError, SpecError
 from cityfed.typing import BoolArray, FloatArray
 
-__all__ = ["MAX_MAGNITUDE", "check_city_units", "harmonise", "require_data"]
+__all__ = [
+    "MAX_MAGNITUDE",
+    "Harmonised",
+    "check_city_units",
+    "harmonise",
+    "harmonised_chunks",
+    "require_data",
+]
 
 #: Largest magnitude a value may have in federation units: products of two values,
 #: summed over 10^8 rows, stay finite in double precision (1e300 / 1e8 > (1e146)^2).
 MAX_MAGNITUDE = 1e146
 
-#: File names of Parquet data (a file, or the files of a folder).
-_PARQUET_SUFFIXES = (".parquet", ".pq")
-
-#: A number written with a decimal comma ("3,5", "-12,25").
-_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
+Locate = Callable[[int], str]
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """How one federation column is computed from the CSV."""
+    """How one federation column is computed from the source's columns."""
 
     variable: VariableSpec
     source: str
@@ -100,246 +112,6 @@ def check_city_units(city: CitySpec, fed: FederationSpec) -> None:
             check_convertible(plan.unit, None, where=f"{plan.where} unit")
 
 
-def require_data(city: CitySpec) -> None:
-    """The city's data source exists: a CSV or Parquet file, or a folder of Parquet files.
-
-    Raises
-    ------
-    DataError
-        Naming the path, and what it is instead (missing, or a folder of something else).
-    """
-    path = city.data
-    if city.database is not None or (path.is_dir() and _is_parquet(city)):
-        return
-    if path.is_dir():
-        raise DataError(
-            f"{path.name}: {path} is a folder, not a data file (set [city] data in "
-            f"{city.source} to the CSV itself)"
-        )
-    if not path.is_file():
-        raise DataError(
-            f"{path.name}: data file not found at {path} (set [city] data in {city.source})"
-        )
-
-
-def _is_parquet(city: CitySpec) -> bool:
-    """A Parquet file, or a folder of them (``*.parquet``), rather than a CSV."""
-    path = city.data
-    if city.database is not None:
-        return False
-    if path.suffix.lower() in _PARQUET_SUFFIXES:
-        return True
-    return path.is_dir() and any(
-        child.suffix.lower() in _PARQUET_SUFFIXES for child in path.iterdir()
-    )
-
-
-def _at(city: CitySpec, row: int) -> str:
-    """Where a 0-based data row is: its line in a CSV (header = line 1), its row in Parquet."""
-    typed = city.database is not None or _is_parquet(city)
-    return f"row {row + 1}" if typed else f"row {row + 1} (line {row + 2})"
-
-
-def _short(text: str, limit: int = 60) -> str:
-    """An expression or cell cut for a one-line message."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _parquet_dataset(city: CitySpec) -> Any:
-    import pyarrow.dataset as ds
-
-    try:
-        return ds.dataset(str(city.data), format="parquet")
-    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise DataError(f"{city.label}: not a readable Parquet dataset ({exc})") from None
-
-
-def _read_header(city: CitySpec) -> list[str]:
-    """The header's column names, stripped, in file order (duplicates kept)."""
-    path = city.data
-    require_data(city)
-    if city.database is not None:
-        return read_sql_header(city)
-    if _is_parquet(city):
-        return [str(name).strip() for name in _parquet_dataset(city).schema.names]
-    try:
-        with path.open(encoding=city.encoding, newline="") as handle:
-            first = handle.readline()
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path.name}: not valid {city.encoding} text at byte {exc.start}; "
-            f"set [city] encoding in {city.source}"
-        ) from None
-    if not first.strip():
-        raise DataError(f"{path.name}: the file is empty (expected a header row and data rows)")
-    return [c.strip() for c in next(csv.reader([first], delimiter=city.delimiter))]
-
-
-def _check_header(city: CitySpec, header: list[str], needed: set[str]) -> None:
-    """A needed column named twice would be read from its first copy: refuse it.
-
-    Raises
-    ------
-    DataError
-        Naming the column and both positions (1-based).
-    """
-    counts = Counter(header)
-    for name in sorted(needed):
-        if counts[name] > 1:
-            first, second = [i + 1 for i, c in enumerate(header) if c == name][:2]
-            raise DataError(
-                f"{city.label}: header: column {name!r} appears {counts[name]} times "
-                f"(columns {first} and {second}); rename one so that the mapping in "
-                f"{city.source} reads the right one"
-            )
-
-
-def _delimiter_hint(city: CitySpec, header: list[str]) -> str:
-    """A hint to set the delimiter when the whole header is one column holding another."""
-    if len(header) != 1:
-        return ""
-    for candidate, spelled in ((";", ";"), ("\t", "\\t"), (",", ","), ("|", "|")):
-        if candidate != city.delimiter and candidate in header[0]:
-            return (
-                f"; the header is one column containing {spelled!r}: set "
-                f'delimiter = "{spelled}" in [city] of {city.source}'
-            )
-    return ""
-
-
-def _require_columns(city: CitySpec, needed: set[str], header: list[str]) -> None:
-    """A typed source (Parquet, SQL) has every needed column, or the error names the first."""
-    missing = sorted(needed - set(header))
-    if missing:
-        available = ", ".join(repr(c) for c in header[:12])
-        raise DataError(
-            f"{city.label}: column {_short(missing[0])!r} not found (columns are "
-            f"{_short(available, 200)}); fix [columns] in {city.source}"
-        )
-
-
-def _read_parquet(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFrame:
-    """The needed columns of a Parquet file or folder: numbers stay numbers, text stays text."""
-    _require_columns(city, needed, header)
-    dataset = _parquet_dataset(city)  # one discovery of the files for the schema and rows
-    by_stripped = {name.strip(): name for name in dataset.schema.names}
-    table = dataset.to_table(columns=[by_stripped[n] for n in sorted(needed)])
-    frame: pd.DataFrame = table.to_pandas()
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.shape[0] == 0:
-        raise DataError(f"{city.label}: no data rows")
-    return frame
-
-
-def _read_rows(city: CitySpec, needed: set[str], header: list[str]) -> pd.DataFrame:
-    """The needed columns of a database, a Parquet source or (as text) a CSV."""
-    path = city.data
-    label = path.name
-    require_data(city)
-    if city.database is not None:
-        _require_columns(city, needed, header)
-        return read_sql_columns(city, needed)
-    if _is_parquet(city):
-        return _read_parquet(city, needed, header)
-    try:
-        frame = pd.read_csv(
-            path,
-            sep=city.delimiter,
-            encoding=city.encoding,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skipinitialspace=True,
-            engine="c",
-        )
-    except pd.errors.EmptyDataError:
-        raise DataError(
-            f"{label}: the file is empty (expected a header row and data rows)"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{label}: not valid {city.encoding} text at byte {exc.start}; "
-            f"set [city] encoding in {city.source}"
-        ) from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{label}: malformed CSV: {str(exc).strip().splitlines()[-1]}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = sorted(needed - set(frame.columns))
-    if missing:
-        available = ", ".join(repr(c) for c in frame.columns[:12])
-        more = ", ..." if len(frame.columns) > 12 else ""
-        raise DataError(
-            f"{label}: column {_short(missing[0])!r} not found (columns are "
-            f"{_short(available + more, 200)}); fix [columns] in {city.source}"
-            f"{_delimiter_hint(city, header)}"
-        )
-    if frame.shape[0] == 0:
-        raise DataError(f"{label}: no data rows below the header")
-    return frame
-
-
-def _read_csv_typed(
-    city: CitySpec, numeric: set[str], textual: set[str], header: list[str]
-) -> pd.DataFrame | None:
-    """The needed columns parsed as numbers (and labels as text) by pyarrow, or None.
-
-    The fast path of a CSV: pyarrow's multi-threaded reader with typed columns,
-    the city's delimiter, decimal mark and missing-value tokens. Anything it cannot
-    read exactly as the text path would — a bad or infinite cell, digit grouping, a
-    missing token that reads as a number, padded names or cells — gives None, and
-    the cell-by-cell path reads the file and names the first bad cell, as before.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
-    if _is_parquet(city) or city.database is not None or city.thousands is not None:
-        return None
-    if numeric & textual or not (numeric | textual) <= set(header):
-        return None
-    if _numeric_missing_token(city):
-        return None
-    try:
-        with city.data.open(encoding=city.encoding, newline="") as handle:
-            raw_header = next(csv.reader([handle.readline()], delimiter=city.delimiter))
-    except (OSError, UnicodeDecodeError, StopIteration):
-        return None
-    if raw_header != header:  # names padded with spaces: the text path strips them
-        return None
-    types = {name: pa.float64() for name in numeric} | {name: pa.string() for name in textual}
-    encoding = "utf8" if city.encoding == "utf-8-sig" else city.encoding
-    try:
-        table = pacsv.read_csv(
-            city.data,
-            read_options=pacsv.ReadOptions(encoding=encoding),
-            parse_options=pacsv.ParseOptions(delimiter=city.delimiter),
-            convert_options=pacsv.ConvertOptions(
-                column_types=types,
-                include_columns=sorted(numeric | textual),
-                null_values=list(city.missing_values),
-                strings_can_be_null=True,
-                decimal_point=city.decimal,
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError):
-        return None
-    for name in numeric:
-        values = table.column(name)
-        # "inf" or a "NaN" that is not a missing token: the text path names the cell.
-        if pc.any(pc.or_(pc.is_inf(values), pc.is_nan(values))).as_py():
-            return None
-    frame: pd.DataFrame = table.to_pandas()
-    if frame.shape[0] == 0:
-        return None
-    for name in textual:
-        column = frame[name]
-        stripped = column.str.strip()
-        if not stripped.equals(column):
-            return None
-    return frame
-
-
 def _plain_numbers_possible(city: CitySpec) -> bool:
     """True when a column of finite numbers can skip the cell-by-cell checks.
 
@@ -347,25 +119,24 @@ def _plain_numbers_possible(city: CitySpec) -> bool:
     finite number (such as ``-999``): a column that then parses entirely into
     finite numbers has no missing cell and no bad cell.
     """
-    return city.decimal == "." and not _numeric_missing_token(city)
-
-
-def _numeric_missing_token(city: CitySpec) -> bool:
-    """True when a missing-value token reads as a finite number (such as ``-999``)."""
-    tokens = pd.to_numeric(pd.Series(list(city.missing_values), dtype=object), errors="coerce")
-    return bool(np.isfinite(tokens.to_numpy(dtype=np.float64, na_value=np.nan)).any())
+    return city.decimal == "." and not numeric_missing_token(city)
 
 
 def _to_numbers(
-    frame: pd.DataFrame, column: str, city: CitySpec, *, plain: bool = False
+    frame: pd.DataFrame, column: str, city: CitySpec, at: Locate, *, plain: bool = False
 ) -> FloatArray:
     series = frame[column]
+    if series.dtype == np.float64:  # the fast CSV path, Parquet, SQL: no copy
+        typed_floats: FloatArray = series.to_numpy()
+        return _finite_or_refuse(typed_floats, city, column, at, lambda row: "the value")
+    if series.dtype == object and series.isna().all():
+        return np.full(len(series), np.nan)  # a chunk of a typed source with only nulls
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         # A typed source (Parquet): numbers already; a null is a missing value.
         typed: FloatArray = np.asarray(
             series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64
         )
-        return _finite_or_refuse(typed, city, column, lambda row: "the value")
+        return _finite_or_refuse(typed, city, column, at, lambda row: "the value")
     if plain:
         # Fast path (most columns of most files): parse the whole column at once.
         numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(
@@ -385,8 +156,8 @@ def _to_numbers(
         if dotted.any():
             row = int(np.argmax(dotted))
             raise DataError(
-                f"{city.label}: column {column!r}, {_at(city, row)}: "
-                f"{_short(raw.iloc[row])!r} has a '.' but the decimal mark is ','; if it "
+                f"{city.label}: column {column!r}, {at(row)}: "
+                f"{short(raw.iloc[row])!r} has a '.' but the decimal mark is ','; if it "
                 f'groups digits, declare thousands = "." in [city] of {city.source}'
             )
     if city.decimal == ",":
@@ -399,25 +170,22 @@ def _to_numbers(
         row = int(np.argmax(bad))
         cell = raw.iloc[row]
         hint = ""
-        if city.decimal == "." and _DECIMAL_COMMA.match(cell):
+        if city.decimal == "." and DECIMAL_COMMA.match(cell):
             hint = f"; if ',' is the decimal mark, set decimal = \",\" in [city] of {city.source}"
         raise DataError(
-            f"{city.label}: column {column!r}, {_at(city, row)}: "
-            f"{_short(cell)!r} is not a number{hint}"
+            f"{city.label}: column {column!r}, {at(row)}: {short(cell)!r} is not a number{hint}"
         )
-    return _finite_or_refuse(numbers, city, column, lambda row: repr(raw.iloc[row]))
+    return _finite_or_refuse(numbers, city, column, at, lambda row: repr(raw.iloc[row]))
 
 
 def _finite_or_refuse(
-    numbers: FloatArray, city: CitySpec, column: str, shown: Callable[[int], str]
+    numbers: FloatArray, city: CitySpec, column: str, at: Locate, shown: Callable[[int], str]
 ) -> FloatArray:
     """``numbers``, unless one is infinite: then the error names its row (``shown`` its cell)."""
     infinite = np.isinf(numbers)
     if infinite.any():
         row = int(np.argmax(infinite))
-        raise DataError(
-            f"{city.label}: column {column!r}, {_at(city, row)}: {shown(row)} is infinite"
-        )
+        raise DataError(f"{city.label}: column {column!r}, {at(row)}: {shown(row)} is infinite")
     return numbers
 
 
@@ -427,6 +195,7 @@ def _check_domain(
     variable: VariableSpec,
     values: FloatArray,
     missing: BoolArray,
+    at: Locate,
 ) -> None:
     """A count target is >= 0 and an exposure > 0 (else a Poisson fit has no meaning).
 
@@ -444,31 +213,59 @@ def _check_domain(
     if bad.any():
         row = int(np.argmax(bad))
         raise DataError(
-            f"{city.label}: column {variable.name!r}, {_at(city, row)}: "
-            f"{values[row]:g} is not {wanted}"
+            f"{city.label}: column {variable.name!r}, {at(row)}: {values[row]:g} is not {wanted}"
         )
 
 
-def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dict[str, int]]:
-    """Read the city's CSV and return its usable rows in federation units.
+@dataclass(frozen=True)
+class Harmonised:
+    """One chunk's usable rows in federation columns and units.
 
-    Returns
-    -------
-    tuple
-        ``(table, rows_read, drop_reasons)`` where ``table`` has the design
-        columns (a numeric feature, or a categorical feature's indicators), the
-        target, then the exposure if any, in federation order and units.
+    Attributes
+    ----------
+    table : ndarray
+        The design columns (a numeric feature, or a categorical feature's
+        indicators), the target, then the exposure if any.
+    rows_read : int
+        The chunk's rows as read, usable or not.
+    drop_reasons : dict
+        Rows dropped under ``missing = "drop"``, by the first missing column.
+    """
+
+    table: FloatArray
+    rows_read: int
+    drop_reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every chunk of one city's source is harmonised with."""
+
+    city: CitySpec
+    fed: FederationSpec
+    plans: list[_Plan]
+    expressions: dict[int, Expression]
+    sources: dict[int, LabelSource]
+    numeric: set[str]
+    plain: bool
+
+
+def harmonised_chunks(city: CitySpec, fed: FederationSpec) -> Iterator[Harmonised]:
+    """The city's usable rows in federation units, chunk by chunk, in source order.
+
+    The mapping, units and header are checked before the first row is read; a
+    source without data rows is an error.
 
     Raises
     ------
-    DataError
+    DataError, SpecError
         A missing column, a non-numeric or infinite cell, a derived value that is
         not finite, a class label that is not 0 or 1, or (with ``missing = "error"``)
         a missing value: each named with file, column and 1-based row.
     """
     plans = _plan(city, fed)
     check_city_units(city, fed)
-    header = _read_header(city)
+    header = read_header(city)
     names = set(header)
     expressions = {
         j: plan.expression(names) for j, plan in enumerate(plans) if not plan.variable.categorical
@@ -476,81 +273,107 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
     sources = {j: plan.label_source(names) for j, plan in enumerate(plans) if j not in expressions}
     numeric: set[str] = set().union(set(), *(e.columns for e in expressions.values()))
     textual = {source.column for source in sources.values()}
-    needed = numeric | textual
-    _check_header(city, header, needed)
-    frame = _read_csv_typed(city, numeric, textual, header)
-    if frame is None:  # not a plain file of numbers: every cell checked, errors by row
-        frame = _read_rows(city, needed, header)
-    n_rows = int(frame.shape[0])
-    plain = _plain_numbers_possible(city)
-    raw = {name: _to_numbers(frame, name, city, plain=plain) for name in sorted(numeric)}
+    check_header(city, header, numeric | textual)
+    chunks = frames(city, numeric, textual, header)
+    setup = _Setup(city, fed, plans, expressions, sources, numeric, _plain_numbers_possible(city))
+    return _harmonised(setup, chunks)
 
+
+def _harmonised(setup: _Setup, chunks: Iterator[pd.DataFrame]) -> Iterator[Harmonised]:
+    offset = 0
+    for frame in chunks:
+        yield _harmonise_frame(setup, frame, offset)
+        offset += int(frame.shape[0])
+    if offset == 0:
+        city = setup.city
+        typed = city.database is not None or is_parquet(city)
+        raise DataError(f"{city.label}: no data rows{'' if typed else ' below the header'}")
+
+
+def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dict[str, int]]:
+    """The city's usable rows in federation units, all in memory.
+
+    Returns
+    -------
+    tuple
+        ``(table, rows_read, drop_reasons)``, the chunks of
+        :func:`harmonised_chunks` joined.
+    """
+    parts = list(harmonised_chunks(city, fed))
+    reasons: Counter[str] = Counter()
+    for part in parts:
+        reasons.update(part.drop_reasons)
+    table = np.concatenate([part.table for part in parts])
+    return table, sum(part.rows_read for part in parts), dict(sorted(reasons.items()))
+
+
+def _harmonise_frame(setup: _Setup, frame: pd.DataFrame, offset: int) -> Harmonised:
+    """One chunk of the source (its first row is data row ``offset``) in federation units."""
+    city, fed, plans = setup.city, setup.fed, setup.plans
+
+    def at(row: int) -> str:
+        return row_label(city, offset + row)
+
+    n_rows = int(frame.shape[0])
+    raw = {n: _to_numbers(frame, n, city, at, plain=setup.plain) for n in sorted(setup.numeric)}
     label = city.label
-    blocks: list[FloatArray] = []
-    block_missing: list[FloatArray] = []
-    block_of: list[int] = []  # the plan of each column, for messages
+    widths = [
+        len(plan.variable.levels) - 1 if j in setup.sources else 1 for j, plan in enumerate(plans)
+    ]
+    table = np.empty((n_rows, sum(widths)))
+    missing = np.zeros((n_rows, len(plans)), dtype=bool)  # per plan, in column order
+    column = 0
     for j, plan in enumerate(plans):
-        if j in sources:
+        if j in setup.sources:
+            source = setup.sources[j]
             index, absent = labels_of(
-                frame[sources[j].column],
-                sources[j],
-                plan.variable,
-                city,
-                plan.labels,
-                lambda row: _at(city, row),
+                frame[source.column], source, plan.variable, city, plan.labels, at
             )
-            columns = indicators(index, len(plan.variable.levels))
-            blocks.append(columns)
-            block_missing.append(np.repeat(absent[:, None], columns.shape[1], axis=1))
-            block_of.extend([j] * columns.shape[1])
+            table[:, column : column + widths[j]] = indicators(index, len(plan.variable.levels))
+            missing[:, j] = absent
+            column += widths[j]
             continue
-        expression = expressions[j]
-        inputs_missing = np.zeros(n_rows, dtype=bool)
+        expression = setup.expressions[j]
+        inputs_missing = missing[:, j]
         for name in expression.columns:
             inputs_missing |= np.isnan(raw[name])
         values = expression.evaluate(raw, n_rows)
-        broken = ~np.isfinite(values) & ~inputs_missing
-        if broken.any():
+        broken = None if np.isfinite(values).all() else ~np.isfinite(values) & ~inputs_missing
+        if broken is not None and broken.any():
             row = int(np.argmax(broken))
             raise DataError(
-                f"{label}: column {plan.variable.name!r} = {_short(expression.text)!r}, "
-                f"{_at(city, row)}: the result is not finite "
+                f"{label}: column {plan.variable.name!r} = {short(expression.text)!r}, "
+                f"{at(row)}: the result is not finite "
                 "(division by zero?)"
             )
         values = convert(values, plan.unit, plan.variable.unit)
-        huge = np.abs(values) > MAX_MAGNITUDE
-        if huge.any():
-            row = int(np.argmax(huge))
+        if n_rows and max(np.fmax.reduce(values), -np.fmin.reduce(values)) > MAX_MAGNITUDE:
+            row = int(np.argmax(np.abs(values) > MAX_MAGNITUDE))
             raise DataError(
-                f"{label}: column {plan.variable.name!r}, {_at(city, row)}: "
+                f"{label}: column {plan.variable.name!r}, {at(row)}: "
                 f"{values[row]:.3g} {plan.variable.unit} is too large to summarise (sums of "
                 f"squares would overflow; |value| must stay below {MAX_MAGNITUDE:.0e}): check "
                 "the unit or the value"
             )
-        _check_domain(city, fed, plan.variable, values, inputs_missing)
-        blocks.append(values[:, None])
-        block_missing.append(inputs_missing[:, None])
-        block_of.append(j)
-    table = np.hstack(blocks)
-    missing = np.hstack(block_missing)
-    plans = [plans[j] for j in block_of]
+        _check_domain(city, fed, plan.variable, values, inputs_missing, at)
+        table[:, column] = values
+        column += 1
 
+    drop_reasons: dict[str, int] = {}
     if missing.any():
         if fed.missing == "error":
             row, j = (int(v) for v in np.argwhere(missing)[0])
             raise DataError(
-                f"{label}: column {plans[j].variable.name!r}, {_at(city, row)}: "
+                f"{label}: column {plans[j].variable.name!r}, {at(row)}: "
                 'missing value (the federation sets missing = "error")'
             )
-        first_missing = np.argmax(missing, axis=1)
+        dropped = missing.any(axis=1)
+        first = np.bincount(np.argmax(missing[dropped], axis=1), minlength=len(plans))
         reasons: Counter[str] = Counter()
-        for j in first_missing[missing.any(axis=1)]:
-            reasons[f"missing {plans[int(j)].variable.name}"] += 1
-        keep = ~missing.any(axis=1)
-        table = table[keep]
+        for k in np.flatnonzero(first).tolist():
+            reasons[f"missing {plans[k].variable.name}"] += int(first[k])
+        table = table[~dropped]
         drop_reasons = dict(sorted(reasons.items()))
-    else:
-        drop_reasons = {}
 
     if fed.task == "classification":
         labels = table[:, len(fed.design)]
@@ -558,7 +381,7 @@ def harmonise(city: CitySpec, fed: FederationSpec) -> tuple[FloatArray, int, dic
         if bad.any():
             row = int(np.flatnonzero(~missing.any(axis=1))[int(np.argmax(bad))])
             raise DataError(
-                f"{label}: column {fed.target.name!r}, {_at(city, row)}: "
+                f"{label}: column {fed.target.name!r}, {at(row)}: "
                 f"class label {labels[int(np.argmax(bad))]:g} is not 0 or 1"
             )
-    return table, n_rows, drop_reasons
+    return Harmonised(table, n_rows, drop_reasons)

@@ -23,7 +23,7 @@ import pandas as pd
 from cityfed.config.spec import CitySpec, DatabaseSpec
 from cityfed.errors import DataError, SpecError
 
-__all__ = ["CHUNK_ROWS", "read_sql_columns", "read_sql_header"]
+__all__ = ["CHUNK_ROWS", "iter_sql_columns", "read_sql_header"]
 
 #: Rows fetched per round trip to the database.
 CHUNK_ROWS = 100_000
@@ -146,14 +146,17 @@ def read_sql_header(city: CitySpec) -> list[str]:
         return [str(c["name"]).strip() for c in inspector.get_columns(name, schema=schema or None)]
 
 
-def read_sql_columns(city: CitySpec, needed: set[str]) -> pd.DataFrame:
-    """The needed columns of every row, fetched in chunks: numbers typed, text as text.
+def iter_sql_columns(city: CitySpec, needed: set[str]) -> Iterator[pd.DataFrame]:
+    """The needed columns of every row in chunks of :data:`CHUNK_ROWS`, numbers typed.
+
+    The connection stays open while the chunks are read (a read-only session);
+    a query that returns no rows yields nothing (the caller says so).
 
     Raises
     ------
     DataError
         A connection or query failure (a write refused by the read-only session
-        included), or no rows.
+        included).
     """
     import sqlalchemy
 
@@ -173,11 +176,11 @@ def read_sql_columns(city: CitySpec, needed: set[str]) -> pd.DataFrame:
             order = key.get("constrained_columns") or []
             if order:  # a stable row order, so the holdout split is the same every run
                 statement = statement.order_by(*[sqlalchemy.column(c) for c in order])
-        chunks = list(
-            pd.read_sql_query(statement, connection, chunksize=CHUNK_ROWS, coerce_float=True)
-        )
-    if not chunks or sum(len(c) for c in chunks) == 0:
-        raise DataError(f"{city.label}: no data rows")
-    frame = pd.concat(chunks, ignore_index=True)
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+        # A server-side cursor: the database sends the rows chunk by chunk.
+        streaming = connection.execution_options(stream_results=True, max_row_buffer=CHUNK_ROWS)
+        for frame in pd.read_sql_query(
+            statement, streaming, chunksize=CHUNK_ROWS, coerce_float=True
+        ):
+            if len(frame):
+                frame.columns = [str(c).strip() for c in frame.columns]
+                yield frame

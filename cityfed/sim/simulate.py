@@ -124,7 +124,7 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
         for city, rows in zip(cities, data, strict=True)
         if (
             reason := check_data(fed, city, int(rows.y_train.shape[0]))
-            or check_levels(fed, city, rows.X_train)
+            or check_levels(fed, city, rows.X_train.sum(axis=0), int(rows.y_train.size))
         )
         is not None
     }

@@ -34,10 +34,9 @@ from cityfed.core.privacy import (
     noisy_gram,
 )
 from cityfed.core.secure_stats import moments_vector, terms_vector
-from cityfed.core.stats import Moments
 from cityfed.data.cache import DataCache
-from cityfed.data.city_data import CityData, row_set
-from cityfed.data.holdout import fold_ids
+from cityfed.data.city_data import CityData
+from cityfed.data.rows import BlockTerms, Summary, summarise
 from cityfed.errors import CityFedError
 from cityfed.federation.outcome import CityOutcome
 from cityfed.federation.protocol import (
@@ -205,14 +204,19 @@ def _redact(text: str, paths: list[Path]) -> str:
     return text
 
 
-def _folds(rows: np.ndarray, city: CitySpec, ins: Instruction) -> tuple[Moments, ...]:
-    """``alpha = "cv"``: the moments of each fold of the training rows (folds fixed by the city)."""
-    fed = ins.federation
-    if not fed.alpha_cv:
-        return ()
-    _, seed = row_set(city, fed)
-    ids = fold_ids(rows.shape[0], fed.cv_folds, seed, city.name)
-    return tuple(Moments.of(rows[ids == j]) for j in range(fed.cv_folds))
+def _block_terms(ins: Instruction) -> BlockTerms:
+    """A block's Newton terms at every point the instruction sends."""
+    assert ins.scaler is not None and ins.weights is not None  # checked by the policy
+    scaler, points = ins.scaler, np.atleast_2d(ins.weights)
+    poisson = ins.federation.model == "poisson"
+
+    def terms(X: np.ndarray, y: np.ndarray, offset: np.ndarray | None) -> list[NewtonTerms]:
+        Z = scaler.design(X)
+        if poisson:
+            return [poisson_terms(Z, y, w, offset) for w in points]
+        return [logistic_terms(Z, y, w) for w in points]
+
+    return terms
 
 
 def _newton_terms(ins: Instruction, data: CityData, Z: np.ndarray, w: np.ndarray) -> NewtonTerms:
@@ -336,19 +340,33 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
             logger.warning("city %s refuses: %s", city.name, exc)
             return CityReply(CityOutcome(city=city.name, status="refused", reason=str(exc)))
     cache = node.cache
+    data: CityData | None = None
+    summary: Summary | None = None
     try:
-        data = cache.load(city, fed)
+        if ins.phase in ("moments", "newton") and not fed.private:
+            # Statistics only: one pass over the training rows in blocks (streamed
+            # from the source in bounded memory unless the run already keeps them).
+            blocks, tally = cache.training(city, fed)
+            keys_only = secure is not None and ins.secagg is not None and ins.secagg.step == "keys"
+            terms = None if ins.phase != "newton" or keys_only else _block_terms(ins)
+            summary = summarise(blocks, city, fed, terms)
+            rows_read, rows_train, reasons = tally.rows_read, tally.rows_train, tally.reasons
+            sums = summary.sums
+        else:
+            data = cache.load(city, fed)
+            rows_read, rows_train = data.rows_read, int(data.y_train.size)
+            reasons, sums = dict(data.drop_reasons), data.X_train.sum(axis=0)
     except CityFedError as exc:
         logger.warning("city %s cannot take part: %s", city.name, exc)
         return CityReply.failed(city.name, str(exc))
     outcome = CityOutcome(
         city=city.name,
         status="ok",
-        rows_read=data.rows_read,
-        rows_train=int(data.y_train.size),
-        drop_reasons=dict(data.drop_reasons),
+        rows_read=rows_read,
+        rows_train=rows_train,
+        drop_reasons=reasons,
     )
-    too_few = check_data(fed, city, int(data.y_train.size)) or check_levels(fed, city, data.X_train)
+    too_few = check_data(fed, city, rows_train) or check_levels(fed, city, sums, rows_train)
     if too_few is not None:
         return CityReply(replace(outcome, status="refused", reason=too_few))
     if (fed.secure_aggregation or fed.private) and not city.policy.release_counts:
@@ -356,22 +374,18 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
         outcome = replace(outcome, rows_read=0, rows_train=0, drop_reasons={}, counts_withheld=True)
     if secure is not None and ins.secagg is not None and ins.secagg.step == "keys":
         return CityReply(outcome, keys=secure.keys(ins.secagg.aggregation))
+    if summary is not None and ins.phase == "moments":
+        if secure is not None and ins.secagg is not None:
+            return _masked(outcome, secure, ins, moments_vector((summary.moments, *summary.folds)))
+        return CityReply(outcome, moments=summary.moments, folds=summary.folds)
+    if summary is not None:  # newton
+        if secure is not None and ins.secagg is not None:
+            return _masked(outcome, secure, ins, terms_vector(summary.terms))
+        return CityReply(outcome, terms=summary.terms)
+    assert data is not None
     if fed.private and ins.phase in ("moments", "newton"):
         return _private(ins, city, node, data, outcome, secure)
-    if ins.phase == "moments":
-        rows = np.column_stack([data.X_train, data.y_train])
-        moments, folds = Moments.of(rows), _folds(rows, city, ins)
-        if secure is not None and ins.secagg is not None:
-            return _masked(outcome, secure, ins, moments_vector((moments, *folds)))
-        return CityReply(outcome, moments=moments, folds=folds)
     assert ins.scaler is not None and ins.weights is not None  # checked by the policy
-    if ins.phase == "newton":
-        Z = ins.scaler.design(data.X_train)
-        points = np.atleast_2d(ins.weights)
-        terms = tuple(_newton_terms(ins, data, Z, w) for w in points)
-        if secure is not None and ins.secagg is not None:
-            return _masked(outcome, secure, ins, terms_vector(terms))
-        return CityReply(outcome, terms=terms)
     if ins.phase == "fedavg":
         Z = ins.scaler.transform(data.X_train)
         weights = local_update(Z, data.y_train, ins.weights, fed, ins.round)

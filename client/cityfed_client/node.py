@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
 from cityfed.config.spec import load_city
-from cityfed.data.harmonise import require_data
+from cityfed.data.sources import require_data
 from cityfed.errors import CityFedError
 from cityfed.files import write_atomic
 from cityfed.ops.processes import Daemon, executable, flower_env

@@ -246,14 +246,17 @@ def _secure_problem(ins: Instruction, city: CitySpec) -> str | None:
     return None
 
 
-def check_levels(fed: FederationSpec, city: CitySpec, X_train: FloatArray) -> str | None:
+def check_levels(
+    fed: FederationSpec, city: CitySpec, sums: FloatArray, rows_train: int
+) -> str | None:
     """Why the city refuses a categorical feature whose level singles out a few rows, or None.
 
     A level indicator is a group: its cross-products with the other columns are
     sums over that level's rows. A federation could declare a level per
     timestamp and read one row from each; so every level the city has rows of
     must have at least ``[policy] min_bin_rows`` of them (levels it has no row
-    of reveal nothing).
+    of reveal nothing). ``sums`` are the design's column sums over the
+    ``rows_train`` training rows (an indicator's sum: its level's count).
     """
     floor = city.policy.min_bin_rows
     column = 0
@@ -262,8 +265,8 @@ def check_levels(fed: FederationSpec, city: CitySpec, X_train: FloatArray) -> st
         if not feature.categorical:
             column += width
             continue
-        counts = X_train[:, column : column + width].sum(axis=0)
-        reference = X_train.shape[0] - float(counts.sum())
+        counts = sums[column : column + width]
+        reference = rows_train - float(counts.sum())
         for level, count in zip(feature.levels, [reference, *counts.tolist()], strict=True):
             if 0 < round(count) < floor:
                 return (

@@ -281,7 +281,7 @@ def check_city(settings: CitySettings, *, say: bool = True) -> list[str]:
     from cityfed_client.node import check_node_key
 
     from cityfed.config.spec import load_city
-    from cityfed.data.harmonise import require_data
+    from cityfed.data.sources import require_data
     from cityfed.errors import CityFedError
     from cityfed.ops.tls import parse_address, probe_coordinator
 
