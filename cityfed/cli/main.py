@@ -65,7 +65,9 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _run_simulation(federation: Path, cities: list[Path], out: Path, as_json: bool) -> Report:
+def _run_simulation(
+    federation: Path, cities: list[Path], out: Path, as_json: bool, check: bool | None = None
+) -> Report:
     from cityfed.ops.output import check_output_dir
     from cityfed.ops.progress import ProgressEvent
     from cityfed.sim.simulate import prepare, simulate
@@ -75,11 +77,16 @@ def _run_simulation(federation: Path, cities: list[Path], out: Path, as_json: bo
     started = time.monotonic()
     check_output_dir(out)
     with console.status("Checking the federation spec and every city's data...") as status:
-        plan = prepare(federation, cities)
-        for data in plan.data:
+        plan = prepare(federation, cities, check=check)
+        for fact in plan.facts[:50]:
             console.log(
-                escape(f"{data.city}: {data.rows_used} usable rows ({data.rows_dropped} dropped)")
+                escape(f"{fact.city}: {fact.rows_used} usable rows ({fact.rows_dropped} dropped)")
             )
+        if len(plan.facts) > 50:
+            rows = sum(fact.rows_used for fact in plan.facts)
+            console.log(f"... {len(plan.facts)} cities in all, {rows} usable rows")
+        if not plan.check:
+            console.log("No pooled check (many cities or rows): --check runs it")
         for name, reason in sorted(plan.refusals.items()):
             console.log(escape(f"{name} will not take part: {reason}"))
         status.update(f"Starting Flower's simulation engine with {len(plan.cities)} cities...")
@@ -118,13 +125,21 @@ def simulate(
     as_json: Annotated[
         bool, typer.Option("--json", help="print report.json instead of tables")
     ] = False,
+    check: Annotated[
+        bool | None,
+        typer.Option(
+            "--check/--no-check",
+            help="compare the model with the pooled fit of every city's rows (default: "
+            "up to 100 cities and 2,000,000 rows)",
+        ),
+    ] = None,
 ) -> None:
     """Run the federation on this machine, one Flower node per city."""
     from cityfed.report.terminal import print_summary
     from cityfed.sim.simulate import PooledCheckError
 
     try:
-        report = _run_simulation(federation, cities, out, as_json)
+        report = _run_simulation(federation, cities, out, as_json, check)
     except PooledCheckError as exc:
         raise _failed_check(exc, as_json) from None
     except CityFedError as exc:

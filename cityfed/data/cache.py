@@ -207,7 +207,9 @@ class _Kept:
         if self.size > KEEP_BYTES:
             self.parts = None
             return
-        self.parts.append((block[~holdout], block[holdout]))
+        self.parts.append(
+            (np.compress(~holdout, block, axis=0), np.compress(holdout, block, axis=0))
+        )
 
     def data(self, city: str, fed: FederationSpec, tally: Tally) -> CityData:
         """The kept rows as :class:`CityData` (what :func:`load_city_data` gives)."""

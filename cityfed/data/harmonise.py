@@ -320,8 +320,9 @@ def _harmonise_frame(setup: _Setup, frame: pd.DataFrame, offset: int) -> Harmoni
     widths = [
         len(plan.variable.levels) - 1 if j in setup.sources else 1 for j, plan in enumerate(plans)
     ]
-    table = np.empty((n_rows, sum(widths)))
-    missing = np.zeros((n_rows, len(plans)), dtype=bool)  # per plan, in column order
+    # Column-major: each column is written (and each mask filled) in one sweep.
+    table = np.empty((n_rows, sum(widths)), order="F")
+    missing = np.zeros((n_rows, len(plans)), dtype=bool, order="F")  # per plan
     column = 0
     for j, plan in enumerate(plans):
         if j in setup.sources:

@@ -50,8 +50,10 @@ def block_holdout(
     mask = np.zeros(rows, dtype=bool)
     if count <= 0:
         return mask
-    rng = _rng(seed, city) if block == 0 else _rng(seed, city, (2, block))
-    mask[rng.permutation(rows)[:count]] = True
+    if block == 0:  # a city of one block: one permutation of its rows, as always
+        mask[_rng(seed, city).permutation(rows)[:count]] = True
+    else:  # a uniform subset as well, without permuting the whole block
+        mask[_rng(seed, city, (2, block)).choice(rows, count, replace=False, shuffle=False)] = True
     return mask
 
 

@@ -142,7 +142,7 @@ def streamed_blocks(
             tally.rows_holdout += held
             if keep is not None:
                 keep(block, holdout)
-            yield block[~holdout] if held else block
+            yield np.compress(~holdout, block, axis=0) if held else block
 
     return rebatch(training(), BLOCK_ROWS)
 

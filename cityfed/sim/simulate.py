@@ -13,6 +13,8 @@ gets the reports and ``model.rejected.pb`` (no ``model.pb``), and
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +36,8 @@ from cityfed.config.spec import (
     load_city,
     load_federation,
 )
-from cityfed.data.city_data import CityData, load_city_data
+from cityfed.data.city_data import load_city_data
+from cityfed.data.rows import Tally, streamed_blocks, summarise
 from cityfed.errors import FederationError, SpecError
 from cityfed.federation.classes import one_class_problem
 from cityfed.files import write_atomic
@@ -47,9 +51,13 @@ from cityfed.report.types import PooledCheck, Report
 
 __all__ = [
     "ARTIFACTS",
+    "CHECK_CITIES",
+    "CHECK_ROWS",
     "REJECTED_MODEL",
+    "CityFacts",
     "PooledCheckError",
     "SimulationPlan",
+    "city_facts",
     "prepare",
     "simulate",
 ]
@@ -68,6 +76,39 @@ class PooledCheckError(FederationError):
         self.report = report
 
 
+#: Up to this many cities and pooled rows, the pooled check runs unless ``--no-check``;
+#: beyond, only with ``--check`` (it holds every city's rows in this process).
+CHECK_CITIES = 100
+CHECK_ROWS = 2_000_000
+
+#: From this many cities on, their data is validated by a pool of processes.
+PARALLEL_CITIES = 16
+
+
+@dataclass(frozen=True)
+class CityFacts:
+    """What validating one city's data found (all the checks need, no rows)."""
+
+    city: str
+    rows_read: int
+    rows_train: int
+    rows_holdout: int
+    #: Training rows of class 1 (classification; 0 otherwise).
+    ones: int
+    #: Column sums of the design's level indicators over the training rows.
+    level_sums: tuple[float, ...]
+
+    @property
+    def rows_used(self) -> int:
+        """Usable rows, training and holdout."""
+        return self.rows_train + self.rows_holdout
+
+    @property
+    def rows_dropped(self) -> int:
+        """Rows dropped under ``missing = "drop"``."""
+        return self.rows_read - self.rows_used
+
+
 @dataclass(frozen=True)
 class SimulationPlan:
     """Validated inputs of a simulation."""
@@ -76,13 +117,71 @@ class SimulationPlan:
     federation: FederationSpec
     city_paths: tuple[Path, ...]
     cities: tuple[CitySpec, ...]
-    data: tuple[CityData, ...]
+    facts: tuple[CityFacts, ...]
     #: Cities whose nodes will refuse to answer, and why (they leave the run).
     refusals: Mapping[str, str] = field(default_factory=dict)
+    #: Whether the model is checked against the pooled fit (:data:`CHECK_CITIES`).
+    check: bool = True
 
 
-def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> SimulationPlan:
-    """Parse and check everything before any process starts.
+def city_facts(city: CitySpec, fed: FederationSpec) -> CityFacts:
+    """Validate one city's data by one streamed pass over it, in bounded memory.
+
+    Raises
+    ------
+    DataError, SpecError
+        The first problem of the city's data, as its node would find it.
+    """
+    tally = Tally()
+    summary = summarise(streamed_blocks(city, fed, tally), city, fed)
+    moments = summary.moments
+    ones = 0
+    if fed.task == "classification" and moments.n:
+        ones = round(moments.n * (float(moments.mean[-1]) + float(moments.low[-1])))
+    return CityFacts(
+        city.name,
+        tally.rows_read,
+        tally.rows_train,
+        tally.rows_holdout,
+        ones,
+        tuple(summary.sums.tolist()),
+    )
+
+
+def _facts_of(paths: tuple[str, str]) -> CityFacts:
+    """:func:`city_facts` from paths (a task of the validation pool)."""
+    return city_facts(load_city(Path(paths[1])), load_federation(Path(paths[0])))
+
+
+def _all_facts(
+    fed_path: Path, fed: FederationSpec, paths: Sequence[Path], cities: Sequence[CitySpec]
+) -> tuple[CityFacts, ...]:
+    """Every city's facts, in order; many cities are validated by a pool of processes."""
+    workers = min(os.cpu_count() or 1, 8)
+    if len(cities) < PARALLEL_CITIES or workers < 2:
+        return tuple(city_facts(city, fed) for city in cities)
+    tasks = [(str(fed_path), str(path)) for path in paths]
+    # spawn: the caller may run threads (a progress display), which fork would copy.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        try:
+            return tuple(pool.map(_facts_of, tasks, chunksize=max(1, len(tasks) // (8 * workers))))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def prepare(
+    federation_path: str | Path,
+    city_paths: Sequence[str | Path],
+    *,
+    check: bool | None = None,
+) -> SimulationPlan:
+    """Parse and check everything before the engine starts.
+
+    Every city's data is read once, streamed (a pool of processes validates many
+    cities in parallel); no city's rows are kept. ``check`` runs the pooled
+    check (None: up to :data:`CHECK_CITIES` cities and :data:`CHECK_ROWS` rows).
 
     Raises
     ------
@@ -115,16 +214,16 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
                 f"({federation_digest(fed)[:19]}…); add the path of the federation.toml it "
                 "agreed to"
             )
-    data = tuple(load_city_data(city, fed) for city in cities)
+    facts = _all_facts(fed_path, fed, paths, cities)
     # What the cities' nodes will refuse in the engine, known before it starts: a
     # refusing city leaves the run, and a run that cannot have enough cities
     # fails now rather than after the engine started.
     refusals = {
         city.name: reason
-        for city, rows in zip(cities, data, strict=True)
+        for city, fact in zip(cities, facts, strict=True)
         if (
-            reason := check_data(fed, city, int(rows.y_train.shape[0]))
-            or check_levels(fed, city, rows.X_train.sum(axis=0), int(rows.y_train.size))
+            reason := check_data(fed, city, fact.rows_train)
+            or check_levels(fed, city, np.asarray(fact.level_sums), fact.rows_train)
         )
         is not None
     }
@@ -135,14 +234,13 @@ def prepare(federation_path: str | Path, city_paths: Sequence[str | Path]) -> Si
             f"federation needs min_cities = {fed.min_cities} ({named})"
         )
     if fed.task == "classification":
-        counts = {
-            rows.city: (int(np.sum(rows.y_train == 0.0)), int(np.sum(rows.y_train == 1.0)))
-            for rows in data
-        }
+        counts = {fact.city: (fact.rows_train - fact.ones, fact.ones) for fact in facts}
         problem = one_class_problem(counts)
         if problem is not None:
             raise SpecError(f"{fed_path.name}: {problem}")
-    return SimulationPlan(fed_path, fed, paths, cities, data, refusals)
+    if check is None:
+        check = len(cities) <= CHECK_CITIES and sum(f.rows_used for f in facts) <= CHECK_ROWS
+    return SimulationPlan(fed_path, fed, paths, cities, facts, refusals, check)
 
 
 def simulate(
@@ -212,11 +310,14 @@ def simulate(
         if final.kind == "error":
             raise FederationError(final.message)
         model = read_model(staging / "model.pb")
-        check = pooled_check(model, plan.data)
+        check = None
+        if plan.check:  # every city's rows, harmonised again here: the reference's input
+            data = [load_city_data(city, plan.federation) for city in plan.cities]
+            check = pooled_check(model, data)
         report = replace(read_report(staging / "report.json"), pooled_check=check)
         write_report(report, staging)
         out.mkdir(parents=True, exist_ok=True)
-        if not check.within_tolerance:
+        if check is not None and not check.within_tolerance:
             (out / "model.pb").unlink(missing_ok=True)  # an earlier run's, now misleading
             write_atomic(out / REJECTED_MODEL, (staging / "model.pb").read_bytes())
             for name in ARTIFACTS[1:]:
