@@ -7,6 +7,7 @@ cell named must be those of the whole table read at once.
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 from pathlib import Path
 
@@ -208,7 +209,7 @@ def test_the_split_is_exact_and_the_same_in_any_chunks(
     # Prepare: the rows as row numbers, cut into arbitrary chunks
     rows = np.arange(n, dtype=np.float64)[:, None]
     edges = sorted({0, n, *(c for c in cuts if c < n)})
-    chunks = [rows[a:b] for a, b in zip(edges, edges[1:], strict=False)] or [rows]
+    chunks = [rows[a:b] for a, b in itertools.pairwise(edges)] or [rows]
     # Execute: the blocks as they stream, decided one at a time
     blocks = list(rebatch(iter(chunks), BLOCK_ROWS))
     masks = [

@@ -85,6 +85,11 @@ def _run_simulation(
         if len(plan.facts) > 50:
             rows = sum(fact.rows_used for fact in plan.facts)
             console.log(f"... {len(plan.facts)} cities in all, {rows} usable rows")
+        if not plan.facts:
+            console.log(
+                f"{len(plan.cities)} cities: specs, units and headers checked; "
+                "each node validates its own rows"
+            )
         if not plan.check:
             console.log("No pooled check (many cities or rows): --check runs it")
         for name, reason in sorted(plan.refusals.items()):

@@ -165,6 +165,12 @@ def is_dimensionless(unit: str | None, *, where: str = "unit") -> bool:
     return bool(_unit(unit, where).dimensionless)
 
 
+@functools.lru_cache(maxsize=1024)
+def _converts(src_unit: Any, dst_unit: Any) -> None:
+    """Raise pint's error unless ``src_unit`` converts to ``dst_unit`` (remembered)."""
+    _registry().Quantity(1.0, src_unit).to(dst_unit)
+
+
 def check_convertible(src: str | None, dst: str | None, *, where: str) -> None:
     """Check that values in unit `src` can be converted to unit `dst`.
 
@@ -184,7 +190,7 @@ def check_convertible(src: str | None, dst: str | None, *, where: str) -> None:
     src_unit = _unit(src, where)
     dst_unit = _unit(dst, where)
     try:
-        _registry().Quantity(1.0, src_unit).to(dst_unit)
+        _converts(src_unit, dst_unit)
     except PintError as exc:
         src_dim = str(src_unit.dimensionality)
         dst_dim = str(dst_unit.dimensionality)

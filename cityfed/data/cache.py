@@ -111,19 +111,23 @@ class DataCache:
             logger.warning("city %s: harmonised data not cached (%s)", city.name, exc)
         return data
 
-    def training(self, city: CitySpec, fed: FederationSpec) -> tuple[Iterator[FloatArray], Tally]:
+    def training(
+        self, city: CitySpec, fed: FederationSpec, *, keep: bool = True
+    ) -> tuple[Iterator[FloatArray], Tally]:
         """The city's training rows in blocks, and its counts (complete after the blocks).
 
         From the cache when this run already kept the rows; else streamed from
-        the source in bounded memory, and kept for the run's next messages when
-        they take at most :data:`KEEP_BYTES`.
+        the source in bounded memory, and (with ``keep``: the run has further
+        messages that read them) kept for the run when they take at most
+        :data:`KEEP_BYTES`.
 
         Raises
         ------
         DataError, SpecError
             As :func:`~cityfed.data.harmonise.harmonised_chunks`, on a miss.
         """
-        key = self._key(city, fed) if self.folder is not None else None
+        # Rows a run does not keep were not kept by an earlier message either.
+        key = self._key(city, fed) if self.folder is not None and keep else None
         entry = None if self.folder is None or key is None else self.folder / key
         cached = None if entry is None else _read(entry)
         if cached is not None:
@@ -135,7 +139,7 @@ class DataCache:
             )
             return data_blocks(cached), tally
         tally = Tally()
-        kept = _Kept() if entry is not None else None
+        kept = _Kept() if entry is not None and keep else None
         blocks = streamed_blocks(city, fed, tally, None if kept is None else kept.keep)
         return self._keeping(blocks, tally, kept, entry, city, fed), tally
 

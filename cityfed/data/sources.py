@@ -17,6 +17,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -202,9 +203,27 @@ def frames(
     _require_columns(city, needed, header)
     if city.database is not None:
         return prefetched(iter_sql_columns(city, needed))
-    if is_parquet(city):
-        return prefetched(_parquet_frames(city, needed))
-    return prefetched(_csv_frames(city, numeric, textual, header))
+    reader = (
+        _parquet_frames(city, needed)
+        if is_parquet(city)
+        else _csv_frames(city, numeric, textual, header)
+    )
+    return prefetched(reader) if _size(city.data) > READ_AHEAD_BYTES else reader
+
+
+#: A source of fewer bytes is read in the consumer's thread (a reader thread
+#: would cost more than the one or two chunks it could overlap).
+READ_AHEAD_BYTES = 8 << 20
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of the files of a folder."""
+    try:
+        if path.is_dir():
+            return sum(child.stat().st_size for child in path.iterdir() if child.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 #: Frames read ahead of the one being harmonised (the memory of as many chunks).

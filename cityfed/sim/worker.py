@@ -22,6 +22,10 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Each ClientApp has one CPU: one BLAS thread, else every Ray worker's BLAS
+    # threads spin beside the others' (a city's moments took 13 ms instead of 0.3).
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
     federation, out_dir, run_id, *cities = argv
     from cityfed_client.app import make_client_app
     from cityfed_server.app import ServerSettings, make_server_app

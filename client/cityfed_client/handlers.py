@@ -35,7 +35,7 @@ from cityfed.core.privacy import (
 )
 from cityfed.core.secure_stats import moments_vector, terms_vector
 from cityfed.data.cache import DataCache
-from cityfed.data.city_data import CityData
+from cityfed.data.city_data import CityData, row_set
 from cityfed.data.rows import BlockTerms, Summary, summarise
 from cityfed.errors import CityFedError
 from cityfed.federation.outcome import CityOutcome
@@ -204,6 +204,23 @@ def _redact(text: str, paths: list[Path]) -> str:
     return text
 
 
+def _rows_needed_again(ins: Instruction, city: CitySpec) -> bool:
+    """Whether a later message of the run reads this city's rows again.
+
+    The moments of a linear or ridge model without a holdout (the federation's
+    or the city's own) under plain aggregation are the run's only question to
+    the city: keeping its rows would only leave them on disk.
+    """
+    fed = ins.federation
+    fraction, _ = row_set(city, fed)
+    return ins.phase != "moments" or not (
+        fed.model in ("linear", "ridge")
+        and fed.algorithm == "exact"
+        and fraction == 0.0
+        and ins.secagg is None
+    )
+
+
 def _block_terms(ins: Instruction) -> BlockTerms:
     """A block's Newton terms at every point the instruction sends."""
     assert ins.scaler is not None and ins.weights is not None  # checked by the policy
@@ -346,7 +363,7 @@ def answer_for_city(ins: Instruction, city: CitySpec, node: NodeRuntime) -> City
         if ins.phase in ("moments", "newton") and not fed.private:
             # Statistics only: one pass over the training rows in blocks (streamed
             # from the source in bounded memory unless the run already keeps them).
-            blocks, tally = cache.training(city, fed)
+            blocks, tally = cache.training(city, fed, keep=_rows_needed_again(ins, city))
             keys_only = secure is not None and ins.secagg is not None and ins.secagg.step == "keys"
             terms = None if ins.phase != "newton" or keys_only else _block_terms(ins)
             summary = summarise(blocks, city, fed, terms)
