@@ -154,6 +154,7 @@ class _StreamedCities:
 
     def exchange(self, instruction: Any, nodes: Sequence[int]) -> Iterator[tuple[int, Any]]:
         from cityfed.core.stats import Moments
+        from cityfed.federation.outcome import CityOutcome
         from cityfed.federation.protocol import CityReply
 
         rng = np.random.default_rng(self.seed)
@@ -161,7 +162,8 @@ class _StreamedCities:
         for node in nodes:
             factor = rng.normal(size=(p, p))
             moments = Moments(1000, rng.normal(size=p), factor @ factor.T + p * np.eye(p))
-            yield node, CityReply(f"city{node}", "ok", n=1000, rows_read=1000, moments=moments)
+            outcome = CityOutcome(f"city{node}", "ok", rows_read=1000, rows_train=1000)
+            yield node, CityReply(outcome, moments=moments)
 
 
 def aggregation_alone(counts: Sequence[int], d: int) -> list[dict[str, Any]]:
@@ -239,6 +241,10 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     cells = []
     for row in rows:
         ours, plain = row["cityfed"], row["flower"]
+        if plain is None:  # --cityfed-only
+            plain = {key: float("nan") for key in ("wall_seconds", "peak_pss_mib")} | {
+                "aggregation_seconds": float("nan")
+            }
         cells.append(
             [
                 f"{row['cities']:,}",
@@ -293,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="results file (default bench/results/)")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument(
+        "--cityfed-only", action="store_true", help="run cityfed simulate only (no plain app)"
+    )
     args = parser.parse_args(argv)
     counts = args.cities or ([10, 100] if args.quick else [10, 100, 1000])
 
@@ -310,17 +319,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             ours_runs, plain_runs = [], []
             for attempt in range(args.repeat):  # alternate, so drift hits both alike
                 ours_runs.append(run_cityfed(federation, configs, work / f"out-{attempt}"))
-                plain_runs.append(run_plain(csvs, work))
+                if not args.cityfed_only:
+                    plain_runs.append(run_plain(csvs, work))
+                plain = f"{plain_runs[-1]['wall_seconds']:.1f} s" if plain_runs else "not run"
                 print(
-                    f"  run {attempt + 1}: cityfed simulate {ours_runs[-1]['wall_seconds']:.1f} s,"
-                    f" plain Flower app {plain_runs[-1]['wall_seconds']:.1f} s",
+                    f"  run {attempt + 1}: cityfed simulate {ours_runs[-1]['wall_seconds']:.1f} s "
+                    f"(peak {ours_runs[-1]['peak_pss_mib']:,.0f} MiB PSS), plain Flower {plain}",
                     flush=True,
                 )
             rows.append(
                 {
                     "cities": count,
                     "cityfed": median_run(ours_runs),
-                    "flower": median_run(plain_runs),
+                    "flower": median_run(plain_runs) if plain_runs else None,
                 }
             )
     finally:

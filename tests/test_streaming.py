@@ -248,13 +248,17 @@ def _peak_streaming(city: CitySpec, fed: FederationSpec) -> int:
         tracemalloc.stop()
 
 
-def test_memory_does_not_grow_with_the_rows(tmp_path: Path) -> None:
-    # Prepare: two cities, one three times the other's size (both past a few chunks)
-    small = _specs(*_write(tmp_path / "small", 8 * BLOCK_ROWS))
-    large = _specs(*_write(tmp_path / "large", 24 * BLOCK_ROWS))
+def test_memory_does_not_grow_with_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: two cities, one four times the other's size, both many chunks long
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 8_192)
+    small = _specs(*_write(tmp_path / "small", 3 * BLOCK_ROWS))
+    large = _specs(*_write(tmp_path / "large", 12 * BLOCK_ROWS))
     # Execute: the Python and NumPy memory held at the peak of each pass
     peaks = [_peak_streaming(*small), _peak_streaming(*large)]
-    # Assert: a few chunks and blocks either way, not a third more rows' worth
+    # Assert: a few chunks and blocks either way, not four times the rows' worth
     assert peaks[1] < 1.15 * peaks[0] + (1 << 20)
 
 

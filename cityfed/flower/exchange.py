@@ -27,9 +27,12 @@ from cityfed.flower.records import (
     encode_reply,
 )
 
-__all__ = ["GridExchange", "LocalExchange", "Responder"]
+__all__ = ["MAX_PAUSE", "GridExchange", "LocalExchange", "Responder"]
 
 logger = logging.getLogger(__name__)
+
+#: The longest pause between two pulls of replies (:meth:`GridExchange.pause`).
+MAX_PAUSE = 1.0
 
 #: A city answering in this process: an instruction in, its reply out.
 Responder = Callable[[Instruction], CityReply]
@@ -64,7 +67,9 @@ class GridExchange:
     max_asks : int
         How many times a city is asked the same question at most.
     poll_interval : float
-        Seconds between two pulls of replies.
+        Seconds between two pulls of replies while few are awaited; with more
+        the pause grows (:meth:`pause`), since one pull costs time in
+        proportion to the replies awaited.
     """
 
     def __init__(
@@ -84,6 +89,19 @@ class GridExchange:
         self.names: dict[int, str] = {}
         #: (round, node) of every question asked again, for the record.
         self.asked_again: list[tuple[int, int]] = []
+
+    def pause(self, awaited: int) -> float:
+        """Seconds to wait before pulling again, with ``awaited`` replies outstanding.
+
+        ``poll_interval`` for a handful of cities, one more interval per 100
+        replies awaited, at most :data:`MAX_PAUSE`: a pull asks the SuperLink about
+        every outstanding message, so at 1,000 or 10,000 cities polling at the
+        small-federation pace kept the ServerApp's process busy (it shares the
+        machine's cores with the ClientApps in a simulation) and slowed the very
+        replies it waited for, while a second of latency is nothing to a round
+        of thousands of cities.
+        """
+        return min(self.poll_interval * (1.0 + awaited / 100.0), MAX_PAUSE)
 
     def nodes(self) -> list[int]:
         """Connected node ids, sorted."""
@@ -174,7 +192,7 @@ class GridExchange:
             if not replies:
                 if self.resend_after is not None:
                     pending.update(self._ask_again(instruction, asked, own))
-                time.sleep(self.poll_interval)
+                time.sleep(self.pause(len(asked)))
         for node in asked:
             yield node, self._failed(node, f"no reply within {self.reply_timeout:g} s")
 
