@@ -96,7 +96,17 @@ def _run_simulation(
             console.log(escape(f"{name} will not take part: {reason}"))
         status.update(f"Starting Flower's simulation engine with {len(plan.cities)} cities...")
 
+        cities_told = [0]
+
         def on_event(event: ProgressEvent) -> None:
+            # Thousands of cities: the first ones by name, the rest in the status line.
+            if event.kind == "city":
+                cities_told[0] += 1
+                if cities_told[0] == 51:
+                    console.log("... (more cities: counted in the status line)")
+                if cities_told[0] > 50:
+                    status.update(f"{cities_told[0]} city events so far")
+                    return
             console.log(escape(event.message))
             status.update(escape(event.message))
 

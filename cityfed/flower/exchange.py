@@ -51,7 +51,8 @@ class GridExchange:
     """Exchange through a Flower :class:`~flwr.serverapp.Grid`.
 
     A city that is still connected but has not replied after ``resend_after``
-    seconds is asked the same question again (up to ``max_asks`` times in all):
+    seconds (and no other city has either, in that time) is asked the same
+    question again (up to ``max_asks`` times in all):
     a reply lost in transit, to a restart of the front for instance, is then
     answered again instead of the city dropping out. Phases are idempotent, so
     the first reply to arrive is the answer; later copies are ignored.
@@ -131,14 +132,21 @@ class GridExchange:
         instruction: Instruction,
         asked: dict[int, tuple[float, int]],
         personal: Mapping[int, Instruction],
+        last_reply: float,
     ) -> dict[str, int]:
-        """Ask again the connected cities whose reply is overdue; their new message ids."""
+        """Ask again the connected cities whose reply is overdue; their new message ids.
+
+        Overdue counts from the later of the question and the last reply of anyone:
+        while replies keep arriving the cities are working through the round (ten
+        thousand simulated cities take minutes), and asking again would only
+        queue the same work twice.
+        """
         assert self.resend_after is not None
         now = time.monotonic()
         overdue = [
             node
             for node, (since, asks) in asked.items()
-            if now - since >= self.resend_after and asks < self.max_asks
+            if now - max(since, last_reply) >= self.resend_after and asks < self.max_asks
         ]
         if not overdue:
             return {}
@@ -179,8 +187,11 @@ class GridExchange:
             else:
                 yield node, self._failed(node, "the message could not be delivered")
         deadline = time.monotonic() + self.reply_timeout
+        last_reply = time.monotonic()
         while asked and time.monotonic() < deadline:
             replies = list(self.grid.pull_messages(list(pending)))
+            if replies:
+                last_reply = time.monotonic()
             for reply in replies:
                 node_id = pending.pop(reply.metadata.reply_to_message_id, None)
                 if node_id is None or node_id not in asked:
@@ -191,7 +202,7 @@ class GridExchange:
                 yield node_id, self._decode(node_id, reply)
             if not replies:
                 if self.resend_after is not None:
-                    pending.update(self._ask_again(instruction, asked, own))
+                    pending.update(self._ask_again(instruction, asked, own, last_reply))
                 time.sleep(self.pause(len(asked)))
         for node in asked:
             yield node, self._failed(node, f"no reply within {self.reply_timeout:g} s")
