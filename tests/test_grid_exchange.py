@@ -202,3 +202,35 @@ def test_a_lost_reply_is_asked_again_while_the_city_is_connected(tmp_path: Path)
     reference = dict(GridExchange(FakeGrid({2: city})).exchange(instruction, [2]))
     assert reference[2].moments is not None
     np.testing.assert_array_equal(replies[2].moments.scatter, reference[2].moments.scatter)
+
+
+def test_at_most_max_in_flight_cities_await_a_reply_and_every_one_is_asked(
+    tmp_path: Path,
+) -> None:
+    # Prepare: 25 nodes that answer on the pull after they were asked
+    outstanding: set[int] = set()
+    most = [0]
+
+    def answer(message: Message) -> Message:
+        return Message(Error(code=ErrorCode.UNKNOWN, reason="scripted"), reply_to=message)
+
+    grid = FakeGrid({n: answer for n in range(1, 26)})
+    pushing = grid.push_messages
+
+    def push(messages: Iterable[Message]) -> list[str]:
+        batch = list(messages)
+        outstanding.update(m.metadata.dst_node_id for m in batch)
+        most[0] = max(most[0], len(outstanding))
+        return pushing(batch)
+
+    grid.push_messages = push  # type: ignore[method-assign]
+    exchange = GridExchange(grid, reply_timeout=5.0, poll_interval=0.0, max_in_flight=4)
+    fed = load_federation(write_federation(tmp_path).federation)
+    # Execute
+    answered = []
+    for node, _ in exchange.exchange(Instruction("moments", fed), list(range(1, 26))):
+        answered.append(node)
+        outstanding.discard(node)
+    # Assert: every node answered once, never more than 4 awaited at once
+    assert sorted(answered) == list(range(1, 26))
+    assert most[0] <= 4

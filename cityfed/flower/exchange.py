@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from flwr.app import Message
@@ -32,7 +33,7 @@ __all__ = ["MAX_PAUSE", "GridExchange", "LocalExchange", "Responder"]
 logger = logging.getLogger(__name__)
 
 #: The longest pause between two pulls of replies (:meth:`GridExchange.pause`).
-MAX_PAUSE = 1.0
+MAX_PAUSE = 5.0
 
 #: A city answering in this process: an instruction in, its reply out.
 Responder = Callable[[Instruction], CityReply]
@@ -67,6 +68,11 @@ class GridExchange:
         Seconds without a reply before asking a connected city again; None never.
     max_asks : int
         How many times a city is asked the same question at most.
+    max_in_flight : int
+        The most cities awaiting a reply at once: Flower's in-memory SuperLink
+        (the simulation's) checks every stored message for every node it
+        delivers to, so 10,000 questions at once stalled the engine; later
+        cities are asked as replies come in.
     poll_interval : float
         Seconds between two pulls of replies while few are awaited; with more
         the pause grows (:meth:`pause`), since one pull costs time in
@@ -81,8 +87,10 @@ class GridExchange:
         resend_after: float | None = None,
         max_asks: int = 3,
         poll_interval: float = 0.05,
+        max_in_flight: int = 1000,
     ) -> None:
         self.grid = grid
+        self.max_in_flight = max_in_flight
         self.reply_timeout = reply_timeout
         self.resend_after = resend_after
         self.max_asks = max_asks
@@ -95,12 +103,11 @@ class GridExchange:
         """Seconds to wait before pulling again, with ``awaited`` replies outstanding.
 
         ``poll_interval`` for a handful of cities, one more interval per 100
-        replies awaited, at most :data:`MAX_PAUSE`: a pull asks the SuperLink about
-        every outstanding message, so at 1,000 or 10,000 cities polling at the
-        small-federation pace kept the ServerApp's process busy (it shares the
-        machine's cores with the ClientApps in a simulation) and slowed the very
-        replies it waited for, while a second of latency is nothing to a round
-        of thousands of cities.
+        replies awaited, at most :data:`MAX_PAUSE`: a pull makes the SuperLink
+        check every outstanding message under the lock its fleet side needs too
+        (Flower's in-memory state), so at 10,000 cities polling at the
+        small-federation pace stalled the very replies it waited for, while a few
+        seconds of latency are nothing to a round of thousands of cities.
         """
         return min(self.poll_interval * (1.0 + awaited / 100.0), MAX_PAUSE)
 
@@ -175,37 +182,54 @@ class GridExchange:
         nodes: Sequence[int],
         personal: Mapping[int, Instruction] | None = None,
     ) -> Iterator[tuple[int, CityReply]]:
-        """Push one message per node and yield replies while pulling."""
-        pending: dict[str, int] = {}
-        asked: dict[int, tuple[float, int]] = {}
+        """Push one message per node and yield replies while pulling.
+
+        At most ``max_in_flight`` cities await a reply at once; the next are
+        asked as replies come in. Each city has ``reply_timeout`` seconds from
+        its question.
+        """
         own = personal or {}
-        for node in nodes:
-            message_id = self._push(node, own.get(node, instruction))
-            if message_id is not None:
-                pending[message_id] = node
-                asked[node] = (time.monotonic(), 1)
-            else:
-                yield node, self._failed(node, "the message could not be delivered")
-        deadline = time.monotonic() + self.reply_timeout
+        waiting = deque(nodes)
+        pending: dict[str, int] = {}  # message id -> node
+        ids_of: dict[int, list[str]] = {}  # node -> its message ids (asked again: several)
+        asked: dict[int, tuple[float, int]] = {}  # node -> (last asked, times asked)
+        first_asked: dict[int, float] = {}
         last_reply = time.monotonic()
-        while asked and time.monotonic() < deadline:
-            replies = list(self.grid.pull_messages(list(pending)))
+        while waiting or asked:
+            while waiting and len(asked) < self.max_in_flight:
+                node = waiting.popleft()
+                message_id = self._push(node, own.get(node, instruction))
+                if message_id is None:
+                    yield node, self._failed(node, "the message could not be delivered")
+                    continue
+                pending[message_id] = node
+                ids_of[node] = [message_id]
+                first_asked[node] = time.monotonic()
+                asked[node] = (first_asked[node], 1)
+            replies = list(self.grid.pull_messages(list(pending))) if pending else []
+            now = time.monotonic()
             if replies:
-                last_reply = time.monotonic()
+                last_reply = now
             for reply in replies:
                 node_id = pending.pop(reply.metadata.reply_to_message_id, None)
                 if node_id is None or node_id not in asked:
                     continue  # a later copy of an answer already in
-                del asked[node_id]
-                for message_id in [m for m, n in pending.items() if n == node_id]:
-                    del pending[message_id]
+                del asked[node_id], first_asked[node_id]
+                for message_id in ids_of.pop(node_id, []):
+                    pending.pop(message_id, None)
                 yield node_id, self._decode(node_id, reply)
-            if not replies:
+            for node in [n for n, t in first_asked.items() if now - t >= self.reply_timeout]:
+                del asked[node], first_asked[node]
+                for message_id in ids_of.pop(node, []):
+                    pending.pop(message_id, None)
+                yield node, self._failed(node, f"no reply within {self.reply_timeout:g} s")
+            if not replies and asked:
                 if self.resend_after is not None:
-                    pending.update(self._ask_again(instruction, asked, own, last_reply))
+                    again = self._ask_again(instruction, asked, own, last_reply)
+                    pending.update(again)
+                    for message_id, node in again.items():
+                        ids_of.setdefault(node, []).append(message_id)
                 time.sleep(self.pause(len(asked)))
-        for node in asked:
-            yield node, self._failed(node, f"no reply within {self.reply_timeout:g} s")
 
     def _decode(self, node: int, reply: Message) -> CityReply:
         if reply.has_error():
