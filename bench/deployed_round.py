@@ -147,7 +147,7 @@ class Stack:
         self.root = root
         self.cities = list(cities)
         self.csvs = list(csvs)
-        self.fleet, self.control, self.runtime = free_port(), free_port(), free_port()
+        self.port = free_port()  # Flower 1.42: Fleet, Control and runtime APIs on one port
         self.node_ports = [free_port() for _ in cities]
         self.procs: list[subprocess.Popen[bytes]] = []
         self.answering: list[subprocess.Popen[bytes]] = []
@@ -155,7 +155,7 @@ class Stack:
         self.flwr_home.mkdir()
         (self.flwr_home / "config.toml").write_text(
             '[superlink]\ndefault = "bench"\n\n[superlink.bench]\n'
-            f'address = "127.0.0.1:{self.control}"\ninsecure = true\n',
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n',
             encoding="utf-8",
         )
 
@@ -177,14 +177,12 @@ class Stack:
             executable("flower-superlink"),
             "--insecure",
             "--database", str(self.root / "superlink.db"),
-            "--fleet-api-address", f"127.0.0.1:{self.fleet}",
-            "--control-api-address", f"127.0.0.1:{self.control}",
             "--host", "127.0.0.1",
-            "--port", str(self.runtime),
+            "--port", str(self.port),
             "--disable-runtime-dependency-installation",
         ]  # fmt: skip
         self.procs.append(self._start(superlink, "superlink"))
-        _wait_port(self.control, "the SuperLink's Control API")
+        _wait_port(self.port, "the SuperLink")
         for k, (city, csv, port) in enumerate(
             zip(self.cities, self.csvs, self.node_ports, strict=True)
         ):
@@ -196,7 +194,7 @@ class Stack:
             supernode = [
                 executable("flower-supernode"),
                 "--insecure",
-                "--superlink", f"127.0.0.1:{self.fleet}",
+                "--superlink", f"127.0.0.1:{self.port}",
                 "--node-config", node_config,
                 "--isolation", "process",
                 "--port", str(port),
