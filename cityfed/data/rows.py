@@ -201,7 +201,9 @@ def summarise(
     sums = np.zeros(d)
     total: list[NewtonTerms] = []
     for index, block in enumerate(blocks):
-        rows = block[:, : d + 1]
+        # One layout whatever the path (a harmonised chunk is column-major, a
+        # compressed block row-major): BLAS sums depend on it, the bytes must not.
+        rows = np.ascontiguousarray(block[:, : d + 1])
         moments = moments.merge(Moments.of(rows))
         if levels.size:
             sums[levels] += rows[:, levels].sum(axis=0)
@@ -211,6 +213,6 @@ def summarise(
                 fold_moments[j] = fold_moments[j].merge(Moments.of(rows[ids == j]))
         if terms is not None:
             offset = None if fed.exposure is None else np.log(block[:, d + 1])
-            part = terms(block[:, :d], block[:, d], offset)
+            part = terms(rows[:, :d], rows[:, d], offset)
             total = part if index == 0 else [a + b for a, b in zip(total, part, strict=True)]
     return Summary(moments, tuple(fold_moments), sums, tuple(total))
