@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cityfed.config.spec import CitySpec, FederationSpec, federation_to_json
-from cityfed.data.city_data import CityData, load_city_data
+from cityfed.data.city_data import CityData, city_data, load_city_data
 from cityfed.data.rows import Tally, data_blocks, streamed_blocks
 from cityfed.typing import BoolArray, FloatArray
 
@@ -139,21 +139,23 @@ class DataCache:
             )
             return data_blocks(cached), tally
         tally = Tally()
-        kept = _Kept() if entry is not None and keep else None
-        blocks = streamed_blocks(city, fed, tally, None if kept is None else kept.keep)
+        if entry is None:  # nothing to keep, or nowhere to keep it
+            return streamed_blocks(city, fed, tally), tally
+        kept = _Kept()
+        blocks = streamed_blocks(city, fed, tally, kept.keep)
         return self._keeping(blocks, tally, kept, entry, city, fed), tally
 
     def _keeping(
         self,
         blocks: Iterator[FloatArray],
         tally: Tally,
-        kept: _Kept | None,
-        entry: Path | None,
+        kept: _Kept,
+        entry: Path,
         city: CitySpec,
         fed: FederationSpec,
     ) -> Iterator[FloatArray]:
         yield from blocks
-        if kept is None or entry is None or kept.parts is None:
+        if kept.parts is None:  # past the budget
             return
         data = kept.data(city.name, fed, tally)
         try:
@@ -220,20 +222,7 @@ class _Kept:
         assert self.parts is not None
         train = np.concatenate([t for t, _ in self.parts])
         holdout = np.concatenate([h for _, h in self.parts])
-        d = len(fed.design)
-        exposure = fed.exposure is not None
-        return CityData(
-            city=city,
-            features=fed.design_names,
-            X_train=np.ascontiguousarray(train[:, :d]),
-            y_train=np.ascontiguousarray(train[:, d]),
-            X_holdout=np.ascontiguousarray(holdout[:, :d]),
-            y_holdout=np.ascontiguousarray(holdout[:, d]),
-            rows_read=tally.rows_read,
-            drop_reasons=tally.reasons,
-            exposure_train=np.ascontiguousarray(train[:, d + 1]) if exposure else None,
-            exposure_holdout=np.ascontiguousarray(holdout[:, d + 1]) if exposure else None,
-        )
+        return city_data(city, fed, train, holdout, tally.rows_read, tally.reasons)
 
 
 def _read(entry: Path) -> CityData | None:

@@ -12,7 +12,7 @@ from cityfed.data.harmonise import harmonise
 from cityfed.data.holdout import holdout_mask
 from cityfed.typing import FloatArray
 
-__all__ = ["CityData", "load_city_data", "row_set"]
+__all__ = ["CityData", "city_data", "load_city_data", "row_set"]
 
 
 @dataclass(frozen=True)
@@ -69,18 +69,33 @@ def load_city_data(city: CitySpec, fed: FederationSpec) -> CityData:
     table, rows_read, reasons = harmonise(city, fed)
     fraction, seed = row_set(city, fed)
     holdout = holdout_mask(table.shape[0], fraction, seed, city.name)
+    return city_data(city.name, fed, table[~holdout], table[holdout], rows_read, reasons)
+
+
+def city_data(
+    city: str,
+    fed: FederationSpec,
+    train: FloatArray,
+    holdout: FloatArray,
+    rows_read: int,
+    drop_reasons: Mapping[str, int],
+) -> CityData:
+    """:class:`CityData` from harmonised training and holdout tables.
+
+    A table's columns are the design, the target, then the exposure if any (as
+    :func:`~cityfed.data.harmonise.harmonise` gives them).
+    """
     d = len(fed.design)
-    X, y = table[:, :d], table[:, d]
-    exposure = table[:, d + 1] if fed.exposure is not None else None
+    exposure = fed.exposure is not None
     return CityData(
-        city=city.name,
+        city=city,
         features=fed.design_names,
-        X_train=np.ascontiguousarray(X[~holdout]),
-        y_train=np.ascontiguousarray(y[~holdout]),
-        X_holdout=np.ascontiguousarray(X[holdout]),
-        y_holdout=np.ascontiguousarray(y[holdout]),
+        X_train=np.ascontiguousarray(train[:, :d]),
+        y_train=np.ascontiguousarray(train[:, d]),
+        X_holdout=np.ascontiguousarray(holdout[:, :d]),
+        y_holdout=np.ascontiguousarray(holdout[:, d]),
         rows_read=rows_read,
-        drop_reasons=reasons,
-        exposure_train=None if exposure is None else np.ascontiguousarray(exposure[~holdout]),
-        exposure_holdout=None if exposure is None else np.ascontiguousarray(exposure[holdout]),
+        drop_reasons=drop_reasons,
+        exposure_train=np.ascontiguousarray(train[:, d + 1]) if exposure else None,
+        exposure_holdout=np.ascontiguousarray(holdout[:, d + 1]) if exposure else None,
     )

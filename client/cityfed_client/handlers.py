@@ -225,22 +225,21 @@ def _block_terms(ins: Instruction) -> BlockTerms:
     """A block's Newton terms at every point the instruction sends."""
     assert ins.scaler is not None and ins.weights is not None  # checked by the policy
     scaler, points = ins.scaler, np.atleast_2d(ins.weights)
-    poisson = ins.federation.model == "poisson"
 
     def terms(X: np.ndarray, y: np.ndarray, offset: np.ndarray | None) -> list[NewtonTerms]:
         Z = scaler.design(X)
-        if poisson:
-            return [poisson_terms(Z, y, w, offset) for w in points]
-        return [logistic_terms(Z, y, w) for w in points]
+        return [_newton_terms(ins, Z, y, w, offset) for w in points]
 
     return terms
 
 
-def _newton_terms(ins: Instruction, data: CityData, Z: np.ndarray, w: np.ndarray) -> NewtonTerms:
-    """The family's loss, gradient and Hessian of the training rows at one point sent."""
+def _newton_terms(
+    ins: Instruction, Z: np.ndarray, y: np.ndarray, w: np.ndarray, offset: np.ndarray | None
+) -> NewtonTerms:
+    """The family's loss, gradient and Hessian of rows ``Z`` at one point sent."""
     if ins.federation.model == "poisson":
-        return poisson_terms(Z, data.y_train, w, data.offset_train)
-    return logistic_terms(Z, data.y_train, w)
+        return poisson_terms(Z, y, w, offset)
+    return logistic_terms(Z, y, w)
 
 
 def _bare(city: str) -> CityOutcome:
@@ -315,7 +314,9 @@ def _private(
     Z = ins.scaler.design(X)
     sigma = charge.multiplier * gradient_sensitivity(ins.scaler, low[:-1], high[:-1]) * share
     point = np.atleast_2d(ins.weights)[0]
-    terms = noisy_gradient(_newton_terms(ins, data, Z, point), sigma, rng)
+    terms = noisy_gradient(
+        _newton_terms(ins, Z, data.y_train, point, data.offset_train), sigma, rng
+    )
     if secure is not None:
         return _masked(spent, secure, ins, terms_vector([terms]))
     return CityReply(spent, terms=(terms,))
